@@ -1,0 +1,56 @@
+"""Atomic, non-clobbering file output."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from edgekit.errors import OutputExistsError
+
+
+def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
+    """Refuse to overwrite an existing file unless ``force``."""
+    p = Path(path)
+    if p.exists() and not force:
+        raise OutputExistsError(p)
+    return p
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    p = check_writable(path, force=force)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def write_text(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
+    return write_bytes(path, text.encode("utf-8"), force=force)
+
+
+def write_json(path: str | os.PathLike, obj, *, force: bool = False) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", force=force)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    p = Path(path)
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for q in files:
+        with open(q, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,25 @@
+"""Conversion: Keras (.keras, .h5, SavedModel) to verified TFLite and ONNX artifacts.
+
+    from edgekit.convert import ConvertOptions, convert
+    report = convert("run/model.h5", "out/", ConvertOptions())
+
+Every artifact embeds the model contract, gets a sidecar ``<file name>.contract.json``, and is
+checked against the source model (top-1 agreement, output difference, accuracy).
+Needs the ``convert`` extra.
+"""
+
+from edgekit.convert._convert import ArtifactResult, ConvertOptions, ConvertReport, convert
+from edgekit.convert._verify import Verification
+from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS, TargetSpec, get_target
+
+__all__ = [
+    "DEFAULT_FORMATS",
+    "TARGETS",
+    "ArtifactResult",
+    "ConvertOptions",
+    "ConvertReport",
+    "TargetSpec",
+    "Verification",
+    "convert",
+    "get_target",
+]

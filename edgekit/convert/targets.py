@@ -1,0 +1,78 @@
+"""The registry of export targets: one small spec per output format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgekit.contract import Contract, embed_onnx, embed_tflite
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    contract: Contract
+    calibration: Callable | None = None  # () -> iterable of float32 [1,H,W,C] arrays
+    int8_io: str = "int8"
+    opset: int = 17
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    suffix: str
+    weights: str
+    activations: str
+    needs_calibration: bool
+    export: Callable[[object, ExportContext], bytes] = field(repr=False)
+
+    def io_dtype(self, ctx: ExportContext) -> str:
+        return ctx.int8_io if self.name == "tflite_int8" else "float32"
+
+    def quantization(self, ctx: ExportContext) -> dict:
+        return {"weights": self.weights, "activations": self.activations, "io": self.io_dtype(ctx)}
+
+
+def _tflite(mode: str):
+    def export(model, ctx: ExportContext) -> bytes:
+        from edgekit.convert.tflite import export_tflite
+
+        data = export_tflite(model, mode, calibration=ctx.calibration, int8_io=ctx.int8_io)
+        return embed_tflite(data, ctx.contract)
+
+    return export
+
+
+def _onnx_float32(model, ctx: ExportContext) -> bytes:
+    from edgekit.convert.onnx import export_onnx
+
+    proto = export_onnx(model, opset=ctx.opset)
+    embed_onnx(proto, ctx.contract)
+    return proto.SerializeToString()
+
+
+TARGETS: dict[str, TargetSpec] = {
+    t.name: t
+    for t in (
+        TargetSpec("tflite_float32", ".tflite", "float32", "float32", False, _tflite("float32")),
+        TargetSpec("tflite_float16", ".tflite", "float16", "float32", False, _tflite("float16")),
+        TargetSpec("tflite_dynamic", ".tflite", "int8", "float32 (dynamic int8)", False, _tflite("dynamic")),
+        TargetSpec("tflite_int8", ".tflite", "int8 per-channel", "int8", True, _tflite("int8")),
+        TargetSpec("onnx_float32", ".onnx", "float32", "float32", False, _onnx_float32),
+    )
+}
+
+DEFAULT_FORMATS = ("tflite_float32", "tflite_int8", "onnx_float32")
+
+
+def get_target(name: str) -> TargetSpec:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise EdgekitError(f"unknown format {name!r}; choose from {', '.join(TARGETS)}") from None
+
+
+def artifact_name(stem: str, target: TargetSpec) -> str:
+    """model + tflite_int8 -> model_int8.tflite; model + onnx_float32 -> model_float32.onnx."""
+    variant = target.name.split("_", 1)[1]
+    return f"{stem}_{variant}{target.suffix}"

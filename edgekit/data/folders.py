@@ -1,0 +1,92 @@
+"""Class-folder image sets: ``root/<class>/*.jpg`` and ``root/{train,val}/<class>/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import InputFileError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+_VAL_NAMES = ("val", "validation", "valid", "test")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """A labelled image set: one subfolder per class, sorted alphabetically as Keras does."""
+
+    root: Path
+    classes: tuple[str, ...]
+    samples: tuple[tuple[Path, int], ...]
+
+    @classmethod
+    def open(cls, root: str | Path) -> ImageFolder:
+        root = Path(root)
+        if not root.exists():
+            raise InputFileError(root, "no such folder")
+        if not root.is_dir():
+            raise InputFileError(root, "not a folder (expected one subfolder per class)")
+        classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
+        if not classes:
+            raise InputFileError(root, "has no class subfolders (expected root/<class>/<image>)")
+        samples = tuple((p, i) for i, c in enumerate(classes) for p in list_images(root / c))
+        if not samples:
+            raise InputFileError(root, "has class subfolders but no images in them")
+        return cls(root, classes, samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, per_class: int, *, seed: int = 0) -> ImageFolder:
+        """At most ``per_class`` images of each class, picked reproducibly."""
+        rng = np.random.default_rng(seed)
+        picked: list[tuple[Path, int]] = []
+        for i in range(len(self.classes)):
+            mine = [s for s in self.samples if s[1] == i]
+            idx = sorted(rng.permutation(len(mine))[:per_class])
+            picked += [mine[j] for j in idx]
+        return ImageFolder(self.root, self.classes, tuple(picked))
+
+
+def find_split(root: str | Path) -> tuple[Path, Path | None]:
+    """Return (train_dir, val_dir) for a dataset root, or (root, None) for a single level."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(root, "no such folder" if not root.exists() else "not a folder")
+    train = root / "train"
+    if train.is_dir():
+        for name in _VAL_NAMES:
+            if (root / name).is_dir():
+                return train, root / name
+        return train, None
+    return root, None
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array, applying EXIF orientation."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(p, "no such file" if not p.exists() else "not a file")
+    try:
+        with Image.open(p) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, np.float64)
+                arr = arr / max(float(arr.max()), 1.0) * 255.0
+                return np.repeat(np.round(arr).astype(np.uint8)[..., None], 3, axis=2)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            return np.asarray(im.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputFileError(p, f"not a readable image ({exc.__class__.__name__})") from exc

@@ -1,0 +1,68 @@
+"""Contracts for models from elsewhere: derive what the tensors tell, take the rest from flags."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from edgekit.contract import ColorOrder, Contract, Layout, Normalization, OutputKind, Provenance
+from edgekit.errors import EdgekitError
+from edgekit.runtime._backends import TensorInfo
+
+
+def _layout_and_size(shape: tuple[int, ...]) -> tuple[Layout, int, int, int]:
+    dims = shape[1:] if len(shape) == 4 else (*shape[1:], 1) if len(shape) == 3 else None
+    if dims is None:
+        raise EdgekitError(f"input shape {list(shape)} is not an image (expected [1, H, W, C] or [1, C, H, W])")
+    if len(shape) == 4 and dims[0] in (1, 3) and dims[2] not in (1, 3):
+        return Layout.NCHW, dims[1], dims[2], dims[0]
+    return Layout.NHWC, dims[0], dims[1], dims[2]
+
+
+def derive_contract(tensor: TensorInfo, num_outputs: int) -> tuple[Contract, list[str]]:
+    """A best-guess contract from the input tensor alone, and the assumptions it made."""
+    layout, h, w, ch = _layout_and_size(tensor.shape)
+    if ch not in (1, 3):
+        raise EdgekitError(f"input shape {list(tensor.shape)} has {ch} channels; image models have 1 or 3")
+    notes = []
+    if tensor.quantized:
+        # Feed raw pixels as the quantized values (the Coral/TFLite convention): uint8 q = pixel,
+        # int8 q = pixel - 128. Express that as a float normalization so one code path serves all.
+        shift = 128 if tensor.dtype == np.int8 else 0
+        norm = Normalization.scale_offset(tensor.scale, -(shift + tensor.zero_point) * tensor.scale)
+        lo, hi = (0 - shift - tensor.zero_point) * tensor.scale, (255 - shift - tensor.zero_point) * tensor.scale
+        notes.append(f"{tensor.dtype} input fed raw pixels (scale {tensor.scale:.6g}, zero point "
+                     f"{tensor.zero_point}: model range {lo:.3g}..{hi:.3g})")
+    else:
+        norm = Normalization.scale_offset(1 / 255, 0.0)
+        notes.append("float input scaled to 0..1 (x/255); pass --mean/--std if it was trained otherwise")
+    order = ColorOrder.GRAY if ch == 1 else ColorOrder.RGB
+    if ch == 3:
+        notes.append("RGB")
+    notes.append("squash-resize bilinear")
+    notes.append(f"{num_outputs} outputs used as probabilities")
+    c = Contract(height=h, width=w, channels=ch, color_order=order, layout=layout, normalization=norm,
+                 labels=(), output=OutputKind.PROBABILITIES, provenance=Provenance(notes=("derived",)))
+    return c, notes
+
+
+def apply_overrides(contract: Contract, *, labels=None, mean=None, std=None, color_order=None,
+                    logits: bool | None = None) -> tuple[Contract, list[str]]:
+    """Apply user flags on top of a contract; returns the new contract and notes on what changed."""
+    notes = []
+    if labels is not None:
+        contract = replace(contract, labels=tuple(labels))
+    if mean is not None or std is not None:
+        mean = tuple(mean) if mean is not None else (0.0,)
+        std = tuple(std) if std is not None else (1.0,)
+        if max(mean + std) <= 1.0:  # timm/torchvision style, in 0..1 units
+            mean, std = tuple(m * 255 for m in mean), tuple(s * 255 for s in std)
+            notes.append("mean/std read as 0..1 units and scaled by 255")
+        contract = replace(contract, normalization=Normalization.mean_std(mean, std))
+    if color_order is not None:
+        order = ColorOrder(color_order.upper())
+        contract = replace(contract, color_order=order, channels=1 if order == ColorOrder.GRAY else 3)
+    if logits is not None:
+        contract = replace(contract, output=OutputKind.LOGITS if logits else OutputKind.PROBABILITIES)
+    return contract, notes

@@ -1,0 +1,163 @@
+"""Classifier: open a .tflite/.onnx file, read its contract, classify images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.contract import (
+    ColorOrder,
+    Contract,
+    OutputKind,
+    contract_from_metadata,
+    read_sidecar,
+    read_tflite_contract,
+)
+from edgekit.errors import EdgekitError, InputFileError
+from edgekit.runtime._backends import open_backend
+from edgekit.runtime._derive import apply_overrides, derive_contract
+from edgekit.runtime._preprocess import Preprocessor
+
+ImageLike = "str | Path | PIL.Image.Image | np.ndarray"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+class Classifier:
+    """An image classifier bound to one model file and its contract."""
+
+    def __init__(self, backend, contract: Contract, *, source: str, notes: list[str] | None = None, path=None):
+        self.backend = backend
+        self.contract = contract
+        self.contract_source = source  # "embedded", "sidecar", "derived" or "given"
+        self.notes = notes or []
+        self.path = Path(path) if path else None
+        self._pre = Preprocessor(contract, backend.input)
+        out = backend.output
+        self._out_scale = out.scale if out.quantized else 0.0
+        self._out_zp = out.zero_point
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        backend: str | None = None,
+        contract: Contract | None = None,
+        labels: Iterable[str] | None = None,
+        mean: Iterable[float] | None = None,
+        std: Iterable[float] | None = None,
+        color_order: str | None = None,
+        logits: bool | None = None,
+    ) -> Classifier:
+        """Open a model. Its embedded contract is used when present; flags override it."""
+        p = Path(path)
+        be = open_backend(p, threads=threads, backend=backend)
+        notes: list[str] = []
+        if contract is not None:
+            source = "given"
+        else:
+            contract = (contract_from_metadata(be.metadata) if hasattr(be, "metadata")
+                        else read_tflite_contract(p))
+            source = "embedded"
+            if contract is None:
+                contract, source = read_sidecar(p), "sidecar"
+            if contract is None:
+                contract, derived_notes = derive_contract(be.input, int(np.prod(be.output.shape)))
+                source = "derived"
+                notes.append("no edgekit contract in the model; assumed " + ", ".join(derived_notes))
+        contract, override_notes = apply_overrides(contract, labels=labels, mean=mean, std=std,
+                                                   color_order=color_order, logits=logits)
+        notes += override_notes
+        n_out = int(np.prod(be.output.shape))
+        if contract.labels and len(contract.labels) != n_out:
+            raise EdgekitError(f"{p}: the model has {n_out} outputs but {len(contract.labels)} labels were given")
+        if not contract.labels:
+            contract = replace(contract, labels=tuple(f"class_{i}" for i in range(n_out)))
+            if source == "derived" or labels is None:
+                notes.append(f"no labels; using class_0..class_{n_out - 1} (pass --labels FILE)")
+        return cls(be, contract, source=source, notes=notes, path=p)
+
+    # ---- the pipeline ------------------------------------------------------------------
+    def load(self, image) -> tuple[np.ndarray, ColorOrder]:
+        """Decode any supported image input to (uint8 array, its colour order)."""
+        if isinstance(image, (str, Path)):
+            from edgekit.data.folders import load_rgb
+
+            return load_rgb(image), ColorOrder.RGB
+        if isinstance(image, np.ndarray):
+            if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+                return image, ColorOrder.GRAY
+            raise EdgekitError("a colour ndarray needs its colour order: pass color_order='RGB', or 'BGR' "
+                               "for OpenCV frames")
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - Pillow is a base dependency
+            Image = None
+        if Image is not None and isinstance(image, Image.Image):
+            return np.asarray(image.convert("RGB")), ColorOrder.RGB
+        raise EdgekitError(f"cannot classify a {type(image).__name__}; pass a path, a PIL image or an ndarray")
+
+    def preprocess(self, image, *, color_order: str | ColorOrder | None = None) -> np.ndarray:
+        if isinstance(image, np.ndarray) and color_order is not None:
+            arr, order = image, ColorOrder(str(color_order).upper())
+        else:
+            arr, order = self.load(image)
+        return self._pre(arr, order)
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Run the model on a preprocessed tensor; returns float scores for each class."""
+        y = self.backend.run(tensor).reshape(-1)
+        if self._out_scale:
+            y = (y.astype(np.float32) - self._out_zp) * self._out_scale
+        else:
+            y = y.astype(np.float32, copy=False)
+        if self.contract.output == OutputKind.LOGITS:
+            y = _softmax(y)
+        return y
+
+    def scores(self, image, *, color_order=None) -> np.ndarray:
+        return self.infer(self.preprocess(image, color_order=color_order))
+
+    def classify(self, image, *, top_k: int = 5, color_order=None) -> list[Prediction]:
+        """Top-k predictions for one image (a path, a PIL image, or an ndarray with its colour order)."""
+        s = self.scores(image, color_order=color_order)
+        k = max(1, min(int(top_k), s.size))
+        idx = np.argsort(-s, kind="stable")[:k]
+        return [Prediction(self.contract.label(int(i)), int(i), float(s[i])) for i in idx]
+
+    def classify_many(self, images: Iterable, *, top_k: int = 5, color_order=None) -> list[list[Prediction]]:
+        return [self.classify(im, top_k=top_k, color_order=color_order) for im in images]
+
+
+def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of image files."""
+    from edgekit.data.folders import IMAGE_SUFFIXES
+
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputFileError(p, "folder contains no images")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputFileError(p, "no such file or folder")
+    return out

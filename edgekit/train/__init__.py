@@ -1,0 +1,14 @@
+"""Training: a backbone plus a new head, with preprocessing inside the graph.
+
+    from edgekit.train import TrainConfig, train
+    result = train(TrainConfig(data="images/", out="run/"))
+
+The trained model takes raw RGB pixels (0..255); Rescaling is part of the graph, and the
+run folder holds model.keras, model.h5, labels.txt, contract.json, history.json,
+metrics.json and curves.png. Needs the ``train`` extra (TensorFlow).
+"""
+
+from edgekit.train._backbones import BACKBONES, BackboneSpec, get_backbone
+from edgekit.train._fit import TrainConfig, TrainResult, train
+
+__all__ = ["BACKBONES", "BackboneSpec", "TrainConfig", "TrainResult", "get_backbone", "train"]
