@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from edgekit.errors import OutputExistsError
+from edgekit.errors import InputFileError, OutputExistsError
 
 
 def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
@@ -21,9 +21,17 @@ def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
 def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     p = check_writable(path, force=force)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    if p.is_dir():
+        raise InputFileError(p, "is a folder; cannot write a file there")
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise InputFileError(p.parent, "is a file, not a folder; cannot write into it") from None
+    except OSError as exc:
+        raise InputFileError(p.parent, f"cannot write here ({exc.strerror})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes files private; outputs get normal permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -33,6 +41,12 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:

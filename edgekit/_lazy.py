@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 from types import ModuleType
 
 from edgekit.errors import MissingDependencyError
@@ -32,16 +35,45 @@ def require(module: str, *, extra: str) -> ModuleType:
         ) from exc
 
 
+def ensure_available(*modules: str, extra: str) -> None:
+    """Fail fast, before any work is done, when an extra's packages are missing (nothing is imported)."""
+    import importlib.util
+
+    missing = [_PIP_NAMES.get(m, m) for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"this needs {', '.join(missing)}, which is not installed; install it with: pip install 'edgekit[{extra}]'"
+        )
+
+
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ start-up chatter before it is first imported."""
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null: TensorFlow's C++ start-up lines (absl, CUDA probing on a
+    machine without a GPU) bypass Python logging. Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def tensorflow() -> ModuleType:
+    """Import TensorFlow quietly (once), or say which extra to install."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
     quiet_tensorflow()
-    tf = require("tensorflow", extra="train")
+    with native_stderr_silenced():
+        tf = require("tensorflow", extra="train")
+        tf.config.list_physical_devices()  # the CUDA probe logs here; do it while silenced
     tf.get_logger().setLevel("ERROR")
     return tf

@@ -96,6 +96,9 @@ class Normalization:
         mean, std = _floats(mean), _floats(std)
         if any(s == 0 for s in std):
             raise ContractError("normalization std must be non-zero")
+        for name, v in (("mean", mean), ("std", std)):
+            if len(v) not in (1, 3):
+                raise ContractError(f"normalization {name} needs 1 value or 3 (one per channel), got {len(v)}")
         return cls(NormKind.MEAN_STD, mean=mean, std=std, note=note)
 
     @classmethod
@@ -163,6 +166,9 @@ class Contract:
         lo, hi = self.value_range
         if not lo < hi:
             raise ContractError(f"value_range must be increasing, got {self.value_range}")
+        n = self.normalization
+        if n.kind == NormKind.MEAN_STD and self.channels == 1 and max(len(n.mean), len(n.std)) > 1:
+            raise ContractError("a 1-channel model takes a single mean and std")
 
     # ---- convenience -------------------------------------------------------------------
     @property

@@ -27,7 +27,7 @@ class DemoConfig:
     val_per_class: int = 100
     image_size: int = 64
     alpha: float = 0.35
-    epochs: int = 12
+    epochs: int = 20
     seed: int = 0
     threads: int | None = None
     bench_runs: int = 100
@@ -56,7 +56,7 @@ def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict:
     t = time.perf_counter()
     result = train(TrainConfig(data=data, out=out / "run", backbone="mobilenet_v2", alpha=config.alpha,
                                image_size=config.image_size, epochs=config.epochs, seed=config.seed,
-                               force=config.force, verbose=config.verbose), log=log)
+                               flip=True, force=config.force, verbose=config.verbose), log=log)
     timings["train"] = time.perf_counter() - t
 
     log("[3/4] converting to TFLite float32, TFLite int8 and ONNX; verifying each against the Keras model")

@@ -44,16 +44,32 @@ def _assert_one_line_error(r, *needles):
         assert n in lines[0], lines[0]
 
 
+def _png(path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(path)
+    return path
+
+
 def test_missing_model_file(tmp_path):
-    _assert_one_line_error(run("edge-predict", str(tmp_path / "nope.tflite"), str(tmp_path)), "nope.tflite",
+    img = _png(tmp_path / "x.png")
+    _assert_one_line_error(run("edge-predict", str(tmp_path / "nope.tflite"), str(img)), "nope.tflite",
                            "no such file")
+
+
+def test_inputs_are_checked_before_the_model_loads(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_one_line_error(run("edge-predict", str(tmp_path / "nope.tflite"), str(empty)), "empty",
+                           "no images")
+    _assert_one_line_error(run("edge-camera", str(tmp_path / "nope.tflite"), "--source", str(tmp_path / "v.mp4"),
+                               "--headless"), "v.mp4", "no such camera")
 
 
 def test_non_model_file(tmp_path):
     bad = tmp_path / "notes.tflite"
     bad.write_text("hello, not a model")
-    img = tmp_path / "x.png"
-    img.write_bytes(b"")
+    img = _png(tmp_path / "x.png")
     _assert_one_line_error(run("edge-predict", str(bad), str(img)), "notes.tflite", "cannot load")
 
 

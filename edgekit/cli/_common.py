@@ -58,6 +58,16 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more, got {v}")
+    return v
+
+
 def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
              argv: Sequence[str] | None = None) -> int:
     """Parse, run, and turn failures into one line on stderr and a non-zero exit code."""

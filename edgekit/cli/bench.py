@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from edgekit.cli._common import make_parser, positive_int, run_main
+from edgekit.cli._common import make_parser, non_negative_int, positive_int, run_main
 
 
 def build_parser():
@@ -12,7 +12,7 @@ def build_parser():
                     "--out bench/")
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite or .onnx files")
     p.add_argument("--runs", type=positive_int, default=100, help="timed runs per model (default: 100)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default: 10)")
+    p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed warm-up runs (default: 10)")
     p.add_argument("--threads", type=positive_int, help="inference threads")
     p.add_argument("--out", help="folder for bench.json")
     p.add_argument("--force", action="store_true", help="overwrite an existing bench.json")
@@ -30,6 +30,8 @@ def run(args) -> int:
     from edgekit.errors import EdgekitError
     from edgekit.runtime import Classifier
 
+    if args.out:  # refuse before measuring anything
+        _io.check_writable(Path(args.out) / "bench.json", force=args.force)
     rows = []
     for m in args.models:
         try:
@@ -47,12 +49,12 @@ def run(args) -> int:
                   f"({lat.runs} runs, {row['size_bytes']} bytes, {clf.backend.name})")
         except EdgekitError as exc:
             row = {"path": m, "status": "error", "error": str(exc)}
-            print(f"{m}: error: {exc}", file=sys.stderr)
+            print(f"edge-bench: error: {exc}", file=sys.stderr)
         rows.append(row)
     if args.out:
         _io.write_json(Path(args.out) / "bench.json", {"schema_version": 1, "environment": environment(),
                                                       "rows": rows}, force=args.force)
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    return 0 if all(r["status"] == "ok" for r in rows) else 2
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from edgekit.cli._common import make_parser, positive_int, run_main
+from edgekit.cli._common import add_contract_flags, contract_overrides, make_parser, positive_int, run_main
 
 
 def build_parser():
@@ -13,21 +13,23 @@ def build_parser():
     p.add_argument("model", help="a .tflite or .onnx model")
     p.add_argument("--source", default="0", help="camera index, video file or image folder (default: 0)")
     p.add_argument("--frames", type=positive_int, help="stop after N frames")
-    p.add_argument("--top-k", type=positive_int, default=3)
+    p.add_argument("--top-k", type=positive_int, default=3, help="predictions per frame (default: 3)")
     p.add_argument("--threads", type=positive_int, help="inference threads")
     p.add_argument("--headless", action="store_true", help="print JSON lines instead of opening a window")
+    add_contract_flags(p)
     return p
 
 
 def run(args) -> int:
     from edgekit.runtime import Classifier
-    from edgekit.runtime.camera import open_source, run_loop
+    from edgekit.runtime.camera import check_source, open_source, run_loop
 
-    clf = Classifier.open(args.model, threads=args.threads)
+    check_source(args.source)
+    clf = Classifier.open(args.model, threads=args.threads, **contract_overrides(args))
     for note in clf.notes:
         print(f"note: {note}", file=sys.stderr)
     with open_source(args.source) as frames:
-        run_loop(clf, frames, top_k=args.top_k, max_frames=args.frames, headless=args.headless)
+        run_loop(clf, frames, top_k=args.top_k, max_frames=args.frames, headless=args.headless, source=args.source)
     return 0
 
 

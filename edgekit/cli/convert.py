@@ -37,7 +37,13 @@ def run(args) -> int:
 
     src = Path(args.model)
     out = Path(args.out) if args.out else Path.cwd() / f"{src.stem or src.name}_edgekit"
+    from edgekit._lazy import ensure_available
+    from edgekit.convert.targets import get_target
+
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    targets = [get_target(f) for f in formats]
+    needs = ["tensorflow"] + (["tf2onnx", "onnx"] if any(t.suffix == ".onnx" for t in targets) else [])
+    ensure_available(*needs, extra="convert")
     report = convert(src, out, ConvertOptions(
         formats=formats, calibration=args.calibration, validation=args.validation, max_drop=args.max_drop,
         int8_io=args.int8_io, opset=args.opset, threads=args.threads, verify=not args.no_verify,

@@ -24,19 +24,29 @@ def build_parser():
 def run(args) -> int:
     import json
 
+    from edgekit.errors import InputFileError
     from edgekit.runtime import Classifier, collect_images
 
+    images = collect_images(args.inputs)  # check the inputs before loading the model
     clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, **contract_overrides(args))
     for note in clf.notes:
         print(f"note: {note}", file=sys.stderr)
-    images = collect_images(args.inputs)
+    failed = 0
     for path in images:
-        preds = clf.classify(path, top_k=args.top_k)
+        try:
+            preds = clf.classify(path, top_k=args.top_k)
+        except InputFileError as exc:  # one bad file does not stop the rest
+            print(f"edge-predict: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         if args.json:
             print(json.dumps({"image": str(path), "predictions": [
                 {"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in preds]}))
         else:
             print(f"{path}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds))
+    if failed:
+        print(f"edge-predict: {failed} of {len(images)} images could not be read", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -19,12 +19,13 @@ def build_parser():
     p.add_argument("--backbone", default="mobilenet_v2", choices=sorted(BACKBONES), help="backbone")
     p.add_argument("--alpha", type=float, default=0.35, help="width multiplier for MobileNets (default: 0.35)")
     p.add_argument("--size", type=positive_int, default=96, help="input size in pixels (default: 96)")
-    p.add_argument("--epochs", type=positive_int, default=10)
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default: 10)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default: 32)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay)")
     p.add_argument("--weights", default="none", help="'none', 'imagenet' or a local .h5 weights file")
     p.add_argument("--val-split", type=float, default=0.2, help="validation fraction when there is no val/ folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flip", action="store_true", help="augment with random horizontal and vertical flips")
+    p.add_argument("--seed", type=int, default=0, help="random seed, for repeatable runs (default: 0)")
     p.add_argument("--force", action="store_true", help="overwrite files in an existing run folder")
     return p
 
@@ -32,6 +33,9 @@ def build_parser():
 def run(args) -> int:
     from pathlib import Path
 
+    from edgekit._lazy import ensure_available
+
+    ensure_available("tensorflow", "matplotlib", extra="train")
     from edgekit.train import TrainConfig, train
 
     data = args.data
@@ -44,7 +48,7 @@ def run(args) -> int:
     weights = None if args.weights == "none" else args.weights
     train(TrainConfig(data=data, out=args.out, backbone=args.backbone, alpha=args.alpha, image_size=args.size,
                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weights=weights,
-                      val_split=args.val_split, seed=args.seed, force=args.force))
+                      val_split=args.val_split, flip=args.flip, seed=args.seed, force=args.force))
     return 0
 
 

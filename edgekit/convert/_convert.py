@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import _io
-from edgekit.contract import Contract, Normalization, read_labels, read_sidecar, sidecar_path
+from edgekit.contract import ColorOrder, Contract, Normalization, read_labels, read_sidecar, sidecar_path
 from edgekit.convert._verify import Verification, compare
 from edgekit.convert.targets import DEFAULT_FORMATS, ExportContext, artifact_name, get_target
 from edgekit.data.folders import ImageFolder, find_split, load_rgb
@@ -45,6 +45,7 @@ class ArtifactResult:
     status: str  # "pass", "fail", "unverified"
     verification: Verification | None = None
     latency_ms: dict | None = None
+    threads: int | None = None
     seconds: float = 0.0
     message: str = ""
 
@@ -61,6 +62,7 @@ class ArtifactResult:
             "mean_abs_diff": v.mean_abs_diff if v else None,
             "verification": v.to_dict() if v else None,
             "latency_ms": self.latency_ms,
+            "threads": self.threads,
             "status": self.status,
             "message": self.message,
             "convert_seconds": round(self.seconds, 2),
@@ -120,7 +122,7 @@ def source_contract(model, model_path: Path, overrides: dict) -> tuple[Contract,
         if labels_file.is_file():
             labels = read_labels(labels_file)
             notes.append(f"labels from {labels_file}")
-        contract = Contract(height=h, width=w, channels=c, color_order="GRAY" if c == 1 else "RGB",
+        contract = Contract(height=h, width=w, channels=c, color_order=ColorOrder.GRAY if c == 1 else ColorOrder.RGB,
                             normalization=Normalization.in_model("assumed: no contract.json beside the model"),
                             labels=labels)
         if overrides.get("mean") is None:
@@ -293,13 +295,14 @@ def _verify_artifact(res: ArtifactResult, pixels, reference, labels, classes, op
     from edgekit.runtime import Classifier
 
     clf = Classifier.open(res.path, threads=options.threads)
-    tensors = [clf._pre(x, "RGB" if x.shape[-1] == 3 else "GRAY") for x in pixels]
+    tensors = [clf.preprocess(x if x.shape[-1] == 3 else x[..., 0], color_order="RGB") for x in pixels]
     outputs = np.stack([clf.infer(t) for t in tensors])
     v = compare(outputs, reference, labels, classes)
     lat = measure_latency(lambda: clf.backend.run(tensors[0]), runs=options.bench_runs, warmup=5)
     status = "pass" if v.drop_points <= options.max_drop else "fail"
     msg = "" if status == "pass" else f"drop {v.drop_points:.2f} points > --max-drop {options.max_drop}"
-    return replace(res, verification=v, latency_ms=lat.to_dict(), status=status, message=msg)
+    return replace(res, verification=v, latency_ms=lat.to_dict(), threads=clf.backend.threads, status=status,
+                   message=msg)
 
 
 def render_markdown(report: ConvertReport) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,9 +36,12 @@ class TargetSpec:
 
 def _tflite(mode: str):
     def export(model, ctx: ExportContext) -> bytes:
+        from edgekit._lazy import native_stderr_silenced
         from edgekit.convert.tflite import export_tflite
 
-        data = export_tflite(model, mode, calibration=ctx.calibration, int8_io=ctx.int8_io)
+        with native_stderr_silenced(), warnings.catch_warnings():  # MLIR's C++ log lines; errors still raise
+            warnings.simplefilter("ignore", UserWarning)
+            data = export_tflite(model, mode, calibration=ctx.calibration, int8_io=ctx.int8_io)
         return embed_tflite(data, ctx.contract)
 
     return export

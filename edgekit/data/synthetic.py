@@ -53,12 +53,12 @@ def _pattern(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
     if name == "stripes":
         t = np.sin(2 * math.pi * u / p)
     elif name == "waves":
-        t = np.sin(2 * math.pi * (u + 0.5 * p * np.sin(2 * math.pi * v / (p * rng.uniform(1.5, 2.5)))) / p)
+        t = np.sin(2 * math.pi * (u + 0.8 * p * np.sin(2 * math.pi * v / (p * rng.uniform(1.2, 1.8)))) / p)
     elif name == "checks":
         t = np.sin(math.pi * u / (p / 2)) * np.sin(math.pi * v / (p / 2))
     elif name == "dots":
         du, dv = np.mod(u, p) - p / 2, np.mod(v, p) - p / 2
-        t = (p * rng.uniform(0.22, 0.32)) ** 2 - (du * du + dv * dv)
+        t = (p * rng.uniform(0.16, 0.24)) ** 2 - (du * du + dv * dv)
     elif name == "rings":  # centred inside the blob's central area, so rings read as rings
         cx, cy = rng.uniform(0.35 * n, 0.65 * n, 2)
         t = np.sin(2 * math.pi * np.hypot(xx - cx, yy - cy) / p)
@@ -87,22 +87,22 @@ def render_sample(texture: str, rng: np.random.Generator, size: int = 96) -> np.
     n = size * _SS
     bg = _background(rng, n)
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    while np.abs(c1 - c2).sum() < 160:
+    while np.abs(c1 - c2).sum() < 200:
         c2 = rng.uniform(0, 255, 3)
     t = _pattern(texture, rng, n)[..., None]
     fg = c1 * (1 - t) + c2 * t
     m = _blob(rng, n)[..., None]
     x = bg * (1 - m) + fg * m
     img = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).resize((size, size), Image.LANCZOS)
-    if rng.random() < 0.3:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
+    if rng.random() < 0.2:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.7)))
     x = np.asarray(img, np.float32)
     # uneven lighting: a gain ramp, plus global brightness and contrast; then sensor noise
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     a = rng.uniform(0, 2 * math.pi)
     ramp = 1 + rng.uniform(0, 0.6) * ((xx * math.cos(a) + yy * math.sin(a)) - 0.5)
     x = x * ramp[..., None]
-    x = (x - 128) * rng.uniform(0.6, 1.1) + 128 + rng.uniform(-30, 30)
+    x = (x - 128) * rng.uniform(0.75, 1.15) + 128 + rng.uniform(-30, 30)
     x = x + rng.normal(0, rng.uniform(2, 8), x.shape)
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 

@@ -15,6 +15,13 @@ import numpy as np
 from edgekit.errors import EdgekitError, InputFileError, MissingDependencyError
 
 TFLITE_BACKENDS = ("litert", "tflite_runtime", "tensorflow")
+
+
+def default_threads() -> int:
+    """All cores up to four: the same default for every backend, so their numbers compare."""
+    import os
+
+    return max(1, min(4, os.cpu_count() or 1))
 ONNX_BACKENDS = ("onnxruntime",)
 
 
@@ -54,12 +61,14 @@ def _tflite_interpreter_class(backend: str | None):
 class TFLiteBackend:
     def __init__(self, path: Path, *, threads: int | None = None, backend: str | None = None):
         self.name, cls = _tflite_interpreter_class(backend)
-        kwargs = {"model_path": str(path)}
-        if threads:
-            kwargs["num_threads"] = int(threads)
+        self.threads = int(threads or default_threads())
+        kwargs = {"model_path": str(path), "num_threads": self.threads}
+        from edgekit._lazy import native_stderr_silenced
+
         try:
-            self._it = cls(**kwargs)
-            self._it.allocate_tensors()
+            with native_stderr_silenced():  # LiteRT logs "Created XNNPACK delegate" from C++ on every load
+                self._it = cls(**kwargs)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise InputFileError(path, f"cannot load as a TFLite model: {_first_line(exc)}") from exc
         ins, outs = self._it.get_input_details(), self._it.get_output_details()
@@ -99,9 +108,9 @@ class OnnxBackend:
         except ImportError as exc:
             raise MissingDependencyError("ONNX models need onnxruntime: pip install onnxruntime") from exc
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
+        self.threads = int(threads or default_threads())
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

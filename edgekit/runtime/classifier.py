@@ -21,8 +21,6 @@ from edgekit.runtime._backends import open_backend
 from edgekit.runtime._derive import apply_overrides, derive_contract
 from edgekit.runtime._preprocess import Preprocessor
 
-ImageLike = "str | Path | PIL.Image.Image | np.ndarray"
-
 
 @dataclass(frozen=True)
 class Prediction:

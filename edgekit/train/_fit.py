@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -36,6 +37,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weights: str | None = None  # None (random init), "imagenet", or a local .h5 weights file
     val_split: float = 0.2  # used only when the data has no val/ folder
+    flip: bool = False  # random horizontal and vertical flips of training images
     seed: int = 0
     force: bool = False
     verbose: int = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
@@ -103,10 +105,16 @@ def build_model(keras, spec, num_classes: int, size: int, alpha: float, weights:
 def _save_keras(model, path: Path, *, force: bool) -> None:
     """model.save() into a temporary folder beside ``path``, then rename into place."""
     _io.check_writable(path, force=force)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".save-") as tmp:
-        tmp_path = Path(tmp) / path.name
-        model.save(str(tmp_path))
-        os.replace(tmp_path, path)
+    absl = logging.getLogger("absl")  # Keras logs "HDF5 is legacy" on every .h5 save; we save it on purpose
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".save-") as tmp:
+            tmp_path = Path(tmp) / path.name
+            model.save(str(tmp_path))
+            os.replace(tmp_path, path)
+    finally:
+        absl.setLevel(level)
 
 
 def predict_folder(model, ds) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +146,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
 
     keras.utils.set_random_seed(config.seed)
     size = (config.image_size, config.image_size)
-    train_ds = folder_dataset(tf, train_set, size, batch_size=config.batch_size, shuffle=True, seed=config.seed)
+    train_ds = folder_dataset(tf, train_set, size, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+                              flip=config.flip)
     val_ds = folder_dataset(tf, val_set, size, batch_size=64, shuffle=False, seed=config.seed)
 
     model = build_model(keras, spec, len(classes), config.image_size, config.alpha, config.weights)
@@ -198,6 +207,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
         "alpha": config.alpha,
         "image_size": config.image_size,
         "seed": config.seed,
+        "flip": config.flip,
     }, force=config.force)
     from edgekit.report.plots import plot_history
 

@@ -1,0 +1,98 @@
+"""The runtime and its commands on a tiny TF-free ONNX model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.runtime import Classifier
+from tests.conftest import write_png
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args):
+    return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], capture_output=True, text=True, timeout=120)
+
+
+def test_classifier_reads_the_embedded_contract(rgb_onnx, tmp_path):
+    clf = Classifier.open(rgb_onnx)
+    assert clf.contract_source == "embedded" and clf.notes == []
+    top = clf.classify(write_png(tmp_path / "red.png"), top_k=3)
+    assert [p.label for p in top][0] == "r" and len(top) == 3
+    assert abs(sum(p.score for p in top) - 1.0) < 1e-5
+    # an OpenCV frame is BGR: declared as such it is still red
+    bgr = np.zeros((30, 40, 3), np.uint8)
+    bgr[..., 2] = 220
+    assert clf.classify(bgr, color_order="BGR", top_k=1)[0].label == "r"
+    assert clf.classify(bgr, color_order="RGB", top_k=1)[0].label == "b"
+    with pytest.raises(Exception, match="colour order"):
+        clf.classify(bgr)
+
+
+def test_predict_keeps_going_past_an_unreadable_file(rgb_onnx, tmp_path):
+    write_png(tmp_path / "imgs" / "a.png")
+    (tmp_path / "imgs" / "b.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    write_png(tmp_path / "imgs" / "c.png", colour=(10, 10, 240))
+    r = run("edge-predict", rgb_onnx, tmp_path / "imgs", "--json", "--top-k", "1")
+    assert r.returncode == 2
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(Path(x["image"]).name, x["predictions"][0]["label"]) for x in lines] == [("a.png", "r"), ("c.png", "b")]
+    assert "b.jpg" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mean_with_the_wrong_number_of_values_is_a_clean_error(rgb_onnx, tmp_path):
+    r = run("edge-predict", rgb_onnx, write_png(tmp_path / "a.png"), "--mean", "1,2", "--std", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "mean needs 1 value or 3" in r.stderr
+
+
+def test_bench_measures_good_models_and_reports_bad_ones(rgb_onnx, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("nope")
+    out = tmp_path / "bench"
+    r = run("edge-bench", rgb_onnx, bad, "--runs", "5", "--warmup", "1", "--out", out)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [next(ln for ln in r.stderr.splitlines() if "bad.onnx" in ln)]
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [row["status"] for row in rows] == ["ok", "error"]
+    lat = rows[0]["latency_ms"]
+    assert lat["runs"] == 5 and lat["p50"] <= lat["p90"] <= lat["p99"]
+    again = run("edge-bench", rgb_onnx, "--runs", "5", "--out", out)  # refuses before measuring
+    assert again.returncode == 2 and "already exists" in again.stderr and again.stdout == ""
+
+
+def test_camera_on_an_image_folder_prints_json_lines(rgb_onnx, tmp_path):
+    for i, colour in enumerate([(230, 0, 0), (0, 230, 0), (0, 0, 230)]):
+        write_png(tmp_path / "frames" / f"{i}.png", colour=colour)
+    r = run("edge-camera", rgb_onnx, "--source", tmp_path / "frames", "--headless", "--frames", "2")
+    assert r.returncode == 0, r.stderr
+    frames = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [f["predictions"][0]["label"] for f in frames] == ["r", "g"]
+    assert all(f["inference_ms"] >= 0 for f in frames)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 2000])
+def test_camera_on_a_broken_video_is_one_line(rgb_onnx, tmp_path, content):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(content)
+    r = run("edge-camera", rgb_onnx, "--source", video, "--headless")
+    assert r.returncode == 2, r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1 and "clip.mp4" in r.stderr, r.stderr
+
+
+def test_camera_window_without_gui_support_says_use_headless(rgb_onnx, tmp_path):
+    import cv2
+
+    write_png(tmp_path / "f" / "0.png")
+    r = run("edge-camera", rgb_onnx, "--source", tmp_path / "f")
+    try:
+        cv2.namedWindow("probe")
+        cv2.destroyAllWindows()
+        pytest.skip("this OpenCV build can open windows")
+    except cv2.error:
+        pass
+    assert r.returncode == 2 and "--headless" in r.stderr and len(r.stderr.strip().splitlines()) == 1
