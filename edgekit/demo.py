@@ -27,7 +27,7 @@ class DemoConfig:
     val_per_class: int = 100
     image_size: int = 64
     alpha: float = 0.35
-    epochs: int = 20
+    epochs: int = 16
     seed: int = 0
     threads: int | None = None
     bench_runs: int = 100

@@ -22,7 +22,7 @@ def test_classifier_reads_the_embedded_contract(rgb_onnx, tmp_path):
     clf = Classifier.open(rgb_onnx)
     assert clf.contract_source == "embedded" and clf.notes == []
     top = clf.classify(write_png(tmp_path / "red.png"), top_k=3)
-    assert [p.label for p in top][0] == "r" and len(top) == 3
+    assert top[0].label == "r" and len(top) == 3
     assert abs(sum(p.score for p in top) - 1.0) < 1e-5
     # an OpenCV frame is BGR: declared as such it is still red
     bgr = np.zeros((30, 40, 3), np.uint8)

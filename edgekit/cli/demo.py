@@ -10,7 +10,7 @@ from edgekit.cli._common import make_parser, positive_int, run_main
 def build_parser():
     p = make_parser("edge-demo", __doc__ + "\n\nexample: edge-demo --out demo-out")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default: 20)")
+    p.add_argument("--epochs", type=positive_int, default=16, help="training epochs (default: 16)")
     p.add_argument("--train-per-class", type=positive_int, default=1000, help="training images per class")
     p.add_argument("--val-per-class", type=positive_int, default=100, help="validation images per class")
     p.add_argument("--size", type=positive_int, default=64, help="input size in pixels (default: 64)")

@@ -194,12 +194,13 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
         for p in [*paths.values(), out / "report.json", out / "report.md"]:
             _io.check_writable(p, force=False)
 
+    notes: list[str] = []
     log(f"loading {src}")
     model, loader = load_keras_model(src)
-    if loader == "savedmodel":
-        raise EdgekitError(f"{src}: SavedModel conversion arrives with the full converter; "
-                           "save the model as .keras or .h5 for now")
-    contract, notes = source_contract(model, src, options.overrides)
+    if loader == "tf_keras":
+        notes.append("loaded with tf_keras (a Keras 2 file that Keras 3 refuses)")
+    contract, contract_notes = source_contract(model, src, options.overrides)
+    notes += contract_notes
     contract = replace(contract, provenance=replace(
         contract.provenance, source_name=src.name, source_sha256=_io.sha256_file(src)))
     log(f"contract: {contract.describe()}")

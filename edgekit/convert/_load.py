@@ -37,12 +37,11 @@ def load_keras_model(path: str | Path):
     """Load a model for conversion; returns (model, loader_name)."""
     p = Path(path)
     kind = sniff(p)
+    if kind == "savedmodel":
+        raise InputFileError(p, "SavedModel folders are not supported yet; save the model as .keras or .h5")
     tensorflow()
     import keras
 
-    if kind == "savedmodel":
-        tf = tensorflow()
-        return tf.saved_model.load(str(p)), "savedmodel"
     try:
         return keras.models.load_model(str(p), compile=False, safe_mode=True), "keras3"
     except Exception as exc3:  # Keras raises many types (ValueError, TypeError, OSError...) for bad files
