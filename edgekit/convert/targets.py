@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +41,9 @@ def _tflite(mode: str):
         from edgekit._lazy import native_stderr_silenced
         from edgekit.convert.tflite import export_tflite
 
-        with native_stderr_silenced(), warnings.catch_warnings():  # MLIR's C++ log lines; errors still raise
+        # Keras' export prints every captured variable to stdout, MLIR logs from C++ to stderr, and the
+        # calibrator warns about input statistics it does not need; errors still raise with their message.
+        with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             data = export_tflite(model, mode, calibration=ctx.calibration, int8_io=ctx.int8_io)
         return embed_tflite(data, ctx.contract)
