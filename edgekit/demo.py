@@ -38,7 +38,7 @@ class DemoConfig:
 def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict:
     from edgekit.convert import ConvertOptions, convert
     from edgekit.data import make_synthetic_dataset
-    from edgekit.train import TrainConfig, train
+    from edgekit.train import Augmentation, TrainConfig, train
 
     out = Path(config.out)
     if out.exists() and any(out.iterdir()) and not config.force:
@@ -54,9 +54,10 @@ def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict:
 
     log("[2/4] training a MobileNetV2 from scratch (no pretrained weights)")
     t = time.perf_counter()
-    result = train(TrainConfig(data=data, out=out / "run", backbone="mobilenet_v2", alpha=config.alpha,
+    result = train(TrainConfig(data=data, out=out / "run", model="mobilenet_v2", alpha=config.alpha,
                                image_size=config.image_size, epochs=config.epochs, seed=config.seed,
-                               flip=True, force=config.force, verbose=config.verbose), log=log)
+                               augment=Augmentation(flip="both"), force=config.force, verbose=config.verbose),
+                   log=log)
     timings["train"] = time.perf_counter() - t
 
     log("[3/4] converting to TFLite float32, TFLite int8 and ONNX; verifying each against the Keras model")

@@ -1,33 +1,67 @@
-"""edge-train: train an image classifier on a class-folder dataset (preprocessing inside the model)."""
+"""edge-train: train an image classifier on a class folder or a course dataset (preprocessing inside the model).
+
+From scratch (--weights none) every layer trains in one phase. With pretrained weights (imagenet or a local
+.h5), phase 1 trains a new head on the frozen backbone (on cached features when augmentation is off), and
+--fine-tune-epochs N adds phase 2: the backbone is unfrozen from a layer and fine-tuned at a low learning rate."""
 
 from __future__ import annotations
 
 import sys
 
-from edgekit.cli._common import make_parser, positive_int, run_main
+from edgekit.cli._common import make_parser, non_negative_int, positive_int, run_main
 
 
 def build_parser():
+    from edgekit.train._augment import FLIPS
     from edgekit.train._backbones import BACKBONES
+    from edgekit.train._datasets import DATASET_NAMES
 
     p = make_parser("edge-train", __doc__ + "\n\nexamples:\n  edge-train --data photos/ --out run/\n"
-                    "  edge-train --data synthetic --out run/ --size 64 --epochs 12")
+                    "  edge-train --data synthetic --out run/ --size 64 --epochs 12\n"
+                    "  edge-train --data cats_and_dogs_filtered --model mobilenet --alpha 0.25 \\\n"
+                    "      --weights mobilenet_2_5_224_tf_no_top.h5 --epochs 5 --fine-tune-epochs 2 --out run/")
     p.add_argument("--data", required=True,
-                   help="folder with train/ and val/ class subfolders, a single level of class subfolders, "
-                        "or 'synthetic' for the built-in generated set")
+                   help="a folder with train/ and val/ (or validation/) class subfolders, a single level of class "
+                        f"subfolders, or a dataset name: {', '.join(DATASET_NAMES)}")
     p.add_argument("--out", default="run", help="run folder (default: run)")
-    p.add_argument("--backbone", default="mobilenet_v2", choices=sorted(BACKBONES), help="backbone")
+    p.add_argument("--model", "--backbone", dest="model", default="mobilenet_v2", choices=sorted(BACKBONES),
+                   help="backbone (default: mobilenet_v2)")
     p.add_argument("--alpha", type=float, default=0.35, help="width multiplier for MobileNets (default: 0.35)")
-    p.add_argument("--size", type=positive_int, default=96, help="input size in pixels (default: 96)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default: 10)")
+    p.add_argument("--size", type=positive_int, help="input size in pixels (default: the backbone's, 224)")
+    p.add_argument("--weights", default="none", help="'none' (default), 'imagenet' (needs the network) or a local "
+                   ".h5 weights file for the backbone without its top")
+    p.add_argument("--epochs", type=positive_int, default=10, help="phase-1 epochs (default: 10)")
+    p.add_argument("--fine-tune-epochs", type=non_negative_int,
+                   help="phase-2 epochs fine-tuning the backbone (default: 3 with pretrained weights, else 0)")
+    p.add_argument("--fine-tune-from", metavar="LAYER", help="first backbone layer to unfreeze in phase 2")
     p.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default: 32)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay)")
-    p.add_argument("--weights", default="none", help="'none', 'imagenet' or a local .h5 weights file")
+    p.add_argument("--lr", type=float, help="phase-1 learning rate (default: 3e-3 from scratch, 1e-3 for a head)")
+    p.add_argument("--fine-tune-lr", type=float, default=5e-5, help="phase-2 learning rate (default: 5e-5)")
+    p.add_argument("--patience", type=non_negative_int, default=0,
+                   help="stop a phase after N epochs without a better val_accuracy, keeping the best (default: off)")
+    g = p.add_argument_group("augmentation (training images only; never exported)")
+    g.add_argument("--augment", action="store_true", help="the course recipe: horizontal flips, rotation 0.11, "
+                   "zoom 0.2, shifts 0.2")
+    g.add_argument("--flip", choices=FLIPS, help="random flips")
+    for name, what in (("rotation", "fraction of a full turn"), ("zoom", "fraction"), ("translate", "fraction"),
+                       ("contrast", "factor"), ("brightness", "fraction of the range")):
+        g.add_argument(f"--{name}", type=float, metavar="F", help=f"random {name} ({what})")
+    g.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every phase-1 epoch")
     p.add_argument("--val-split", type=float, default=0.2, help="validation fraction when there is no val/ folder")
-    p.add_argument("--flip", action="store_true", help="augment with random horizontal and vertical flips")
     p.add_argument("--seed", type=int, default=0, help="random seed, for repeatable runs (default: 0)")
     p.add_argument("--force", action="store_true", help="overwrite files in an existing run folder")
     return p
+
+
+def augmentation_from_args(args):
+    from dataclasses import replace
+
+    from edgekit.train._augment import Augmentation
+
+    aug = Augmentation.course() if args.augment else Augmentation()
+    changes = {k: getattr(args, k) for k in ("flip", "rotation", "zoom", "translate", "contrast", "brightness")
+               if getattr(args, k) is not None}
+    return replace(aug, **changes)
 
 
 def run(args) -> int:
@@ -36,6 +70,7 @@ def run(args) -> int:
     from edgekit._lazy import ensure_available
 
     ensure_available("tensorflow", "matplotlib", extra="train")
+    augment = augmentation_from_args(args)
     from edgekit.train import TrainConfig, train
 
     data = args.data
@@ -44,11 +79,15 @@ def run(args) -> int:
 
         data = Path(args.out) / "data"
         print(f"generating the synthetic dataset in {data}")
-        make_synthetic_dataset(data, size=args.size, seed=args.seed)
+        make_synthetic_dataset(data, size=args.size or 96, seed=args.seed)
     weights = None if args.weights == "none" else args.weights
-    train(TrainConfig(data=data, out=args.out, backbone=args.backbone, alpha=args.alpha, image_size=args.size,
-                      epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, weights=weights,
-                      val_split=args.val_split, flip=args.flip, seed=args.seed, force=args.force))
+    fine_tune_epochs = args.fine_tune_epochs if args.fine_tune_epochs is not None else (3 if weights else 0)
+    train(TrainConfig(data=data, out=args.out, model=args.model, alpha=args.alpha, image_size=args.size,
+                      epochs=args.epochs,
+                      fine_tune_epochs=fine_tune_epochs, fine_tune_from=args.fine_tune_from,
+                      batch_size=args.batch_size, learning_rate=args.lr, fine_tune_lr=args.fine_tune_lr,
+                      weights=weights, augment=augment, cache_features=not args.no_feature_cache,
+                      patience=args.patience, val_split=args.val_split, seed=args.seed, force=args.force))
     return 0
 
 

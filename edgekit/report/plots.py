@@ -32,6 +32,11 @@ def plot_history(history: dict[str, list[float]]) -> bytes:
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, ms=3,
                         label=("validation " if prefix else "training ") + key)
+        phases = history.get("phase") or []
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(i + 0.5, color="grey", ls="--", lw=1)
+                ax.annotate("fine-tuning", (i + 0.6, ax.get_ylim()[1]), va="top", fontsize=8, color="grey")
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(alpha=0.3)
@@ -56,4 +61,27 @@ def plot_latency_size(rows: list[dict]) -> bytes:
     ax.grid(alpha=0.3)
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
+    return _png(fig)
+
+
+def plot_confusion(confusion, labels) -> bytes:
+    """Validation confusion matrix: rows are true classes, columns predictions."""
+    import numpy as np
+
+    plt = _pyplot()
+    cm = np.asarray(confusion)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 1.0 + 0.45 * n))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        top = cm.max() or 1
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > top / 2 else "black")
+    ax.set_title("validation confusion")
     return _png(fig)

@@ -5,10 +5,13 @@
 
 The trained model takes raw RGB pixels (0..255); Rescaling is part of the graph, and the
 run folder holds model.keras, model.h5, labels.txt, contract.json, history.json,
-metrics.json and curves.png. Needs the ``train`` extra (TensorFlow).
+metrics.json, curves.png and confusion.png. Needs the ``train`` extra (TensorFlow).
 """
 
+from edgekit.train._augment import Augmentation
 from edgekit.train._backbones import BACKBONES, BackboneSpec, get_backbone
+from edgekit.train._datasets import DATASET_NAMES, load_dataset
 from edgekit.train._fit import TrainConfig, TrainResult, train
 
-__all__ = ["BACKBONES", "BackboneSpec", "TrainConfig", "TrainResult", "get_backbone", "train"]
+__all__ = ["BACKBONES", "DATASET_NAMES", "Augmentation", "BackboneSpec", "TrainConfig", "TrainResult",
+           "get_backbone", "load_dataset", "train"]

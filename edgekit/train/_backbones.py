@@ -17,6 +17,7 @@ class BackboneSpec:
     offset: float
     fine_tune_from: str  # first layer unfrozen in phase 2 (by name)
     build: Callable  # (keras, input_shape, alpha, weights) -> keras.Model without top, pooled
+    min_size: int = 32  # keras.applications refuse smaller inputs
 
 
 def _mobilenet_v2(keras, shape, alpha, weights):

@@ -1,4 +1,10 @@
-"""Build, fit and save a classifier; write the run folder."""
+"""Build, fit and save a classifier; write the run folder.
+
+From scratch (``weights=None``) the whole network trains in one phase. With pretrained weights,
+phase 1 trains a new head on the frozen backbone (on cached features when there is no
+augmentation, so head epochs take seconds), and phase 2 unfreezes the backbone from a layer and
+fine-tunes it with a low learning rate, BatchNorm kept in inference mode.
+"""
 
 from __future__ import annotations
 
@@ -16,28 +22,33 @@ import numpy as np
 from edgekit import _io
 from edgekit._lazy import tensorflow
 from edgekit.contract import Contract, Normalization, Provenance
-from edgekit.data.folders import ImageFolder, find_split
 from edgekit.errors import EdgekitError, InputFileError, OutputExistsError
-from edgekit.train._backbones import get_backbone
-from edgekit.train._data import folder_dataset
+from edgekit.train._augment import Augmentation
+from edgekit.train._backbones import BackboneSpec, get_backbone
+from edgekit.train._datasets import ArraySet, load_dataset
 
 RUN_FILES = ("model.keras", "model.h5", "labels.txt", "contract.json", "history.json", "metrics.json",
-             "curves.png")
+             "curves.png", "confusion.png")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str | Path
+    data: str | Path  # a class folder, or a dataset name (mnist, fashion_mnist, cifar10, cats_vs_dogs)
     out: str | Path
-    backbone: str = "mobilenet_v2"
+    model: str = "mobilenet_v2"
     alpha: float = 0.35
-    image_size: int = 96
-    epochs: int = 10
+    image_size: int | None = None  # default: the backbone's own
+    epochs: int = 10  # phase 1 (the only phase when training from scratch)
+    fine_tune_epochs: int = 0  # phase 2, with pretrained weights only
+    fine_tune_from: str | None = None  # default: the backbone's
     batch_size: int = 32
-    learning_rate: float = 3e-3
+    learning_rate: float | None = None  # default: 3e-3 from scratch, 1e-3 for a new head
+    fine_tune_lr: float = 5e-5
     weights: str | None = None  # None (random init), "imagenet", or a local .h5 weights file
+    augment: Augmentation = field(default_factory=Augmentation)
+    cache_features: bool = True
+    patience: int = 0  # early stopping on val_accuracy (restoring the best weights); 0 = off
     val_split: float = 0.2  # used only when the data has no val/ folder
-    flip: bool = False  # random horizontal and vertical flips of training images
     seed: int = 0
     force: bool = False
     verbose: int = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
@@ -51,44 +62,27 @@ class TrainResult:
     history: dict[str, list[float]]
     val_accuracy: float
     per_class_accuracy: dict[str, float]
-    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_seconds: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _split(folder: ImageFolder, fraction: float, seed: int) -> tuple[ImageFolder, ImageFolder]:
-    if not 0 < fraction < 1:
-        raise EdgekitError(f"--val-split must be between 0 and 1, got {fraction}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(folder.samples))
-    n_val = max(1, round(len(order) * fraction))
-    val = tuple(folder.samples[i] for i in sorted(order[:n_val]))
-    train = tuple(folder.samples[i] for i in sorted(order[n_val:]))
-    return ImageFolder(folder.root, folder.classes, train), ImageFolder(folder.root, folder.classes, val)
-
-
-def load_splits(data: str | Path, val_split: float, seed: int) -> tuple[ImageFolder, ImageFolder]:
-    train_dir, val_dir = find_split(data)
-    train = ImageFolder.open(train_dir)
-    if val_dir is None:
-        return _split(train, val_split, seed)
-    val = ImageFolder.open(val_dir)
-    if val.classes != train.classes:
-        raise InputFileError(val_dir, f"classes {list(val.classes)} differ from the training classes "
-                                      f"{list(train.classes)}")
-    return train, val
-
-
-def build_model(keras, spec, num_classes: int, size: int, alpha: float, weights: str | None):
+def build_model(keras, spec: BackboneSpec, num_classes: int, size: int, alpha: float, weights: str | None):
+    """Raw RGB pixels (0..255) in, probabilities out; the backbone's preprocessing is a layer inside."""
+    if size < spec.min_size:
+        raise EdgekitError(f"input size {size} is too small for {spec.name}; use --size {spec.min_size} or more")
     inp = keras.Input((size, size, 3), name="image")
     x = inp
     if spec.scale is not None:
         x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="preprocess")(x)
-    base_weights = "imagenet" if weights == "imagenet" else None
-    base = spec.build(keras, (size, size, 3), alpha, base_weights)
+    base = spec.build(keras, (size, size, 3), alpha, "imagenet" if weights == "imagenet" else None)
     if weights not in (None, "imagenet"):
         path = Path(weights)
         if not path.is_file():
             raise InputFileError(path, "no such weights file")
-        base.load_weights(str(path))
+        try:
+            base.load_weights(str(path))
+        except (ValueError, OSError) as exc:
+            raise InputFileError(path, f"does not fit {spec.name} alpha {alpha} without top: "
+                                       f"{str(exc).splitlines()[0][:160]}") from exc
     if weights is None:
         # Keras' MobileNet BatchNorm momentum is 0.999: fine for ImageNet-length runs, but after the
         # few hundred steps of a short from-scratch run the moving statistics are still near their
@@ -96,10 +90,75 @@ def build_model(keras, spec, num_classes: int, size: int, alpha: float, weights:
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = 0.9
-    x = base(x)
-    x = keras.layers.Dropout(0.2, name="dropout")(x)
-    out = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
-    return keras.Model(inp, out, name=f"edgekit_{spec.name}")
+        features = base(x)
+    else:
+        features = base(x, training=False)  # BatchNorm stays in inference mode, also when fine-tuning
+    dropout = keras.layers.Dropout(0.2, name="dropout")
+    classifier = keras.layers.Dense(num_classes, activation="softmax", name="classifier")
+    model = keras.Model(inp, classifier(dropout(features)), name=f"edgekit_{spec.name}")
+    return model, base, features, (dropout, classifier)
+
+
+def _trainer(keras, model, native_shape: tuple[int, int, int], size: int, augment: Augmentation, seed: int):
+    """A training-only wrapper: resize from the stored size, then augment. Neither is exported."""
+    layers = []
+    if tuple(native_shape[:2]) != (size, size):
+        layers.append(keras.layers.Resizing(size, size, interpolation="bilinear"))
+    layers += augment.layers(keras, seed)
+    if not layers:
+        return model
+    inp = keras.Input(native_shape, name="pixels")
+    x = inp
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inp, model(x), name="trainer")
+
+
+def _compile(keras, model, lr) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+def _callbacks(keras, config: TrainConfig, times: list[float]):
+    class _Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self._t)
+
+    cbs = [_Timer()]
+    if config.patience:
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
+                                                 restore_best_weights=True))
+    return cbs
+
+
+def _fit(model, x, y, val: tuple, *, epochs: int, config: TrainConfig, callbacks) -> dict[str, list[float]]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        hist = model.fit(x, y, validation_data=val, epochs=epochs, batch_size=config.batch_size, shuffle=True,
+                         verbose=config.verbose, callbacks=callbacks)
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def _merge(history: dict[str, list[float]], phase: dict[str, list[float]], number: int) -> None:
+    n = len(next(iter(phase.values()), []))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        history.setdefault(key, []).extend(phase.get(key, [float("nan")] * n))
+    history.setdefault("phase", []).extend([number] * n)
+
+
+def _unfreeze_from(keras, base, layer_name: str) -> int:
+    names = [layer.name for layer in base.layers]
+    if layer_name not in names:
+        raise EdgekitError(f"--fine-tune-from {layer_name!r} is not a layer of {base.name}; "
+                           f"some layers: {', '.join(names[-40::8])}")
+    start = names.index(layer_name)
+    base.trainable = True
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+    return len(base.layers) - start
 
 
 def _save_keras(model, path: Path, *, force: bool) -> None:
@@ -117,100 +176,136 @@ def _save_keras(model, path: Path, *, force: bool) -> None:
         absl.setLevel(level)
 
 
-def predict_folder(model, ds) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) for a batched (image, label) dataset."""
-    probs, labels = [], []
-    for x, y in ds:
-        probs.append(model(x, training=False).numpy())
-        labels.append(y.numpy())
-    return np.concatenate(probs), np.concatenate(labels)
-
-
 def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainResult:
-    """Train a classifier on a class-folder dataset and write the run folder."""
+    """Train a classifier and write the run folder."""
     out = Path(config.out)
     if not config.force:
         for name in RUN_FILES:
             if (out / name).exists():
                 raise OutputExistsError(out / name)
-    spec = get_backbone(config.backbone)
-    train_set, val_set = load_splits(config.data, config.val_split, config.seed)
-    classes = train_set.classes
-    if len(classes) < 2:
-        raise InputFileError(train_set.root, "needs at least two class subfolders")
+    spec = get_backbone(config.model)
+    size = config.image_size or spec.default_size
+    if size < spec.min_size:
+        raise EdgekitError(f"input size {size} is too small for {spec.name}; use --size {spec.min_size} or more")
+    if config.fine_tune_epochs and config.weights is None:
+        raise EdgekitError("--fine-tune-epochs needs pretrained --weights; from scratch, every layer trains in "
+                           "the one phase already")
+    data = load_dataset(config.data, image_size=size, val_split=config.val_split, seed=config.seed, log=log)
+    train_set, val_set, classes = data.train, data.val, data.train.classes
     log(f"data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes "
-        f"({', '.join(classes)})")
+        f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
 
-    tf = tensorflow()
+    tensorflow()
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    size = (config.image_size, config.image_size)
-    train_ds = folder_dataset(tf, train_set, size, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-                              flip=config.flip)
-    val_ds = folder_dataset(tf, val_set, size, batch_size=64, shuffle=False, seed=config.seed)
-
-    model = build_model(keras, spec, len(classes), config.image_size, config.alpha, config.weights)
+    model, base, features, head_layers = build_model(keras, spec, len(classes), size, config.alpha, config.weights)
+    native = train_set.x.shape[1:]
+    val_xy = (val_set.x, val_set.y)
+    history: dict[str, list[float]] = {}
+    epoch_seconds: dict[str, list[float]] = {}
     steps = max(1, config.epochs * int(np.ceil(len(train_set) / config.batch_size)))
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
 
-    epoch_seconds: list[float] = []
+    if config.weights is None:
+        log(f"training {spec.name} from scratch ({size}px, augmentation: {config.augment.describe()}) "
+            f"for {config.epochs} epochs")
+        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate or 3e-3, steps, alpha=0.02)
+        trainer = _trainer(keras, model, native, size, config.augment, config.seed)
+        _compile(keras, trainer, lr)
+        times = epoch_seconds.setdefault("phase1", [])
+        _merge(history, _fit(trainer, train_set.x, train_set.y, val_xy, epochs=config.epochs, config=config,
+                             callbacks=_callbacks(keras, config, times)), 1)
+    else:
+        base.trainable = False
+        lr = config.learning_rate or 1e-3
+        times = epoch_seconds.setdefault("phase1", [])
+        if config.cache_features and not config.augment.enabled:
+            log(f"phase 1: computing {spec.name} features once for {len(train_set) + len(val_set)} images")
+            t0 = time.perf_counter()
+            extractor = _trainer(keras, keras.Model(model.input, features), native, size, Augmentation(), config.seed)
+            f_train = extractor.predict(train_set.x, batch_size=64, verbose=0)
+            f_val = extractor.predict(val_set.x, batch_size=64, verbose=0)
+            epoch_seconds["feature_cache"] = [time.perf_counter() - t0]
+            feat_in = keras.Input(f_train.shape[1:], name="features")
+            dropout, classifier = head_layers
+            head = keras.Model(feat_in, classifier(dropout(feat_in)), name="head")
+            _compile(keras, head, lr)
+            log(f"phase 1: training the head on cached features for {config.epochs} epochs")
+            _merge(history, _fit(head, f_train, train_set.y, (f_val, val_set.y), epochs=config.epochs,
+                                 config=config, callbacks=_callbacks(keras, config, times)), 1)
+        else:
+            log(f"phase 1: training the head on the frozen backbone for {config.epochs} epochs "
+                f"(augmentation: {config.augment.describe()})")
+            trainer = _trainer(keras, model, native, size, config.augment, config.seed)
+            _compile(keras, trainer, lr)
+            _merge(history, _fit(trainer, train_set.x, train_set.y, val_xy, epochs=config.epochs, config=config,
+                                 callbacks=_callbacks(keras, config, times)), 1)
+        if config.fine_tune_epochs:
+            n = _unfreeze_from(keras, base, config.fine_tune_from or spec.fine_tune_from)
+            log(f"phase 2: fine-tuning the top {n} backbone layers at learning rate {config.fine_tune_lr:g} "
+                f"for {config.fine_tune_epochs} epochs (BatchNorm frozen)")
+            trainer = _trainer(keras, model, native, size, config.augment, config.seed)
+            _compile(keras, trainer, config.fine_tune_lr)
+            times2 = epoch_seconds.setdefault("phase2", [])
+            _merge(history, _fit(trainer, train_set.x, train_set.y, val_xy, epochs=config.fine_tune_epochs,
+                                 config=config, callbacks=_callbacks(keras, config, times2)), 2)
 
-    class _Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_seconds.append(time.perf_counter() - self._t)
-
-    log(f"training {spec.name} (alpha {config.alpha}, {config.image_size}px, weights {config.weights or 'none'}) "
-        f"for {config.epochs} epochs")
-    with warnings.catch_warnings():  # our tf.data pipeline shuffles itself; Keras warns that it won't
-        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=config.verbose,
-                         callbacks=[_Timer()])
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-
-    probs, labels = predict_folder(model, val_ds)
+    evaluator = _trainer(keras, model, native, size, Augmentation(), config.seed)
+    probs = evaluator.predict(val_set.x, batch_size=64, verbose=0)
     pred = probs.argmax(1)
-    val_acc = float((pred == labels).mean())
-    per_class = {c: float((pred[labels == i] == i).mean()) if (labels == i).any() else float("nan")
-                 for i, c in enumerate(classes)}
+    val_acc = float((pred == val_set.y).mean())
+    per_class = {c: float((pred[val_set.y == i] == i).mean()) for i, c in enumerate(classes) if (val_set.y == i).any()}
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(confusion, (val_set.y, pred), 1)
 
     contract = Contract(
-        height=config.image_size,
-        width=config.image_size,
+        height=size,
+        width=size,
         normalization=Normalization.in_model(
             f"Rescaling(scale={spec.scale:.6g}, offset={spec.offset:g})" if spec.scale is not None
             else f"{spec.name} rescales internally"),
         labels=classes,
-        provenance=Provenance(dataset=str(Path(config.data).resolve()), notes=(f"backbone {spec.name}",)),
+        provenance=Provenance(dataset=str(data.folder) if data.folder else "",
+                              notes=(f"backbone {spec.name}", f"data {data.source}")),
     )
+    _write_run(out, model, contract, history, config, spec, size, val_acc, per_class, confusion, epoch_seconds,
+               train_set, val_set, data.skipped)
+    log(f"validation accuracy {val_acc:.4f}; run folder {out}")
+    return TrainResult(out, out / "model.keras", _read_contract(out), history, val_acc, per_class, epoch_seconds)
+
+
+def _read_contract(out: Path) -> Contract:
+    return Contract.from_json((out / "contract.json").read_text(encoding="utf-8"))
+
+
+def _write_run(out: Path, model, contract: Contract, history, config: TrainConfig, spec, size: int, val_acc: float,
+               per_class, confusion, epoch_seconds, train_set: ArraySet, val_set: ArraySet, skipped) -> None:
+    from edgekit.report.plots import plot_confusion, plot_history
+
+    force = config.force
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.keras"
-    _save_keras(model, model_path, force=config.force)
-    _save_keras(model, out / "model.h5", force=config.force)
+    _save_keras(model, model_path, force=force)
+    _save_keras(model, out / "model.h5", force=force)
     contract = contract.with_provenance(source_name="model.keras", source_sha256=_io.sha256_file(model_path))
-    _io.write_text(out / "contract.json", contract.to_json() + "\n", force=config.force)
-    _io.write_text(out / "labels.txt", "\n".join(classes) + "\n", force=config.force)
-    _io.write_json(out / "history.json", history, force=config.force)
+    _io.write_text(out / "contract.json", contract.to_json() + "\n", force=force)
+    _io.write_text(out / "labels.txt", "\n".join(contract.labels) + "\n", force=force)
+    _io.write_json(out / "history.json", history, force=force)
     _io.write_json(out / "metrics.json", {
         "val_accuracy": val_acc,
         "per_class_accuracy": per_class,
-        "epochs": len(epoch_seconds),
+        "confusion": confusion.tolist(),
+        "epochs": {phase: len(t) for phase, t in epoch_seconds.items() if phase.startswith("phase")},
         "epoch_seconds": epoch_seconds,
         "train_images": len(train_set),
         "val_images": len(val_set),
-        "backbone": spec.name,
+        "skipped_files": list(skipped),
+        "model": spec.name,
         "alpha": config.alpha,
-        "image_size": config.image_size,
+        "image_size": size,
+        "weights": config.weights or "none",
+        "augmentation": config.augment.describe(),
         "seed": config.seed,
-        "flip": config.flip,
-    }, force=config.force)
-    from edgekit.report.plots import plot_history
-
-    _io.write_bytes(out / "curves.png", plot_history(history), force=config.force)
-    log(f"validation accuracy {val_acc:.3f}; run folder {out}")
-    return TrainResult(out, model_path, contract, history, val_acc, per_class, epoch_seconds)
+    }, force=force)
+    _io.write_bytes(out / "curves.png", plot_history(history), force=force)
+    _io.write_bytes(out / "confusion.png", plot_confusion(confusion, contract.labels), force=force)

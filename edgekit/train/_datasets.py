@@ -1,0 +1,178 @@
+"""Every --data source as in-memory uint8 arrays: class folders, keras.datasets, cats_vs_dogs.
+
+Folder images are decoded once with Pillow (EXIF orientation, RGBA, palette, CMYK and 16-bit
+handled by ``load_rgb``) and resized with the runtime's own resize, so training sees the very
+pixels the runtime will produce. Unreadable files are skipped and counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.data.folders import ImageFolder, find_split, load_rgb
+from edgekit.errors import EdgekitError, InputFileError
+
+CATS_VS_DOGS_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+
+_CLASSES = {
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+_KERAS_URLS = {
+    "mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+    "fashion_mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+}
+DATASET_NAMES = ("synthetic", *_CLASSES, "cats_vs_dogs")
+
+
+@dataclass(frozen=True)
+class ArraySet:
+    x: np.ndarray  # (N, H, W, 3) uint8 RGB
+    y: np.ndarray  # (N,) int64 class indices
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: ArraySet
+    val: ArraySet
+    source: str  # what --data named, resolved
+    folder: Path | None  # the class-folder root when the data came from disk (for calibration later)
+    skipped: tuple[str, ...] = ()
+
+
+def _offline_error(name: str, url: str, exc: BaseException) -> EdgekitError:
+    local = {"cats_vs_dogs": "../shared/data/cats_and_dogs_filtered"}.get(name, "DIR")
+    return EdgekitError(
+        f"cannot download the {name} dataset from {url} ({exc.__class__.__name__}: "
+        f"{str(exc).splitlines()[0][:120] if str(exc) else 'no network'}); offline? pass a local copy instead: "
+        f"--data {local} (a folder with one subfolder per class, optionally inside train/ and validation/)"
+    )
+
+
+def _keras_dataset(name: str) -> tuple[ArraySet, ArraySet]:
+    from edgekit._lazy import tensorflow
+
+    tensorflow()
+    import keras
+
+    loader = getattr(keras.datasets, name)
+    try:
+        (xt, yt), (xv, yv) = loader.load_data()
+    except Exception as exc:  # get_file raises a bare Exception (wrapping URLError/HTTPError) when offline
+        raise _offline_error(name, _KERAS_URLS[name], exc) from exc
+
+    def rgb(x):
+        return np.repeat(x[..., None], 3, axis=-1) if x.ndim == 3 else x
+
+    classes = _CLASSES[name]
+    return (ArraySet(rgb(xt), yt.reshape(-1).astype(np.int64), classes),
+            ArraySet(rgb(xv), yv.reshape(-1).astype(np.int64), classes))
+
+
+def _cats_vs_dogs() -> Path:
+    from edgekit._lazy import tensorflow
+
+    tensorflow()
+    import keras
+
+    try:
+        path = keras.utils.get_file("cats_and_dogs_filtered.zip", origin=CATS_VS_DOGS_URL, extract=True)
+    except Exception as exc:  # see _keras_dataset
+        raise _offline_error("cats_vs_dogs", CATS_VS_DOGS_URL, exc) from exc
+    root = Path(path)
+    for cand in (root / "cats_and_dogs_filtered", root, root.parent / "cats_and_dogs_filtered"):
+        if (cand / "train").is_dir():
+            return cand
+    raise EdgekitError(f"{root}: downloaded archive has no train/ folder")
+
+
+def _decode_folder(folder: ImageFolder, size: int, log: Callable[[str], None]) -> tuple[ArraySet, list[str]]:
+    from edgekit.contract import Contract
+    from edgekit.runtime._preprocess import resize
+
+    target = Contract(height=size, width=size)
+
+    def one(sample):
+        path, label = sample
+        try:
+            return resize(load_rgb(path), target), label, None
+        except InputFileError as exc:
+            return None, label, f"{path.name} ({exc.problem})"
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        results = list(pool.map(one, folder.samples))
+    skipped = [r[2] for r in results if r[2] is not None]
+    kept = [(img, label) for img, label, err in results if err is None]
+    if skipped:
+        log(f"skipped {len(skipped)} unreadable file(s) in {folder.root}: {', '.join(skipped[:3])}"
+            + (" ..." if len(skipped) > 3 else ""))
+    if not kept:
+        raise InputFileError(folder.root, "contains no readable images")
+    x = np.stack([k[0] for k in kept])
+    y = np.array([k[1] for k in kept], np.int64)
+    return ArraySet(x, y, folder.classes), skipped
+
+
+def split(arrays: ArraySet, fraction: float, seed: int) -> tuple[ArraySet, ArraySet]:
+    """Stratified split: ``fraction`` of every class goes to validation."""
+    if not 0 < fraction < 1:
+        raise EdgekitError(f"--val-split must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    val_idx = []
+    for c in range(len(arrays.classes)):
+        idx = np.flatnonzero(arrays.y == c)
+        rng.shuffle(idx)
+        val_idx.extend(idx[: max(1, round(len(idx) * fraction))])
+    mask = np.zeros(len(arrays), bool)
+    mask[val_idx] = True
+    return (ArraySet(arrays.x[~mask], arrays.y[~mask], arrays.classes),
+            ArraySet(arrays.x[mask], arrays.y[mask], arrays.classes))
+
+
+def load_dataset(data: str | Path, *, image_size: int, val_split: float = 0.2, seed: int = 0,
+                 log: Callable[[str], None] = print) -> Dataset:
+    """Load any --data source. Folder images arrive resized to ``image_size``; keras.datasets arrive at
+    their native size (the pipeline resizes them) to keep 60,000 MNIST digits small in memory."""
+    name = str(data)
+    if name in _CLASSES:
+        train, val = _keras_dataset(name)
+        return Dataset(train, val, f"keras.datasets.{name}", None)
+    if name == "cats_vs_dogs":
+        data = _cats_vs_dogs()
+    elif name == "synthetic":
+        raise EdgekitError("the synthetic set is generated by edge-train/edge-demo; pass its folder instead")
+    root = Path(data)
+    if not root.exists():
+        raise InputFileError(root, f"no such folder (and not a dataset name: {', '.join(DATASET_NAMES)})")
+    train_dir, val_dir = find_split(root)
+    train_folder = ImageFolder.open(train_dir)
+    if len(train_folder.classes) < 2:
+        raise InputFileError(train_dir, f"has a single class ({train_folder.classes[0]}); a classifier needs two "
+                                        "or more class subfolders")
+    if val_dir is not None:
+        val_folder = ImageFolder.open(val_dir)
+        if val_folder.classes != train_folder.classes:
+            raise InputFileError(val_dir, f"classes {list(val_folder.classes)} differ from the training classes "
+                                          f"{list(train_folder.classes)}")
+    log(f"decoding {len(train_folder)} training images from {train_dir}"
+        + (f" and {len(val_folder)} validation images from {val_dir}" if val_dir else ""))
+    train, skipped = _decode_folder(train_folder, image_size, log)
+    if val_dir is not None:
+        val, skipped_val = _decode_folder(val_folder, image_size, log)
+        skipped += skipped_val
+    else:
+        train, val = split(train, val_split, seed)
+    return Dataset(train, val, str(root.resolve()), root.resolve(), tuple(skipped))

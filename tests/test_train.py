@@ -1,0 +1,172 @@
+"""Training on tiny data: registry, every dataset kind, augmentation, two phases, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.errors import EdgekitError, InputFileError
+from edgekit.train import BACKBONES, Augmentation, TrainConfig, get_backbone, load_dataset, train
+from tests.conftest import shared_path, write_png
+
+pytestmark = pytest.mark.tf
+QUIET = {"log": lambda s: None}
+
+
+def colour_folder(root: Path, per_class=6, size=(20, 16), split=True):
+    """Two trivially separable classes: reddish and bluish images."""
+    rng = np.random.default_rng(0)
+    for sub in (("train", "val") if split else ("",)):
+        for cls, base in (("blue", (20, 30, 220)), ("red", (220, 30, 20))):
+            for i in range(per_class):
+                colour = tuple(int(np.clip(c + rng.integers(-20, 20), 0, 255)) for c in base)
+                write_png(root / sub / cls / f"{i}.png", colour=colour, size=size)
+    return root
+
+
+def test_registry_builds_every_backbone_at_its_minimum_size():
+    import keras
+
+    for name, spec in BACKBONES.items():
+        base = spec.build(keras, (spec.min_size, spec.min_size, 3), 0.35, None)
+        assert len(base.output.shape) == 2, name  # pooled features
+        assert spec.fine_tune_from in [layer.name for layer in base.layers], name
+    with pytest.raises(EdgekitError, match="unknown backbone"):
+        get_backbone("resnet9000")
+
+
+def test_folder_with_splits_and_single_level_with_val_split(tmp_path):
+    colour_folder(tmp_path / "split")
+    d = load_dataset(tmp_path / "split", image_size=32, **QUIET)
+    assert d.train.x.shape == (12, 32, 32, 3) and d.val.x.shape == (12, 32, 32, 3)
+    assert d.train.classes == ("blue", "red") and d.folder == (tmp_path / "split").resolve()
+    colour_folder(tmp_path / "flat", per_class=10, split=False)
+    d = load_dataset(tmp_path / "flat", image_size=32, val_split=0.2, **QUIET)
+    assert len(d.val) == 4 and sorted(np.bincount(d.val.y)) == [2, 2]  # stratified
+    assert len(d.train) == 16
+
+
+def test_unreadable_and_odd_images_are_handled(tmp_path):
+    from PIL import Image
+
+    root = colour_folder(tmp_path / "d", per_class=3)
+    (root / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8garbage")
+    (root / "train" / "red" / "notes.png").write_text("not an image")
+    Image.new("RGBA", (10, 10), (255, 0, 0, 128)).save(root / "train" / "red" / "rgba.png")
+    Image.new("P", (10, 10)).save(root / "train" / "red" / "palette.png")
+    Image.new("CMYK", (10, 10), (0, 255, 255, 0)).save(root / "train" / "red" / "cmyk.jpg")
+    Image.fromarray(np.full((10, 10), 40000, np.uint16)).save(root / "train" / "red" / "sixteen.png")
+    messages = []
+    d = load_dataset(root, image_size=32, log=messages.append)
+    assert len(d.train) == 6 + 4 and len(d.skipped) == 2
+    assert any("skipped 2 unreadable file(s)" in m and "broken.jpg" in m for m in messages)
+
+
+def test_keras_datasets_go_to_three_channels(monkeypatch):
+    import keras
+
+    digits = np.random.default_rng(0).integers(0, 255, (10, 28, 28), np.uint8)
+    monkeypatch.setattr(keras.datasets.mnist, "load_data",
+                        lambda: ((digits, np.arange(10) % 10), (digits[:4], np.arange(4))))
+    d = load_dataset("mnist", image_size=32, **QUIET)
+    assert d.train.x.shape == (10, 28, 28, 3) and d.train.classes[:3] == ("0", "1", "2")
+    assert d.folder is None
+
+
+@pytest.mark.parametrize("name, patch", [("cifar10", "keras.datasets.cifar10.load_data"),
+                                         ("cats_vs_dogs", "keras.utils.get_file")])
+def test_offline_downloads_say_what_to_do(monkeypatch, name, patch):
+    import keras
+
+    def offline(*a, **k):
+        raise Exception("URL fetch failure on https://example: None -- [Errno -3] Temporary failure")
+
+    module, attr = patch.rsplit(".", 1)
+    target = {"keras.datasets.cifar10": keras.datasets.cifar10, "keras.utils": keras.utils}[module]
+    monkeypatch.setattr(target, attr, offline)
+    with pytest.raises(EdgekitError) as err:
+        load_dataset(name, image_size=32, **QUIET)
+    msg = str(err.value)
+    assert "https://" in msg and "--data" in msg and "\n" not in msg
+
+
+def test_augmentation_is_off_at_evaluation_and_never_exported():
+    import keras
+
+    from edgekit.train._fit import _trainer, build_model
+
+    model, *_ = build_model(keras, get_backbone("mobilenet_v2"), 2, 32, 0.35, None)
+    trainer = _trainer(keras, model, (32, 32, 3), 32, Augmentation(flip="both", rotation=0.2, contrast=0.3), 0)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(trainer(x, training=False), model(x, training=False), atol=1e-6)
+    assert not np.allclose(trainer(x, training=True), model(x, training=True), atol=1e-3)
+    assert not any("random" in layer.name for layer in model.layers)
+
+
+def _weights_file(tmp_path):
+    import keras
+
+    base = get_backbone("mobilenet").build(keras, (32, 32, 3), 0.25, None)
+    path = tmp_path / "mobilenet_025.weights.h5"
+    base.save_weights(str(path))
+    return path
+
+
+def test_two_phases_with_a_local_weights_file(tmp_path):
+    data = colour_folder(tmp_path / "d", per_class=8)
+    r = train(TrainConfig(data=data, out=tmp_path / "run", model="mobilenet", alpha=0.25, image_size=32, epochs=3,
+                          fine_tune_epochs=1, weights=str(_weights_file(tmp_path)), verbose=0), **QUIET)
+    h = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert h["phase"] == [1, 1, 1, 2]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(m["epoch_seconds"]) == {"feature_cache", "phase1", "phase2"}
+    assert m["confusion"] and sum(map(sum, m["confusion"])) == 16
+    for name in ("model.keras", "model.h5", "confusion.png", "curves.png", "labels.txt"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert r.contract.normalization.kind == "in_model" and r.contract.labels == ("blue", "red")
+
+
+def test_the_real_imagenet_mobilenet_weights_load():
+    import keras
+
+    from edgekit.train._fit import build_model
+
+    path = shared_path("reference", "keras-weights", "mobilenet_2_5_224_tf_no_top.h5")
+    spec = get_backbone("mobilenet")
+    loaded = [build_model(keras, spec, 2, 96, 0.25, str(path))[1] for _ in range(2)]
+    random = build_model(keras, spec, 2, 96, 0.25, None)[1]
+    a, b, r = (m.get_layer("conv1").get_weights()[0] for m in (*loaded, random))
+    np.testing.assert_array_equal(a, b)  # the file's weights, not an initializer's
+    assert not np.allclose(a, r)
+    with pytest.raises(InputFileError, match="does not fit"):
+        build_model(keras, get_backbone("mobilenet"), 2, 96, 0.5, str(path))
+
+
+def test_fine_tuning_needs_pretrained_weights(tmp_path):
+    with pytest.raises(EdgekitError, match="--fine-tune-epochs needs pretrained"):
+        train(TrainConfig(data=tmp_path, out=tmp_path / "run", fine_tune_epochs=1), **QUIET)
+
+
+def _cli(*args):
+    exe = Path(sys.executable).parent / "edge-train"
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("setup, args, needle", [
+    (lambda p: p.mkdir(), [], "no class subfolders"),
+    (lambda p: write_png(p / "only" / "a.png"), [], "single class"),
+    (lambda p: None, [], "no such folder"),
+    (lambda p: colour_folder(p), ["--model", "resnet9000"], "invalid choice"),
+    (lambda p: colour_folder(p), ["--size", "16"], "too small"),
+    (lambda p: colour_folder(p), ["--weights", "nope.h5", "--size", "32"], "no such weights file"),
+])
+def test_bad_input_gets_one_line(tmp_path, setup, args, needle):
+    data = tmp_path / "data"
+    setup(data)
+    r = _cli("--data", data, "--out", tmp_path / "run", *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
