@@ -170,3 +170,45 @@ def test_bad_input_gets_one_line(tmp_path, setup, args, needle):
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def _interrupt_after(monkeypatch, epochs_done: int):
+    """Make Ctrl-C arrive right after ``epochs_done`` epochs have been saved."""
+    from edgekit.train import _fit
+
+    original = _fit._Progress.save
+
+    def save(self, model, val_accuracy):
+        original(self, model, val_accuracy)
+        if sum(self.done.values()) >= epochs_done:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_fit._Progress, "save", save)
+
+
+def test_ctrl_c_keeps_finished_epochs_and_resume_continues(tmp_path, monkeypatch):
+    from edgekit.train._fit import TrainingInterrupted
+
+    data = colour_folder(tmp_path / "d", per_class=8)
+    config = TrainConfig(data=data, out=tmp_path / "run", model="mobilenet", alpha=0.25, image_size=32, epochs=2,
+                         fine_tune_epochs=2, weights=str(_weights_file(tmp_path)), verbose=0)
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 3)  # both phase-1 epochs and one of phase 2
+        with pytest.raises(TrainingInterrupted, match="--resume"):
+            train(config, **QUIET)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert state["done"] == {"phase1": 2, "phase2": 1}
+    saved = state["history"]["val_accuracy"]
+    assert (tmp_path / "run" / "checkpoints" / "best.weights.h5").is_file()
+    with pytest.raises(EdgekitError, match="--resume"):  # a fresh start would lose it
+        train(config, **QUIET)
+    with pytest.raises(EdgekitError, match="different settings"):
+        train(TrainConfig(**{**config.__dict__, "resume": True, "seed": 7}), **QUIET)
+    messages = []
+    r = train(TrainConfig(**{**config.__dict__, "resume": True}), log=messages.append)
+    assert r.history["phase"] == [1, 1, 2, 2]  # only the missing epoch ran
+    assert r.history["val_accuracy"][:3] == saved
+    assert any("resuming" in m for m in messages)
+    assert not (tmp_path / "run" / "checkpoints" / "state.json").exists()
+    with pytest.raises(InputFileError, match="no interrupted run"):
+        train(TrainConfig(**{**config.__dict__, "resume": True, "force": True}), **QUIET)

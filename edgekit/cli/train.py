@@ -50,6 +50,7 @@ def build_parser():
     p.add_argument("--val-split", type=float, default=0.2, help="validation fraction when there is no val/ folder")
     p.add_argument("--seed", type=int, default=0, help="random seed, for repeatable runs (default: 0)")
     p.add_argument("--force", action="store_true", help="overwrite files in an existing run folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same options)")
     return p
 
 
@@ -78,8 +79,9 @@ def run(args) -> int:
         from edgekit.data import make_synthetic_dataset
 
         data = Path(args.out) / "data"
-        print(f"generating the synthetic dataset in {data}")
-        make_synthetic_dataset(data, size=args.size or 96, seed=args.seed)
+        if not args.resume:
+            print(f"generating the synthetic dataset in {data}")
+            make_synthetic_dataset(data, size=args.size or 96, seed=args.seed)
     weights = None if args.weights == "none" else args.weights
     fine_tune_epochs = args.fine_tune_epochs if args.fine_tune_epochs is not None else (3 if weights else 0)
     train(TrainConfig(data=data, out=args.out, model=args.model, alpha=args.alpha, image_size=args.size,
@@ -87,7 +89,8 @@ def run(args) -> int:
                       fine_tune_epochs=fine_tune_epochs, fine_tune_from=args.fine_tune_from,
                       batch_size=args.batch_size, learning_rate=args.lr, fine_tune_lr=args.fine_tune_lr,
                       weights=weights, augment=augment, cache_features=not args.no_feature_cache,
-                      patience=args.patience, val_split=args.val_split, seed=args.seed, force=args.force))
+                      patience=args.patience, val_split=args.val_split, seed=args.seed, force=args.force,
+                      resume=args.resume))
     return 0
 
 

@@ -8,6 +8,7 @@ fine-tunes it with a low learning rate, BatchNorm kept in inference mode.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -27,8 +28,15 @@ from edgekit.train._augment import Augmentation
 from edgekit.train._backbones import BackboneSpec, get_backbone
 from edgekit.train._datasets import ArraySet, load_dataset
 
+CHECKPOINTS = "checkpoints"
 RUN_FILES = ("model.keras", "model.h5", "labels.txt", "contract.json", "history.json", "metrics.json",
              "curves.png", "confusion.png")
+
+
+class TrainingInterrupted(EdgekitError):
+    """Ctrl-C during training: finished epochs are saved and --resume continues."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,18 @@ class TrainConfig:
     val_split: float = 0.2  # used only when the data has no val/ folder
     seed: int = 0
     force: bool = False
+    resume: bool = False  # continue an interrupted run in ``out``
     verbose: int = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
+
+    def fingerprint(self) -> str:
+        """What must match for --resume to continue a run: everything that shapes the model."""
+        import hashlib
+        import json
+
+        keys = ("data", "model", "alpha", "image_size", "epochs", "fine_tune_epochs", "fine_tune_from", "batch_size",
+                "learning_rate", "fine_tune_lr", "weights", "augment", "cache_features", "val_split", "seed")
+        blob = json.dumps({k: str(getattr(self, k)) for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -119,34 +138,84 @@ def _compile(keras, model, lr) -> None:
                   metrics=["accuracy"])
 
 
-def _callbacks(keras, config: TrainConfig, times: list[float]):
-    class _Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t = time.perf_counter()
+class _Progress:
+    """Per-epoch history and timings, and the on-disk state that makes a run resumable.
 
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self._t)
+    After every epoch the model's weights go to checkpoints/last.weights.h5 (and best.weights.h5 when
+    val_accuracy improves), and checkpoints/state.json records what is done, so Ctrl-C loses at most
+    the epoch in progress."""
 
-    cbs = [_Timer()]
-    if config.patience:
-        cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
-                                                 restore_best_weights=True))
-    return cbs
+    def __init__(self, out: Path, fingerprint: str, state: dict | None = None):
+        self.dir = out / CHECKPOINTS
+        self.fingerprint = fingerprint
+        state = state or {}
+        self.history: dict[str, list[float]] = state.get("history", {})
+        self.epoch_seconds: dict[str, list[float]] = state.get("epoch_seconds", {})
+        self.done: dict[str, int] = state.get("done", {})
+        self.best: float = state.get("best", -1.0)
+
+    def callbacks(self, keras, model, config: TrainConfig, phase: str):
+        progress = self
+
+        class _Save(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                progress.epoch_seconds.setdefault(phase, []).append(time.perf_counter() - self._t)
+                for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                    progress.history.setdefault(key, []).append(float(logs.get(key, float("nan"))))
+                progress.history.setdefault("phase", []).append(2 if phase == "phase2" else 1)
+                progress.done[phase] = epoch + 1
+                progress.save(model, logs.get("val_accuracy"))
+
+        cbs = [_Save()]
+        if config.patience:
+            cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
+                                                     restore_best_weights=True))
+        return cbs
+
+    def save(self, model, val_accuracy) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _save_weights(model, self.dir / "last.weights.h5")
+        if val_accuracy is not None and float(val_accuracy) > self.best:
+            self.best = float(val_accuracy)
+            _save_weights(model, self.dir / "best.weights.h5")
+        _io.write_json(self.dir / "state.json", {"fingerprint": self.fingerprint, "done": self.done,
+                                                 "best": self.best, "history": self.history,
+                                                 "epoch_seconds": self.epoch_seconds}, force=True)
+
+    def finish(self) -> None:
+        """The run folder is written: the resumable state goes, the best checkpoint stays."""
+        for name in ("state.json", "last.weights.h5"):
+            (self.dir / name).unlink(missing_ok=True)
 
 
-def _fit(model, x, y, val: tuple, *, epochs: int, config: TrainConfig, callbacks) -> dict[str, list[float]]:
+def _save_weights(model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.weights.h5")
+    model.save_weights(str(tmp))
+    os.replace(tmp, path)
+
+
+def _load_state(out: Path, fingerprint: str) -> dict:
+    import json
+
+    path = out / CHECKPOINTS / "state.json"
+    if not path.is_file():
+        raise InputFileError(out, "has no interrupted run to resume (no checkpoints/state.json)")
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if state.get("fingerprint") != fingerprint:
+        raise EdgekitError(f"{out}: the interrupted run there used different settings; resume it with the same "
+                           "options, or start over with --force")
+    return state
+
+
+def _fit(model, x, y, val: tuple, *, epochs: int, initial_epoch: int, config: TrainConfig, callbacks) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-        hist = model.fit(x, y, validation_data=val, epochs=epochs, batch_size=config.batch_size, shuffle=True,
-                         verbose=config.verbose, callbacks=callbacks)
-    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-
-
-def _merge(history: dict[str, list[float]], phase: dict[str, list[float]], number: int) -> None:
-    n = len(next(iter(phase.values()), []))
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        history.setdefault(key, []).extend(phase.get(key, [float("nan")] * n))
-    history.setdefault("phase", []).extend([number] * n)
+        model.fit(x, y, validation_data=val, epochs=epochs, initial_epoch=initial_epoch, batch_size=config.batch_size,
+                  shuffle=True, verbose=config.verbose, callbacks=callbacks)
 
 
 def _unfreeze_from(keras, base, layer_name: str) -> int:
@@ -179,7 +248,11 @@ def _save_keras(model, path: Path, *, force: bool) -> None:
 def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainResult:
     """Train a classifier and write the run folder."""
     out = Path(config.out)
-    if not config.force:
+    fingerprint = config.fingerprint()
+    state = _load_state(out, fingerprint) if config.resume else None
+    if not config.force and not config.resume:
+        if (out / CHECKPOINTS / "state.json").is_file():
+            raise EdgekitError(f"{out}: holds an interrupted run; continue it with --resume or start over with --force")
         for name in RUN_FILES:
             if (out / name).exists():
                 raise OutputExistsError(out / name)
@@ -195,60 +268,76 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     log(f"data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes "
         f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
 
-    tensorflow()
+    tf = tensorflow()
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    model, base, features, head_layers = build_model(keras, spec, len(classes), size, config.alpha, config.weights)
+    gpus = tf.config.list_physical_devices("GPU")
+    scope = tf.distribute.MirroredStrategy().scope() if len(gpus) > 1 else contextlib.nullcontext()
+    with scope:
+        model, base, features, head_layers = build_model(keras, spec, len(classes), size, config.alpha,
+                                                         config.weights)
+    progress = _Progress(out, fingerprint, state)
+    if state is not None:
+        model.load_weights(str(out / CHECKPOINTS / "last.weights.h5"))
+        log(f"resuming: {', '.join(f'{k} {v} epochs' for k, v in progress.done.items())} already done")
     native = train_set.x.shape[1:]
     val_xy = (val_set.x, val_set.y)
-    history: dict[str, list[float]] = {}
-    epoch_seconds: dict[str, list[float]] = {}
-    steps = max(1, config.epochs * int(np.ceil(len(train_set) / config.batch_size)))
+    steps_per_epoch = int(np.ceil(len(train_set) / config.batch_size))
 
-    if config.weights is None:
-        log(f"training {spec.name} from scratch ({size}px, augmentation: {config.augment.describe()}) "
-            f"for {config.epochs} epochs")
-        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate or 3e-3, steps, alpha=0.02)
-        trainer = _trainer(keras, model, native, size, config.augment, config.seed)
-        _compile(keras, trainer, lr)
-        times = epoch_seconds.setdefault("phase1", [])
-        _merge(history, _fit(trainer, train_set.x, train_set.y, val_xy, epochs=config.epochs, config=config,
-                             callbacks=_callbacks(keras, config, times)), 1)
-    else:
-        base.trainable = False
-        lr = config.learning_rate or 1e-3
-        times = epoch_seconds.setdefault("phase1", [])
-        if config.cache_features and not config.augment.enabled:
-            log(f"phase 1: computing {spec.name} features once for {len(train_set) + len(val_set)} images")
-            t0 = time.perf_counter()
-            extractor = _trainer(keras, keras.Model(model.input, features), native, size, Augmentation(), config.seed)
-            f_train = extractor.predict(train_set.x, batch_size=64, verbose=0)
-            f_val = extractor.predict(val_set.x, batch_size=64, verbose=0)
-            epoch_seconds["feature_cache"] = [time.perf_counter() - t0]
-            feat_in = keras.Input(f_train.shape[1:], name="features")
-            dropout, classifier = head_layers
-            head = keras.Model(feat_in, classifier(dropout(feat_in)), name="head")
-            _compile(keras, head, lr)
-            log(f"phase 1: training the head on cached features for {config.epochs} epochs")
-            _merge(history, _fit(head, f_train, train_set.y, (f_val, val_set.y), epochs=config.epochs,
-                                 config=config, callbacks=_callbacks(keras, config, times)), 1)
-        else:
-            log(f"phase 1: training the head on the frozen backbone for {config.epochs} epochs "
-                f"(augmentation: {config.augment.describe()})")
-            trainer = _trainer(keras, model, native, size, config.augment, config.seed)
+    def run_phase(phase: str, trainer, x, y, val, epochs: int, lr) -> None:
+        done = progress.done.get(phase, 0)
+        if done >= epochs:
+            return
+        with scope:
             _compile(keras, trainer, lr)
-            _merge(history, _fit(trainer, train_set.x, train_set.y, val_xy, epochs=config.epochs, config=config,
-                                 callbacks=_callbacks(keras, config, times)), 1)
-        if config.fine_tune_epochs:
-            n = _unfreeze_from(keras, base, config.fine_tune_from or spec.fine_tune_from)
-            log(f"phase 2: fine-tuning the top {n} backbone layers at learning rate {config.fine_tune_lr:g} "
-                f"for {config.fine_tune_epochs} epochs (BatchNorm frozen)")
+        if done:
+            trainer.optimizer.iterations.assign(done * steps_per_epoch)  # the schedule continues where it was
+        _fit(trainer, x, y, val, epochs=epochs, initial_epoch=done, config=config,
+             callbacks=progress.callbacks(keras, model, config, phase))
+
+    try:
+        if config.weights is None:
+            log(f"training {spec.name} from scratch ({size}px, augmentation: {config.augment.describe()}) "
+                f"for {config.epochs} epochs")
+            lr = keras.optimizers.schedules.CosineDecay(config.learning_rate or 3e-3,
+                                                        max(1, config.epochs * steps_per_epoch), alpha=0.02)
             trainer = _trainer(keras, model, native, size, config.augment, config.seed)
-            _compile(keras, trainer, config.fine_tune_lr)
-            times2 = epoch_seconds.setdefault("phase2", [])
-            _merge(history, _fit(trainer, train_set.x, train_set.y, val_xy, epochs=config.fine_tune_epochs,
-                                 config=config, callbacks=_callbacks(keras, config, times2)), 2)
+            run_phase("phase1", trainer, train_set.x, train_set.y, val_xy, config.epochs, lr)
+        else:
+            base.trainable = False
+            lr = config.learning_rate or 1e-3
+            phase1_left = progress.done.get("phase1", 0) < config.epochs
+            if phase1_left and config.cache_features and not config.augment.enabled:
+                log(f"phase 1: computing {spec.name} features once for {len(train_set) + len(val_set)} images")
+                t0 = time.perf_counter()
+                extractor = _trainer(keras, keras.Model(model.input, features), native, size, Augmentation(),
+                                     config.seed)
+                f_train = extractor.predict(train_set.x, batch_size=64, verbose=0)
+                f_val = extractor.predict(val_set.x, batch_size=64, verbose=0)
+                progress.epoch_seconds["feature_cache"] = [time.perf_counter() - t0]
+                feat_in = keras.Input(f_train.shape[1:], name="features")
+                dropout, classifier = head_layers
+                head = keras.Model(feat_in, classifier(dropout(feat_in)), name="head")
+                log(f"phase 1: training the head on cached features for {config.epochs} epochs")
+                run_phase("phase1", head, f_train, train_set.y, (f_val, val_set.y), config.epochs, lr)
+            elif phase1_left:
+                log(f"phase 1: training the head on the frozen backbone for {config.epochs} epochs "
+                    f"(augmentation: {config.augment.describe()})")
+                trainer = _trainer(keras, model, native, size, config.augment, config.seed)
+                run_phase("phase1", trainer, train_set.x, train_set.y, val_xy, config.epochs, lr)
+            if config.fine_tune_epochs:
+                n = _unfreeze_from(keras, base, config.fine_tune_from or spec.fine_tune_from)
+                log(f"phase 2: fine-tuning the top {n} backbone layers at learning rate {config.fine_tune_lr:g} "
+                    f"for {config.fine_tune_epochs} epochs (BatchNorm frozen)")
+                trainer = _trainer(keras, model, native, size, config.augment, config.seed)
+                run_phase("phase2", trainer, train_set.x, train_set.y, val_xy, config.fine_tune_epochs,
+                          config.fine_tune_lr)
+    except KeyboardInterrupt:
+        done = sum(progress.done.values())
+        raise TrainingInterrupted(f"interrupted: {done} finished epoch(s) are saved in {out / CHECKPOINTS}; "
+                                  "continue with the same command plus --resume") from None
+    history, epoch_seconds = progress.history, progress.epoch_seconds
 
     evaluator = _trainer(keras, model, native, size, Augmentation(), config.seed)
     probs = evaluator.predict(val_set.x, batch_size=64, verbose=0)
@@ -270,6 +359,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     )
     _write_run(out, model, contract, history, config, spec, size, val_acc, per_class, confusion, epoch_seconds,
                train_set, val_set, data.skipped)
+    progress.finish()
     log(f"validation accuracy {val_acc:.4f}; run folder {out}")
     return TrainResult(out, out / "model.keras", _read_contract(out), history, val_acc, per_class, epoch_seconds)
 
