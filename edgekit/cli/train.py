@@ -27,7 +27,8 @@ def build_parser():
     p.add_argument("--model", "--backbone", dest="model", default="mobilenet_v2", choices=sorted(BACKBONES),
                    help="backbone (default: mobilenet_v2)")
     p.add_argument("--alpha", type=float, default=0.35, help="width multiplier for MobileNets (default: 0.35)")
-    p.add_argument("--size", type=positive_int, help="input size in pixels (default: the backbone's, 224)")
+    p.add_argument("--size", type=positive_int, help="input size in pixels (default: the backbone's: 224, or 32 "
+                   "for the cnn family)")
     p.add_argument("--weights", default="none", help="'none' (default), 'imagenet' (needs the network) or a local "
                    ".h5 weights file for the backbone without its top")
     p.add_argument("--epochs", type=positive_int, default=10, help="phase-1 epochs (default: 10)")
@@ -39,6 +40,10 @@ def build_parser():
     p.add_argument("--fine-tune-lr", type=float, default=5e-5, help="phase-2 learning rate (default: 5e-5)")
     p.add_argument("--patience", type=non_negative_int, default=0,
                    help="stop a phase after N epochs without a better val_accuracy, keeping the best (default: off)")
+    c = p.add_argument_group("the cnn1/cnn2/cnn3 course baselines")
+    c.add_argument("--cnn-dropout", type=float, default=0.2, help="dropout after each block (default: 0.2)")
+    c.add_argument("--no-batchnorm", action="store_true", help="no BatchNormalization in the blocks")
+    c.add_argument("--l2", type=float, default=0.0, help="L2 weight decay on the convolutions (default: 0)")
     g = p.add_argument_group("augmentation (training images only; never exported)")
     g.add_argument("--augment", action="store_true", help="the course recipe: horizontal flips, rotation 0.11, "
                    "zoom 0.2, shifts 0.2")
@@ -90,7 +95,8 @@ def run(args) -> int:
                       batch_size=args.batch_size, learning_rate=args.lr, fine_tune_lr=args.fine_tune_lr,
                       weights=weights, augment=augment, cache_features=not args.no_feature_cache,
                       patience=args.patience, val_split=args.val_split, seed=args.seed, force=args.force,
-                      resume=args.resume))
+                      resume=args.resume, cnn_dropout=args.cnn_dropout, cnn_batchnorm=not args.no_batchnorm,
+                      l2=args.l2))
     return 0
 
 

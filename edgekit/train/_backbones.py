@@ -16,23 +16,58 @@ class BackboneSpec:
     scale: float | None
     offset: float
     fine_tune_from: str  # first layer unfrozen in phase 2 (by name)
-    build: Callable  # (keras, input_shape, alpha, weights) -> keras.Model without top, pooled
+    build: Callable  # (keras, input_shape, alpha, weights, **cnn options) -> keras.Model without top, pooled
     min_size: int = 32  # keras.applications refuse smaller inputs
+    pretrained: bool = True  # whether ImageNet weights exist for it
 
 
-def _mobilenet_v2(keras, shape, alpha, weights):
+def _mobilenet_v2(keras, shape, alpha, weights, **_):
     return keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False,
                                           weights=weights, pooling="avg")
 
 
-def _mobilenet(keras, shape, alpha, weights):
+def _mobilenet(keras, shape, alpha, weights, **_):
     return keras.applications.MobileNet(input_shape=shape, alpha=alpha, include_top=False,
                                         weights=weights, pooling="avg")
 
 
-def _efficientnet_b0(keras, shape, alpha, weights):
+def _efficientnet_b0(keras, shape, alpha, weights, **_):
     return keras.applications.EfficientNetB0(input_shape=shape, include_top=False, weights=weights,
                                              pooling="avg")
+
+
+def _mobilenet_v3(large: bool):
+    def build(keras, shape, alpha, weights, **_):
+        cls = keras.applications.MobileNetV3Large if large else keras.applications.MobileNetV3Small
+        return cls(input_shape=shape, alpha=alpha, include_top=False, weights=weights, pooling="avg",
+                   include_preprocessing=True)
+
+    return build
+
+
+def _cnn(blocks: int):
+    """The course's VGG-style baseline: ``blocks`` x (conv-conv-pool), 32/64/128 filters, for tiny devices."""
+
+    def build(keras, shape, alpha, weights, *, dropout: float = 0.2, batchnorm: bool = True, l2: float = 0.0, **_):
+        L = keras.layers
+        reg = keras.regularizers.L2(l2) if l2 else None
+        inp = keras.Input(shape)
+        x = inp
+        for b in range(blocks):
+            filters = 32 * 2**b
+            for c in range(2):
+                x = L.Conv2D(filters, 3, padding="same", use_bias=not batchnorm, kernel_regularizer=reg,
+                             name=f"block{b + 1}_conv{c + 1}")(x)
+                if batchnorm:
+                    x = L.BatchNormalization(name=f"block{b + 1}_bn{c + 1}")(x)
+                x = L.ReLU(name=f"block{b + 1}_relu{c + 1}")(x)
+            x = L.MaxPooling2D(name=f"block{b + 1}_pool")(x)
+            if dropout:
+                x = L.Dropout(dropout, name=f"block{b + 1}_dropout")(x)
+        x = L.GlobalAveragePooling2D(name="pool")(x)
+        return keras.Model(inp, x, name=f"cnn{blocks}")
+
+    return build
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -41,6 +76,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("mobilenet_v2", 224, 1 / 127.5, -1.0, "block_13_expand", _mobilenet_v2),
         BackboneSpec("mobilenet", 224, 1 / 127.5, -1.0, "conv_dw_11", _mobilenet),
         BackboneSpec("efficientnet_b0", 224, None, 0.0, "block6a_expand_conv", _efficientnet_b0),
+        BackboneSpec("mobilenet_v3_small", 224, None, 0.0, "expanded_conv_7_expand", _mobilenet_v3(False)),
+        BackboneSpec("mobilenet_v3_large", 224, None, 0.0, "expanded_conv_11_expand", _mobilenet_v3(True)),
+        *(BackboneSpec(f"cnn{n}", 32, 1 / 255, 0.0, "block1_conv1", _cnn(n), min_size=2**n, pretrained=False)
+          for n in (1, 2, 3)),
     )
 }
 

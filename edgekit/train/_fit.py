@@ -56,6 +56,9 @@ class TrainConfig:
     augment: Augmentation = field(default_factory=Augmentation)
     cache_features: bool = True
     patience: int = 0  # early stopping on val_accuracy (restoring the best weights); 0 = off
+    cnn_dropout: float = 0.2  # the cnn family's options
+    cnn_batchnorm: bool = True
+    l2: float = 0.0
     val_split: float = 0.2  # used only when the data has no val/ folder
     seed: int = 0
     force: bool = False
@@ -68,7 +71,8 @@ class TrainConfig:
         import json
 
         keys = ("data", "model", "alpha", "image_size", "epochs", "fine_tune_epochs", "fine_tune_from", "batch_size",
-                "learning_rate", "fine_tune_lr", "weights", "augment", "cache_features", "val_split", "seed")
+                "learning_rate", "fine_tune_lr", "weights", "augment", "cache_features", "val_split", "seed",
+                "cnn_dropout", "cnn_batchnorm", "l2")
         blob = json.dumps({k: str(getattr(self, k)) for k in keys}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -84,15 +88,18 @@ class TrainResult:
     epoch_seconds: dict[str, list[float]] = field(default_factory=dict)
 
 
-def build_model(keras, spec: BackboneSpec, num_classes: int, size: int, alpha: float, weights: str | None):
+def build_model(keras, spec: BackboneSpec, num_classes: int, size: int, alpha: float, weights: str | None,
+                **options):
     """Raw RGB pixels (0..255) in, probabilities out; the backbone's preprocessing is a layer inside."""
     if size < spec.min_size:
         raise EdgekitError(f"input size {size} is too small for {spec.name}; use --size {spec.min_size} or more")
+    if weights is not None and not spec.pretrained:
+        raise EdgekitError(f"{spec.name} has no pretrained weights; use --weights none")
     inp = keras.Input((size, size, 3), name="image")
     x = inp
     if spec.scale is not None:
         x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="preprocess")(x)
-    base = spec.build(keras, (size, size, 3), alpha, "imagenet" if weights == "imagenet" else None)
+    base = spec.build(keras, (size, size, 3), alpha, "imagenet" if weights == "imagenet" else None, **options)
     if weights not in (None, "imagenet"):
         path = Path(weights)
         if not path.is_file():
@@ -276,7 +283,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     scope = tf.distribute.MirroredStrategy().scope() if len(gpus) > 1 else contextlib.nullcontext()
     with scope:
         model, base, features, head_layers = build_model(keras, spec, len(classes), size, config.alpha,
-                                                         config.weights)
+                                                         config.weights, dropout=config.cnn_dropout,
+                                                         batchnorm=config.cnn_batchnorm, l2=config.l2)
     progress = _Progress(out, fingerprint, state)
     if state is not None:
         model.load_weights(str(out / CHECKPOINTS / "last.weights.h5"))

@@ -1,0 +1,27 @@
+"""Every from-scratch backbone family trains end to end and edge-convert accepts its model.h5 (slow)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.tf]
+
+
+@pytest.mark.parametrize("model", ["efficientnet_b0", "mobilenet_v2", "mobilenet_v3_small", "cnn2"])
+def test_train_then_convert(tmp_path, model):
+    from edgekit.data import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", train_per_class=6, val_per_class=4, size=32)
+    bin_dir = Path(sys.executable).parent
+    r = subprocess.run([str(bin_dir / "edge-train"), "--data", str(data), "--model", model, "--weights", "none",
+                        "--size", "32", "--epochs", "1", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(bin_dir / "edge-convert"), "model.h5", "--max-drop", "100"], cwd=tmp_path / "run",
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "model_edgekit" / "report.json").read_text())
+    assert [a["status"] for a in report["artifacts"]] == ["pass"] * 3
