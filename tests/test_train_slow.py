@@ -10,8 +10,9 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
 
-@pytest.mark.parametrize("model", ["efficientnet_b0", "mobilenet_v2", "mobilenet_v3_small", "cnn2"])
-def test_train_then_convert(tmp_path, model):
+@pytest.mark.parametrize("model, file", [("efficientnet_b0", "model.h5"), ("mobilenet_v2", "model.h5"),
+                                         ("mobilenet_v3_small", "model.keras"), ("cnn2", "model.h5")])
+def test_train_then_convert(tmp_path, model, file):
     from edgekit.data import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", train_per_class=6, val_per_class=4, size=32)
@@ -20,8 +21,10 @@ def test_train_then_convert(tmp_path, model):
                         "--size", "32", "--epochs", "1", "--out", str(tmp_path / "run")],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(bin_dir / "edge-convert"), "model.h5", "--max-drop", "100"], cwd=tmp_path / "run",
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["model_h5"] == "written") == (file == "model.h5")
+    r = subprocess.run([str(bin_dir / "edge-convert"), file, "--max-drop", "100"], cwd=tmp_path / "run",
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    report = json.loads((tmp_path / "run" / "model_edgekit" / "report.json").read_text())
+    report = json.loads((tmp_path / "run" / f"{Path(file).stem}_edgekit" / "report.json").read_text())
     assert [a["status"] for a in report["artifacts"]] == ["pass"] * 3

@@ -252,6 +252,21 @@ def _save_keras(model, path: Path, *, force: bool) -> None:
         absl.setLevel(level)
 
 
+def _save_h5_checked(model, path: Path, *, force: bool) -> str | None:
+    """Write model.h5 only if Keras can read it back; some graphs (MobileNetV3's arithmetic on
+    constants) do not survive the legacy format. Returns the problem, or None."""
+    import keras
+
+    _save_keras(model, path, force=force)
+    try:
+        keras.models.load_model(str(path), compile=False)
+    except Exception as exc:  # Keras raises assorted types for graphs the legacy format cannot hold
+        path.unlink()
+        return f"not written: Keras cannot read this model back from .h5 ({str(exc).splitlines()[0][:120]}); " \
+               "use model.keras"
+    return None
+
+
 def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainResult:
     """Train a classifier and write the run folder."""
     out = Path(config.out)
@@ -368,6 +383,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
     _write_run(out, model, contract, history, config, spec, size, val_acc, per_class, confusion, epoch_seconds,
                train_set, val_set, data.skipped)
     progress.finish()
+    if not (out / "model.h5").exists():
+        log("note: model.h5 not written (Keras cannot read this architecture back from .h5); convert model.keras")
     log(f"validation accuracy {val_acc:.4f}; run folder {out}")
     return TrainResult(out, out / "model.keras", _read_contract(out), history, val_acc, per_class, epoch_seconds)
 
@@ -384,7 +401,7 @@ def _write_run(out: Path, model, contract: Contract, history, config: TrainConfi
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.keras"
     _save_keras(model, model_path, force=force)
-    _save_keras(model, out / "model.h5", force=force)
+    h5_problem = _save_h5_checked(model, out / "model.h5", force=force)
     contract = contract.with_provenance(source_name="model.keras", source_sha256=_io.sha256_file(model_path))
     _io.write_text(out / "contract.json", contract.to_json() + "\n", force=force)
     _io.write_text(out / "labels.txt", "\n".join(contract.labels) + "\n", force=force)
@@ -404,6 +421,7 @@ def _write_run(out: Path, model, contract: Contract, history, config: TrainConfi
         "weights": config.weights or "none",
         "augmentation": config.augment.describe(),
         "seed": config.seed,
+        "model_h5": h5_problem or "written",
     }, force=force)
     _io.write_bytes(out / "curves.png", plot_history(history), force=force)
     _io.write_bytes(out / "confusion.png", plot_confusion(confusion, contract.labels), force=force)
