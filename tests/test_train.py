@@ -1,5 +1,6 @@
 """Training on tiny data: registry, every dataset kind, augmentation, two phases, bad input."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -212,3 +213,34 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_continues(tmp_path, monkeypatch
     assert not (tmp_path / "run" / "checkpoints" / "state.json").exists()
     with pytest.raises(InputFileError, match="no interrupted run"):
         train(TrainConfig(**{**config.__dict__, "resume": True, "force": True}), **QUIET)
+
+
+def test_imagenet_offline_says_what_to_do_instead():
+    import keras
+
+    from edgekit.train._fit import build_model
+
+    spec = get_backbone("mobilenet_v2")
+
+    def offline(*a, **k):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x/mobilenet_v2.h5: None -- [Errno -2] "
+                        "Name or service not known")
+
+    patched = dataclasses.replace(spec, build=offline)
+    with pytest.raises(EdgekitError) as err:
+        build_model(keras, patched, 2, 96, 0.35, "imagenet")
+    msg = str(err.value)
+    assert "https://storage.googleapis.com/x/mobilenet_v2.h5" in msg and "--weights PATH" in msg
+    assert "--weights none" in msg and "\n" not in msg
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    from PIL import Image
+
+    from edgekit.data import load_rgb
+
+    img = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_rgb(tmp_path / "rotated.jpg").shape == (40, 20, 3)

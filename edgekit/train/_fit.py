@@ -99,7 +99,19 @@ def build_model(keras, spec: BackboneSpec, num_classes: int, size: int, alpha: f
     x = inp
     if spec.scale is not None:
         x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="preprocess")(x)
-    base = spec.build(keras, (size, size, 3), alpha, "imagenet" if weights == "imagenet" else None, **options)
+    try:
+        base = spec.build(keras, (size, size, 3), alpha, "imagenet" if weights == "imagenet" else None, **options)
+    except ValueError as exc:  # keras.applications' own checks: alpha, input size, weights combinations
+        raise EdgekitError(f"{spec.name}: {str(exc).splitlines()[0][:200]}") from exc
+    except Exception as exc:  # get_file raises a bare Exception when the download fails
+        if weights != "imagenet" or "fetch failure" not in str(exc):
+            raise
+        url = str(exc).split("fetch failure on ", 1)[-1].split(":", 2)
+        raise EdgekitError(
+            f"cannot download ImageNet weights for {spec.name} from {':'.join(url[:2])} (offline?); pass a local "
+            "weights file instead, --weights PATH (for example ../shared/reference/keras-weights/"
+            "mobilenet_2_5_224_tf_no_top.h5 with --model mobilenet --alpha 0.25), or --weights none"
+        ) from exc
     if weights not in (None, "imagenet"):
         path = Path(weights)
         if not path.is_file():
