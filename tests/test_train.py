@@ -128,6 +128,9 @@ def test_two_phases_with_a_local_weights_file(tmp_path):
     for name in ("model.keras", "model.h5", "confusion.png", "curves.png", "labels.txt"):
         assert (tmp_path / "run" / name).is_file(), name
     assert r.contract.normalization.kind == "in_model" and r.contract.labels == ("blue", "red")
+    # the exported model is the best epoch across both phases
+    assert m["exported_epoch"]["val_accuracy"] == max(h["val_accuracy"])
+    assert abs(r.val_accuracy - max(h["val_accuracy"])) < 1e-6
 
 
 def test_the_real_imagenet_mobilenet_weights_load():

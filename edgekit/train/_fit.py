@@ -211,6 +211,26 @@ class _Progress:
             (self.dir / name).unlink(missing_ok=True)
 
 
+def _restore_best(model, progress: _Progress, log) -> dict:
+    """Export the best epoch by val_accuracy across all phases (as the course's ModelCheckpoint does)."""
+    acc = progress.history.get("val_accuracy", [])
+    if not acc:
+        return {}
+    best = int(np.nanargmax(acc))
+    info = {"index": best + 1, "phase": progress.history["phase"][best], "val_accuracy": acc[best]}
+    if best != len(acc) - 1 and (progress.dir / "best.weights.h5").is_file():
+        _load_weights(model, progress.dir / "best.weights.h5")
+        log(f"restored the best epoch ({best + 1} of {len(acc)}, phase {info['phase']}, "
+            f"val_accuracy {acc[best]:.4f})")
+    return info
+
+
+def _load_weights(model, path: Path) -> None:
+    with warnings.catch_warnings():  # checkpoints hold model weights only; Keras warns about the optimizer's
+        warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+        model.load_weights(str(path))
+
+
 def _save_weights(model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.weights.h5")
     model.save_weights(str(tmp))
@@ -314,7 +334,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
                                                          batchnorm=config.cnn_batchnorm, l2=config.l2)
     progress = _Progress(out, fingerprint, state)
     if state is not None:
-        model.load_weights(str(out / CHECKPOINTS / "last.weights.h5"))
+        _load_weights(model, out / CHECKPOINTS / "last.weights.h5")
         log(f"resuming: {', '.join(f'{k} {v} epochs' for k, v in progress.done.items())} already done")
     native = train_set.x.shape[1:]
     val_xy = (val_set.x, val_set.y)
@@ -373,6 +393,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
         raise TrainingInterrupted(f"interrupted: {done} finished epoch(s) are saved in {out / CHECKPOINTS}; "
                                   "continue with the same command plus --resume") from None
     history, epoch_seconds = progress.history, progress.epoch_seconds
+    best_epoch = _restore_best(model, progress, log)
 
     evaluator = _trainer(keras, model, native, size, Augmentation(), config.seed)
     probs = evaluator.predict(val_set.x, batch_size=64, verbose=0)
@@ -393,7 +414,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
                               notes=(f"backbone {spec.name}", f"data {data.source}")),
     )
     _write_run(out, model, contract, history, config, spec, size, val_acc, per_class, confusion, epoch_seconds,
-               train_set, val_set, data.skipped)
+               train_set, val_set, data.skipped, best_epoch)
     progress.finish()
     if not (out / "model.h5").exists():
         log("note: model.h5 not written (Keras cannot read this architecture back from .h5); convert model.keras")
@@ -406,7 +427,8 @@ def _read_contract(out: Path) -> Contract:
 
 
 def _write_run(out: Path, model, contract: Contract, history, config: TrainConfig, spec, size: int, val_acc: float,
-               per_class, confusion, epoch_seconds, train_set: ArraySet, val_set: ArraySet, skipped) -> None:
+               per_class, confusion, epoch_seconds, train_set: ArraySet, val_set: ArraySet, skipped,
+               best_epoch: dict) -> None:
     from edgekit.report.plots import plot_confusion, plot_history
 
     force = config.force
@@ -434,6 +456,7 @@ def _write_run(out: Path, model, contract: Contract, history, config: TrainConfi
         "augmentation": config.augment.describe(),
         "seed": config.seed,
         "model_h5": h5_problem or "written",
+        "exported_epoch": best_epoch,
     }, force=force)
     _io.write_bytes(out / "curves.png", plot_history(history), force=force)
     _io.write_bytes(out / "confusion.png", plot_confusion(confusion, contract.labels), force=force)
