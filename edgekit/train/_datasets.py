@@ -53,12 +53,18 @@ class Dataset:
     skipped: tuple[str, ...] = ()
 
 
+def _reason(exc: BaseException) -> str:
+    """'URL fetch failure on URL: None -- [Errno -2] Name or service not known' -> the part after '--'."""
+    text = str(exc).strip()
+    return (text.rsplit(" -- ", 1)[-1] if " -- " in text else text.splitlines()[0] if text else
+            exc.__class__.__name__)[:100]
+
+
 def _offline_error(name: str, url: str, exc: BaseException) -> EdgekitError:
-    local = {"cats_vs_dogs": "../shared/data/cats_and_dogs_filtered"}.get(name, "DIR")
+    example = " (for example an unzipped cats_and_dogs_filtered)" if name == "cats_vs_dogs" else ""
     return EdgekitError(
-        f"cannot download the {name} dataset from {url} ({exc.__class__.__name__}: "
-        f"{str(exc).splitlines()[0][:120] if str(exc) else 'no network'}); offline? pass a local copy instead: "
-        f"--data {local} (a folder with one subfolder per class, optionally inside train/ and validation/)"
+        f"cannot download the {name} dataset from {url} ({_reason(exc)}); offline? pass a local copy instead: "
+        f"--data DIR{example}, a folder with one subfolder per class, optionally inside train/ and validation/"
     )
 
 
