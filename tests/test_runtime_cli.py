@@ -31,6 +31,9 @@ def test_classifier_reads_the_embedded_contract(rgb_onnx, tmp_path):
     assert clf.classify(bgr, color_order="RGB", top_k=1)[0].label == "b"
     with pytest.raises(Exception, match="colour order"):
         clf.classify(bgr)
+    many = clf.classify_many([write_png(tmp_path / "r.png"), write_png(tmp_path / "b.png", colour=(0, 0, 250))],
+                             top_k=1)
+    assert [p[0].label for p in many] == ["r", "b"]
 
 
 def test_predict_keeps_going_past_an_unreadable_file(rgb_onnx, tmp_path):
