@@ -106,3 +106,13 @@ def test_demo_refuses_to_overwrite(tmp_path):
     (out / "precious.txt").write_text("mine")
     _assert_one_line_error(run("edge-demo", "--out", str(out)), "already exists", "--force")
     assert (out / "precious.txt").read_text() == "mine"
+
+
+def test_convert_names_savedmodel_folders(tmp_path):
+    sm = tmp_path / "exported"
+    sm.mkdir()
+    (sm / "saved_model.pb").write_bytes(b"\x08\x01")
+    _assert_one_line_error(run("edge-convert", str(sm), "--out", str(tmp_path / "o")), "exported", "SavedModel")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _assert_one_line_error(run("edge-convert", str(plain), "--out", str(tmp_path / "o")), "not a SavedModel")

@@ -156,3 +156,11 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_more_contract_checks():
+    with pytest.raises(ContractError, match="increasing"):
+        Contract(height=8, width=8, value_range=(1.0, 0.0))
+    with pytest.raises(ContractError, match="single mean"):
+        Contract(height=8, width=8, channels=1, color_order=ColorOrder.GRAY,
+                 normalization=Normalization.mean_std((1, 2, 3), (1, 1, 1)))

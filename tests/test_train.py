@@ -247,3 +247,11 @@ def test_exif_rotation_is_applied(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     img.save(tmp_path / "rotated.jpg", exif=exif)
     assert load_rgb(tmp_path / "rotated.jpg").shape == (40, 20, 3)
+
+
+def test_unknown_fine_tune_layer_is_named(tmp_path):
+    data = colour_folder(tmp_path / "d", per_class=4)
+    with pytest.raises(EdgekitError, match="'nope' is not a layer"):
+        train(TrainConfig(data=data, out=tmp_path / "run", model="mobilenet", alpha=0.25, image_size=32, epochs=1,
+                          fine_tune_epochs=1, fine_tune_from="nope", weights=str(_weights_file(tmp_path)),
+                          verbose=0), **QUIET)
