@@ -133,6 +133,8 @@ class Provenance:
     artifact_format: str = ""  # e.g. "tflite_int8", "onnx_float32"; empty for the source model
     quantization: dict[str, Any] = field(default_factory=dict)
     dataset: str = ""  # where the training data came from, if known
+    val_split: float | None = None  # with seed: the held-out fraction when the dataset had no val folder
+    seed: int = 0
     notes: tuple[str, ...] = ()
 
 

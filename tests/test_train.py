@@ -206,7 +206,7 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_continues(tmp_path, monkeypatch
     assert (tmp_path / "run" / "checkpoints" / "best.weights.h5").is_file()
     with pytest.raises(EdgekitError, match="--resume"):  # a fresh start would lose it
         train(config, **QUIET)
-    with pytest.raises(EdgekitError, match="different settings"):
+    with pytest.raises(EdgekitError, match=r"different settings: seed 0 \(now 7\)"):
         train(TrainConfig(**{**config.__dict__, "resume": True, "seed": 7}), **QUIET)
     messages = []
     r = train(TrainConfig(**{**config.__dict__, "resume": True}), log=messages.append)
@@ -255,3 +255,61 @@ def test_unknown_fine_tune_layer_is_named(tmp_path):
         train(TrainConfig(data=data, out=tmp_path / "run", model="mobilenet", alpha=0.25, image_size=32, epochs=1,
                           fine_tune_epochs=1, fine_tune_from="nope", weights=str(_weights_file(tmp_path)),
                           verbose=0), **QUIET)
+
+
+def test_interrupt_before_any_epoch_says_nothing_was_saved(tmp_path, monkeypatch):
+    from edgekit.train import _fit
+    from edgekit.train._fit import TrainingInterrupted
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_fit, "_fit", ctrl_c)
+    with pytest.raises(TrainingInterrupted, match="nothing was saved"):
+        train(TrainConfig(data=colour_folder(tmp_path / "d", per_class=3), out=tmp_path / "run", model="cnn1",
+                          image_size=32, epochs=1, verbose=0), **QUIET)
+
+
+def test_a_local_folder_wins_over_a_dataset_name(tmp_path, monkeypatch):
+    colour_folder(tmp_path / "mnist", per_class=3)
+    monkeypatch.chdir(tmp_path)
+    d = load_dataset("mnist", image_size=32, **QUIET)
+    assert d.folder == (tmp_path / "mnist").resolve() and d.train.classes == ("blue", "red")
+
+
+def test_convert_verifies_on_exactly_the_images_training_held_out(tmp_path):
+    from edgekit.convert import ConvertOptions, convert
+    from edgekit.data.folders import ImageFolder, stratified_val_mask
+
+    data = colour_folder(tmp_path / "flat", per_class=10, split=False)
+    train(TrainConfig(data=data, out=tmp_path / "run", model="cnn1", image_size=32, epochs=1, val_split=0.3,
+                      seed=3, verbose=0), **QUIET)
+    report = convert(tmp_path / "run" / "model.keras", tmp_path / "out",
+                     ConvertOptions(formats=("tflite_float32",)), log=lambda s: None)
+    folder = ImageFolder.open(data)
+    held = stratified_val_mask(np.array([i for _, i in folder.samples]), 0.3, 3)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report.validation["count"] == int(held.sum()) == metrics["val_images"] == 6
+    assert report.calibration["count"] == 14 and not set(report.calibration["images"]) & {
+        str(p.relative_to(data)) for (p, _), m in zip(folder.samples, held, strict=True) if m}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--seed", "-5"], "--seed must be zero or more"),
+    (["--alpha", "-3"], "--alpha must be a positive number"),
+    (["--weights", str(Path(__file__))], "is not an HDF5"),
+    (["--weights", "/nope/w.h5"], "no such weights file"),
+])
+def test_bad_settings_fail_before_decoding(tmp_path, args, needle):
+    data = colour_folder(tmp_path / "data")
+    r = _cli("--data", data, "--out", tmp_path / "run", "--size", "32", *args)
+    assert r.returncode == 2 and needle in r.stderr and "decoding" not in r.stdout, r.stdout + r.stderr
+
+
+def test_out_that_is_a_file_fails_before_decoding(tmp_path):
+    data = colour_folder(tmp_path / "data")
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    r = _cli("--data", data, "--out", afile, "--size", "32", "--model", "cnn1")
+    assert r.returncode == 2 and "--out must be a folder" in r.stderr and "decoding" not in r.stdout

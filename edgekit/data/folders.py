@@ -55,6 +55,22 @@ class ImageFolder:
         return ImageFolder(self.root, self.classes, tuple(picked))
 
 
+def stratified_val_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which samples are validation: ``fraction`` of every class, at least one image kept for training.
+
+    edge-train and edge-convert both call this, so conversion verifies on exactly the images
+    training held out, never on images the model was trained on."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_val = min(max(1, round(len(idx) * fraction)), len(idx) - 1)
+        mask[idx[:n_val]] = True
+    return mask
+
+
 def find_split(root: str | Path) -> tuple[Path, Path | None]:
     """Return (train_dir, val_dir) for a dataset root, or (root, None) for a single level."""
     root = Path(root)

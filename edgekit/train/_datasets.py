@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.folders import ImageFolder, find_split, load_rgb
+from edgekit.data.folders import ImageFolder, find_split, load_rgb, stratified_val_mask
 from edgekit.errors import EdgekitError, InputFileError
 
 CATS_VS_DOGS_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
@@ -51,6 +51,7 @@ class Dataset:
     source: str  # what --data named, resolved
     folder: Path | None  # the class-folder root when the data came from disk (for calibration later)
     skipped: tuple[str, ...] = ()
+    val_split: float | None = None  # the held-out fraction when there was no validation folder
 
 
 def _reason(exc: BaseException) -> str:
@@ -133,17 +134,8 @@ def _decode_folder(folder: ImageFolder, size: int, log: Callable[[str], None]) -
 
 
 def split(arrays: ArraySet, fraction: float, seed: int) -> tuple[ArraySet, ArraySet]:
-    """Stratified split: ``fraction`` of every class goes to validation."""
-    if not 0 < fraction < 1:
-        raise EdgekitError(f"--val-split must be between 0 and 1, got {fraction}")
-    rng = np.random.default_rng(seed)
-    val_idx = []
-    for c in range(len(arrays.classes)):
-        idx = np.flatnonzero(arrays.y == c)
-        rng.shuffle(idx)
-        val_idx.extend(idx[: max(1, round(len(idx) * fraction))])
-    mask = np.zeros(len(arrays), bool)
-    mask[val_idx] = True
+    """Stratified split: ``fraction`` of every class goes to validation (see ``stratified_val_mask``)."""
+    mask = stratified_val_mask(arrays.y, fraction, seed)
     return (ArraySet(arrays.x[~mask], arrays.y[~mask], arrays.classes),
             ArraySet(arrays.x[mask], arrays.y[mask], arrays.classes))
 
@@ -153,6 +145,8 @@ def load_dataset(data: str | Path, *, image_size: int, val_split: float = 0.2, s
     """Load any --data source. Folder images arrive resized to ``image_size``; keras.datasets arrive at
     their native size (the pipeline resizes them) to keep 60,000 MNIST digits small in memory."""
     name = str(data)
+    if Path(name).exists():  # a local folder wins over a dataset name
+        name = ""
     if name in _CLASSES:
         train, val = _keras_dataset(name)
         return Dataset(train, val, f"keras.datasets.{name}", None)
@@ -173,6 +167,8 @@ def load_dataset(data: str | Path, *, image_size: int, val_split: float = 0.2, s
         if val_folder.classes != train_folder.classes:
             raise InputFileError(val_dir, f"classes {list(val_folder.classes)} differ from the training classes "
                                           f"{list(train_folder.classes)}")
+    if val_dir is None and not 0 < val_split < 1:
+        raise EdgekitError(f"--val-split must be between 0 and 1, got {val_split}")
     log(f"decoding {len(train_folder)} training images from {train_dir}"
         + (f" and {len(val_folder)} validation images from {val_dir}" if val_dir else ""))
     train, skipped = _decode_folder(train_folder, image_size, log)
@@ -181,4 +177,6 @@ def load_dataset(data: str | Path, *, image_size: int, val_split: float = 0.2, s
         skipped += skipped_val
     else:
         train, val = split(train, val_split, seed)
-    return Dataset(train, val, str(root.resolve()), root.resolve(), tuple(skipped))
+        log(f"held out {len(val)} images ({val_split:.0%} of each class, seed {seed}) for validation")
+    return Dataset(train, val, str(root.resolve()), root.resolve(), tuple(skipped),
+                   val_split if val_dir is None else None)

@@ -65,16 +65,20 @@ class TrainConfig:
     resume: bool = False  # continue an interrupted run in ``out``
     verbose: int = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
 
-    def fingerprint(self) -> str:
+    def resume_settings(self) -> dict[str, str]:
         """What must match for --resume to continue a run: everything that shapes the model."""
+        return {k: str(getattr(self, k)) for k in _RESUME_KEYS}
+
+    def fingerprint(self) -> str:
         import hashlib
         import json
 
-        keys = ("data", "model", "alpha", "image_size", "epochs", "fine_tune_epochs", "fine_tune_from", "batch_size",
+        return hashlib.sha256(json.dumps(self.resume_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+_RESUME_KEYS = ("data", "model", "alpha", "image_size", "epochs", "fine_tune_epochs", "fine_tune_from", "batch_size",
                 "learning_rate", "fine_tune_lr", "weights", "augment", "cache_features", "val_split", "seed",
-                "cnn_dropout", "cnn_batchnorm", "l2")
-        blob = json.dumps({k: str(getattr(self, k)) for k in keys}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+                "cnn_dropout", "cnn_batchnorm", "l2", "patience")
 
 
 @dataclass
@@ -164,9 +168,10 @@ class _Progress:
     val_accuracy improves), and checkpoints/state.json records what is done, so Ctrl-C loses at most
     the epoch in progress."""
 
-    def __init__(self, out: Path, fingerprint: str, state: dict | None = None):
+    def __init__(self, out: Path, config: TrainConfig, state: dict | None = None):
         self.dir = out / CHECKPOINTS
-        self.fingerprint = fingerprint
+        self.fingerprint = config.fingerprint()
+        self.settings = config.resume_settings()
         state = state or {}
         self.history: dict[str, list[float]] = state.get("history", {})
         self.epoch_seconds: dict[str, list[float]] = state.get("epoch_seconds", {})
@@ -201,9 +206,19 @@ class _Progress:
         if val_accuracy is not None and float(val_accuracy) > self.best:
             self.best = float(val_accuracy)
             _save_weights(model, self.dir / "best.weights.h5")
-        _io.write_json(self.dir / "state.json", {"fingerprint": self.fingerprint, "done": self.done,
+        _io.write_json(self.dir / "state.json", {"fingerprint": self.fingerprint, "settings": self.settings,
+                                                 "done": self.done,
                                                  "best": self.best, "history": self.history,
                                                  "epoch_seconds": self.epoch_seconds}, force=True)
+
+    def saved_epochs(self) -> int:
+        """Finished epochs as recorded on disk (a Ctrl-C may land while a checkpoint is being written)."""
+        import json
+
+        path = self.dir / "state.json"
+        if not path.is_file():
+            return 0
+        return sum(json.loads(path.read_text(encoding="utf-8")).get("done", {}).values())
 
     def finish(self) -> None:
         """The run folder is written: the resumable state goes, the best checkpoint stays."""
@@ -237,16 +252,19 @@ def _save_weights(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _load_state(out: Path, fingerprint: str) -> dict:
+def _load_state(out: Path, config: TrainConfig) -> dict:
     import json
 
     path = out / CHECKPOINTS / "state.json"
     if not path.is_file():
         raise InputFileError(out, "has no interrupted run to resume (no checkpoints/state.json)")
     state = json.loads(path.read_text(encoding="utf-8"))
-    if state.get("fingerprint") != fingerprint:
-        raise EdgekitError(f"{out}: the interrupted run there used different settings; resume it with the same "
-                           "options, or start over with --force")
+    if state.get("fingerprint") != config.fingerprint():
+        now = config.resume_settings()
+        changed = [f"{k} {v} (now {now.get(k)})" for k, v in state.get("settings", {}).items() if now.get(k) != v]
+        raise EdgekitError(f"{out}: the interrupted run there used different settings: "
+                           f"{'; '.join(changed) or 'unknown'}; resume with the same options, or start over "
+                           "with --force")
     return state
 
 
@@ -299,11 +317,50 @@ def _save_h5_checked(model, path: Path, *, force: bool) -> str | None:
     return None
 
 
+def _check_settings(config: TrainConfig, spec: BackboneSpec, size: int) -> None:
+    """Everything that can be wrong with the options, before any image is decoded."""
+    import math
+
+    if size < spec.min_size:
+        raise EdgekitError(f"input size {size} is too small for {spec.name}; use --size {spec.min_size} or more")
+    if config.fine_tune_epochs and config.weights is None:
+        raise EdgekitError("--fine-tune-epochs needs pretrained --weights; from scratch, every layer trains in "
+                           "the one phase already")
+    for name in ("learning_rate", "fine_tune_lr"):
+        v = getattr(config, name)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise EdgekitError(f"--{name.replace('_', '-').replace('learning-rate', 'lr')} must be a positive "
+                               f"number, got {v}")
+    if not (math.isfinite(config.alpha) and config.alpha > 0):
+        raise EdgekitError(f"--alpha must be a positive number, got {config.alpha}")
+    if not 0 <= config.cnn_dropout < 1 or not config.l2 >= 0:
+        raise EdgekitError("--cnn-dropout must be in [0, 1) and --l2 zero or more")
+    if config.seed < 0:
+        raise EdgekitError(f"--seed must be zero or more, got {config.seed}")
+    if config.weights not in (None, "imagenet"):
+        path = Path(config.weights)
+        if not path.is_file():
+            raise InputFileError(path, "no such weights file")
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise InputFileError(path, "is not an HDF5 (.h5) weights file")
+
+
+def _check_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputFileError(out, "is a file; --out must be a folder") from None
+    except OSError as exc:
+        raise InputFileError(out, f"cannot create the run folder ({exc.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise InputFileError(out, "is not writable")
+
+
 def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainResult:
     """Train a classifier and write the run folder."""
     out = Path(config.out)
-    fingerprint = config.fingerprint()
-    state = _load_state(out, fingerprint) if config.resume else None
+    state = _load_state(out, config) if config.resume else None
     if not config.force and not config.resume:
         if (out / CHECKPOINTS / "state.json").is_file():
             raise EdgekitError(f"{out}: holds an interrupted run; continue it with --resume or start over with --force")
@@ -312,11 +369,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
                 raise OutputExistsError(out / name)
     spec = get_backbone(config.model)
     size = config.image_size or spec.default_size
-    if size < spec.min_size:
-        raise EdgekitError(f"input size {size} is too small for {spec.name}; use --size {spec.min_size} or more")
-    if config.fine_tune_epochs and config.weights is None:
-        raise EdgekitError("--fine-tune-epochs needs pretrained --weights; from scratch, every layer trains in "
-                           "the one phase already")
+    _check_settings(config, spec, size)
+    _check_out(out)
     data = load_dataset(config.data, image_size=size, val_split=config.val_split, seed=config.seed, log=log)
     train_set, val_set, classes = data.train, data.val, data.train.classes
     log(f"data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes "
@@ -332,7 +386,10 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
         model, base, features, head_layers = build_model(keras, spec, len(classes), size, config.alpha,
                                                          config.weights, dropout=config.cnn_dropout,
                                                          batchnorm=config.cnn_batchnorm, l2=config.l2)
-    progress = _Progress(out, fingerprint, state)
+    if config.fine_tune_epochs:  # a wrong layer name must fail now, not after phase 1
+        _unfreeze_from(keras, base, config.fine_tune_from or spec.fine_tune_from)
+        base.trainable = False
+    progress = _Progress(out, config, state)
     if state is not None:
         _load_weights(model, out / CHECKPOINTS / "last.weights.h5")
         log(f"resuming: {', '.join(f'{k} {v} epochs' for k, v in progress.done.items())} already done")
@@ -389,8 +446,10 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
                 run_phase("phase2", trainer, train_set.x, train_set.y, val_xy, config.fine_tune_epochs,
                           config.fine_tune_lr)
     except KeyboardInterrupt:
-        done = sum(progress.done.values())
-        raise TrainingInterrupted(f"interrupted: {done} finished epoch(s) are saved in {out / CHECKPOINTS}; "
+        saved = progress.saved_epochs()
+        if not saved:
+            raise TrainingInterrupted("interrupted before the first epoch finished; nothing was saved") from None
+        raise TrainingInterrupted(f"interrupted: {saved} finished epoch(s) are saved in {out / CHECKPOINTS}; "
                                   "continue with the same command plus --resume") from None
     history, epoch_seconds = progress.history, progress.epoch_seconds
     best_epoch = _restore_best(model, progress, log)
@@ -410,7 +469,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
             f"Rescaling(scale={spec.scale:.6g}, offset={spec.offset:g})" if spec.scale is not None
             else f"{spec.name} rescales internally"),
         labels=classes,
-        provenance=Provenance(dataset=str(data.folder) if data.folder else "",
+        provenance=Provenance(dataset=str(data.folder) if data.folder else "", val_split=data.val_split,
+                              seed=config.seed,
                               notes=(f"backbone {spec.name}", f"data {data.source}")),
     )
     _write_run(out, model, contract, history, config, spec, size, val_acc, per_class, confusion, epoch_seconds,
