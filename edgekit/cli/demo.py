@@ -18,7 +18,8 @@ def build_parser():
     p.add_argument("--threads", type=positive_int, help="inference threads for verification and latency")
     p.add_argument("--bench-runs", type=positive_int, default=100, help="timed runs per artifact")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress bar")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar "
+                   "(automatic when output is not a terminal)")
     return p
 
 
@@ -31,7 +32,7 @@ def run(args) -> int:
     summary = run_demo(DemoConfig(out=args.out, train_per_class=args.train_per_class,
                                   val_per_class=args.val_per_class, image_size=args.size, epochs=args.epochs,
                                   seed=args.seed, threads=args.threads, bench_runs=args.bench_runs,
-                                  force=args.force, verbose=2 if args.quiet else 1))
+                                  force=args.force, verbose=2 if args.quiet or not sys.stdout.isatty() else 1))
     return 0 if all(a["status"] != "fail" for a in summary["artifacts"]) else 3
 
 

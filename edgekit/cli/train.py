@@ -95,7 +95,8 @@ def run(args) -> int:
                       batch_size=args.batch_size, learning_rate=args.lr, fine_tune_lr=args.fine_tune_lr,
                       weights=weights, augment=augment, cache_features=not args.no_feature_cache,
                       patience=args.patience, val_split=args.val_split, seed=args.seed, force=args.force,
-                      resume=args.resume, cnn_dropout=args.cnn_dropout, cnn_batchnorm=not args.no_batchnorm,
+                      resume=args.resume, verbose=1 if sys.stdout.isatty() else 2,
+                      cnn_dropout=args.cnn_dropout, cnn_batchnorm=not args.no_batchnorm,
                       l2=args.l2))
     return 0
 
