@@ -178,10 +178,6 @@ class Contract:
         """(height, width)."""
         return self.height, self.width
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class_{index}"
 
