@@ -74,6 +74,21 @@ class Interpolation(_StrEnum):
 class OutputKind(_StrEnum):
     PROBABILITIES = "probabilities"
     LOGITS = "logits"
+    SIGMOID = "sigmoid"  # one unit: the probability of labels[1] (a Dense(1, sigmoid) binary classifier)
+    SIGMOID_LOGIT = "sigmoid_logit"  # one unit before the sigmoid
+
+
+def class_scores(raw: np.ndarray, kind: OutputKind | str) -> np.ndarray:
+    """Raw model outputs [..., K] -> one probability per class (softmax for logits, [1-p, p] for sigmoid)."""
+    y = np.asarray(raw, np.float32)
+    kind = OutputKind(kind)
+    if kind == OutputKind.LOGITS:
+        e = np.exp(y - y.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    if kind in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT):
+        p = 1.0 / (1.0 + np.exp(-y)) if kind == OutputKind.SIGMOID_LOGIT else y
+        return np.concatenate([1.0 - p, p], axis=-1)
+    return y
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Everything lands in one folder:
     data/            the generated dataset (train/<class>, val/<class>)
     run/             model.keras, model.h5, contract.json, curves.png, ...
-    artifacts/       model_float32.tflite, model_int8.tflite, model_float32.onnx (+ sidecars, report)
+    artifacts/       model_float32.tflite, model_int8.tflite, model_float32.onnx, model_int8.onnx (+ sidecars, report)
     report.md, report.html, latency_size.png, summary.json
 """
 
@@ -60,7 +60,7 @@ def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict:
                    log=log)
     timings["train"] = time.perf_counter() - t
 
-    log("[3/4] converting to TFLite float32, TFLite int8 and ONNX; verifying each against the Keras model")
+    log("[3/4] converting to TFLite and ONNX, float32 and int8; verifying each against the Keras model")
     t = time.perf_counter()
     report = convert(result.run_dir / "model.keras", out / "artifacts",
                      ConvertOptions(threads=config.threads, bench_runs=config.bench_runs, force=config.force),

@@ -11,12 +11,13 @@ def test_efficientnet_onnx_has_one_input_and_matches_keras():
     import keras
     import onnxruntime as ort
 
+    from edgekit.convert._source import from_keras_model
     from edgekit.convert.onnx import export_onnx
     from edgekit.train import get_backbone
     from edgekit.train._fit import build_model
 
     model, *_ = build_model(keras, get_backbone("efficientnet_b0"), 3, 32, 1.0, None)
-    proto = export_onnx(model)
+    proto = export_onnx(from_keras_model(model))
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     assert len(sess.get_inputs()) == 1
     x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)

@@ -19,7 +19,7 @@ def test_summary_and_report_are_written(tiny_demo):
     assert on_disk["val_accuracy"] == summary["val_accuracy"]
     assert 0.0 <= on_disk["val_accuracy"] <= 1.0
     formats = {a["format"] for a in on_disk["artifacts"]}
-    assert formats == {"tflite_float32", "tflite_int8", "onnx_float32"}
+    assert formats == {"tflite_float32", "tflite_int8", "onnx_float32", "onnx_int8"}
     for a in on_disk["artifacts"]:
         for key in ("path", "format", "size_bytes", "accuracy", "top1_agreement", "latency_ms"):
             assert a[key] is not None, key
@@ -94,6 +94,7 @@ def test_edge_convert_model_h5_works_exactly_as_written(tiny_demo):
     failed = [a["format"] for a in report["artifacts"] if a["status"] == "fail"]
     # a one-epoch model may lose an image or two in int8; that must show as exit code 3, nothing else
     assert r.returncode == (3 if failed else 0), r.stdout[-2000:] + r.stderr[-2000:]
-    assert set(failed) <= {"tflite_int8"}
-    assert {a["format"] for a in report["artifacts"]} == {"tflite_float32", "tflite_int8", "onnx_float32"}
+    assert set(failed) <= {"tflite_int8", "onnx_int8"}
+    assert {a["format"] for a in report["artifacts"]} == {"tflite_float32", "tflite_int8", "onnx_float32",
+                                                          "onnx_int8"}
     assert report["calibration"]["used"] and report["validation"]["labelled"]

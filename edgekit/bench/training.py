@@ -18,6 +18,16 @@ def machine_slug(env: dict) -> str:
     return re.sub(r"[^a-z0-9]+", "-", cpu).strip("-") + f"-{env['cpu_count']}cores"
 
 
+def write_results(results_root: Path, name: str, results: dict, markdown: str) -> Path:
+    """Store one benchmark's results as <results_root>/<machine>/<name>.json and .md; returns the .md path."""
+    from edgekit import _io
+
+    out = Path(results_root) / machine_slug(results["environment"])
+    _io.write_json(out / f"{name}.json", results, force=True)
+    _io.write_text(out / f"{name}.md", markdown, force=True)
+    return out / f"{name}.md"
+
+
 def _run(log, **kwargs) -> dict:
     from edgekit.train import TrainConfig, train
 

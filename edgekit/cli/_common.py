@@ -28,6 +28,8 @@ def add_contract_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mean", metavar="M", type=_floats, help="normalization mean, e.g. 127.5 or 0.485,0.456,0.406")
     g.add_argument("--std", metavar="S", type=_floats, help="normalization std, e.g. 127.5 or 0.229,0.224,0.225")
     g.add_argument("--color-order", choices=("RGB", "BGR", "GRAY"), type=str.upper, help="input colour order")
+    g.add_argument("--logits", action="store_true", default=None,
+                   help="the model outputs logits (softmax, or sigmoid for one unit, is applied)")
 
 
 def contract_overrides(args) -> dict:
@@ -38,6 +40,7 @@ def contract_overrides(args) -> dict:
         "mean": args.mean,
         "std": args.std,
         "color_order": args.color_order,
+        "logits": args.logits,
     }
 
 

@@ -1,30 +1,59 @@
-"""edge-convert: Keras model (.keras, .h5) -> verified TFLite and ONNX files with the contract embedded."""
+"""edge-convert: a Keras model (.keras, .h5, SavedModel folder) -> verified TFLite and ONNX files, each with
+the model's contract embedded, and a report saying whether conversion hurt accuracy."""
 
 from __future__ import annotations
 
 import sys
 
-from edgekit.cli._common import add_contract_flags, contract_overrides, make_parser, positive_int, run_main
+from edgekit.cli._common import (
+    add_contract_flags,
+    contract_overrides,
+    make_parser,
+    non_negative_int,
+    positive_int,
+    run_main,
+)
 
 
 def build_parser():
     from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS
 
     p = make_parser("edge-convert", __doc__ + "\n\nexamples:\n  edge-convert model.h5\n"
-                    "  edge-convert run/model.keras --out out/ --calibration photos/train")
-    p.add_argument("model", help="a .keras or .h5 model file")
+                    "  edge-convert keras_model.h5 --calibration photos/train --validation photos/val "
+                    "--mean 127.5 --std 127.5\n"
+                    "  edge-convert mnist_cnn.h5 --calibration digits.npy --validation mnist --std 255")
+    p.add_argument("model", help="a .keras or .h5 file, or a SavedModel folder")
     p.add_argument("--out", help="output folder (default: ./<model name>_edgekit)")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
-                   help=f"comma-separated, from: {', '.join(TARGETS)} (default: %(default)s)")
-    p.add_argument("--calibration", metavar="DIR", help="images for int8 calibration (default: the training data "
-                   "recorded in the model's contract.json)")
-    p.add_argument("--validation", metavar="DIR", help="labelled class folders to verify on (default: held out)")
-    p.add_argument("--max-drop", type=float, default=1.0, help="fail an artifact whose accuracy drops more than "
+                   help=f"comma-separated, or 'all', from: {', '.join(TARGETS)} (default: %(default)s)")
+    g = p.add_argument_group("data")
+    g.add_argument("--calibration", metavar="SRC", help="int8 calibration images: a folder (class subfolders or "
+                   "flat), a dataset name (mnist, fashion_mnist, cifar10, cats_vs_dogs), an .npy array, or 'random' "
+                   "(accuracy unknown). Default: the training data named in the model's contract.json")
+    g.add_argument("--validation", metavar="SRC", help="labelled class folders or a dataset name to verify on "
+                   "(default: a held-out part of the calibration data, never the same images)")
+    g.add_argument("--calibration-images", type=positive_int, default=300, metavar="N",
+                   help="calibration images, class-balanced (default: 300)")
+    g.add_argument("--validation-images", type=non_negative_int, default=1000, metavar="N",
+                   help="validation images, class-balanced; 0 for all (default: 1000)")
+    g = p.add_argument_group("export")
+    g.add_argument("--int8-io", choices=("int8", "uint8", "float32"), default="int8",
+                   help="TFLite int8 model input/output type (default: int8)")
+    g.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default: 17)")
+    g.add_argument("--nchw", action="store_true", help="ONNX input as NCHW instead of NHWC")
+    g.add_argument("--dynamic-batch", action="store_true", help="a variable batch dimension (default: fixed at 1)")
+    g.add_argument("--unsafe", action="store_true", help="allow models with Lambda layers (they run code stored "
+                   "in the file: only for files you trust)")
+    g.add_argument("--architecture", metavar="JSON", help="model.to_json() file, for a weights-only .h5")
+    g = p.add_argument_group("verification")
+    g.add_argument("--max-drop", type=float, default=1.0, help="fail an artifact whose accuracy drops more than "
                    "this many points (default: 1.0)")
-    p.add_argument("--int8-io", choices=("int8", "uint8", "float32"), default="int8", help="int8 model I/O type")
-    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default: 17)")
-    p.add_argument("--threads", type=positive_int, help="threads for verification")
-    p.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
+    g.add_argument("--auto-fix", action="store_true", help="when int8 fails, write a selectively quantized "
+                   "model that keeps the worst layers in float")
+    g.add_argument("--compare", metavar="FILE", action="append", default=[],
+                   help="also verify an existing .tflite/.onnx (say, a vendor's int8) on the same images; repeatable")
+    g.add_argument("--threads", type=positive_int, help="threads for verification and latency")
+    g.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_contract_flags(p)
     return p
@@ -33,25 +62,29 @@ def build_parser():
 def run(args) -> int:
     from pathlib import Path
 
-    from edgekit.convert import ConvertOptions, convert
+    from edgekit._lazy import ensure_available
+    from edgekit.convert.targets import get_target, parse_formats
 
     src = Path(args.model)
     out = Path(args.out) if args.out else Path.cwd() / f"{src.stem or src.name}_edgekit"
-    from edgekit._lazy import ensure_available
-    from edgekit.convert.targets import get_target
+    formats = parse_formats(args.formats)
+    onnx = any(get_target(f).is_onnx for f in formats)
+    ensure_available("tensorflow", "tf_keras", *(["tf2onnx", "onnx"] if onnx else []), extra="convert")
+    from edgekit.convert import ConvertOptions, convert
 
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    targets = [get_target(f) for f in formats]
-    needs = ["tensorflow"] + (["tf2onnx", "onnx"] if any(t.suffix == ".onnx" for t in targets) else [])
-    ensure_available(*needs, extra="convert")
     report = convert(src, out, ConvertOptions(
-        formats=formats, calibration=args.calibration, validation=args.validation, max_drop=args.max_drop,
-        int8_io=args.int8_io, opset=args.opset, threads=args.threads, verify=not args.no_verify,
-        force=args.force, overrides=contract_overrides(args)))
-    failed = [a for a in report.artifacts if a.status == "fail"]
-    for a in failed:
-        print(f"edge-convert: FAILED {a.path.name}: {a.message}", file=sys.stderr)
-    return 3 if failed else 0
+        formats=formats, calibration=args.calibration, validation=args.validation,
+        calibration_images=args.calibration_images, validation_images=args.validation_images,
+        max_drop=args.max_drop, int8_io=args.int8_io, opset=args.opset, nchw=args.nchw,
+        dynamic_batch=args.dynamic_batch, threads=args.threads, verify=not args.no_verify, auto_fix=args.auto_fix,
+        force=args.force, unsafe=args.unsafe, compare=tuple(args.compare), architecture=args.architecture,
+        overrides=contract_overrides(args)))
+    bad = [a for a in report.artifacts if a.status in ("fail", "error") and not a.format.startswith("external")]
+    for a in bad:
+        print(f"edge-convert: {a.status.upper()} {a.path.name}: {a.message}", file=sys.stderr)
+    if any(a.status == "error" for a in bad):
+        return 2
+    return 3 if bad else 0
 
 
 def main(argv=None) -> int:

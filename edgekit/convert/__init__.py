@@ -1,4 +1,4 @@
-"""Conversion: Keras (.keras, .h5, SavedModel) to verified TFLite and ONNX artifacts.
+"""Conversion: Keras (.keras, .h5, SavedModel folders) to verified TFLite and ONNX artifacts.
 
     from edgekit.convert import ConvertOptions, convert
     report = convert("run/model.h5", "out/", ConvertOptions())
@@ -9,7 +9,7 @@ Needs the ``convert`` extra.
 """
 
 from edgekit.convert._convert import ArtifactResult, ConvertOptions, ConvertReport, convert
-from edgekit.convert._verify import Verification
+from edgekit.convert._verify import ParityError, Verification, check_parity, compare
 from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS, TargetSpec, get_target
 
 __all__ = [
@@ -18,8 +18,11 @@ __all__ = [
     "ArtifactResult",
     "ConvertOptions",
     "ConvertReport",
+    "ParityError",
     "TargetSpec",
     "Verification",
+    "check_parity",
+    "compare",
     "convert",
     "get_target",
 ]

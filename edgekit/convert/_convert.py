@@ -10,29 +10,36 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import _io
-from edgekit.contract import ColorOrder, Contract, Normalization, read_labels, read_sidecar, sidecar_path
-from edgekit.convert._verify import Verification, compare
-from edgekit.convert.targets import DEFAULT_FORMATS, ExportContext, artifact_name, get_target
-from edgekit.data.folders import ImageFolder, find_split, load_rgb, stratified_val_mask
+from edgekit.contract import ColorOrder, Contract, Normalization, OutputKind, class_scores, read_labels, read_sidecar
+from edgekit.contract import sidecar_path as _sidecar
+from edgekit.convert._data import RANDOM, Samples, hold_out, label_index, load_samples, random_samples
+from edgekit.convert._verify import ParityError, Verification, check_parity, compare
+from edgekit.convert.targets import DEFAULT_FORMATS, ExportContext, TargetSpec, artifact_name, get_target
 from edgekit.errors import EdgekitError, InputFileError
 
-REPORT_SCHEMA = 1
+REPORT_SCHEMA = 2
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
     formats: tuple[str, ...] = DEFAULT_FORMATS
-    calibration: str | Path | None = None  # folder of images (class folders or flat); default: training data
-    validation: str | Path | None = None  # labelled class folders; default: the dataset's val split
+    calibration: str | Path | None = None  # folder, dataset name, .npy or "random"; default: the training data
+    validation: str | Path | None = None  # folder or dataset name; default: held out from the calibration data
     calibration_images: int = 300
-    validation_images: int = 500
+    validation_images: int = 1000  # 0: all
     max_drop: float = 1.0  # accuracy points (or top-1 disagreement points without labels)
     int8_io: str = "int8"
     opset: int = 17
+    nchw: bool = False
+    dynamic_batch: bool = False
     threads: int | None = None
     verify: bool = True
+    auto_fix: bool = False
     bench_runs: int = 50
     force: bool = False
+    unsafe: bool = False
+    architecture: str | Path | None = None  # model.to_json() file, for a weights-only .h5
+    compare: tuple[str | Path, ...] = ()  # existing .tflite/.onnx files (a vendor's int8) to verify alongside
     overrides: dict = field(default_factory=dict)  # labels/mean/std/color_order for foreign models
 
 
@@ -42,7 +49,7 @@ class ArtifactResult:
     format: str
     size_bytes: int
     quantization: dict
-    status: str  # "pass", "fail", "unverified"
+    status: str  # "pass", "fail", "unverified" or "error"
     verification: Verification | None = None
     latency_ms: dict | None = None
     threads: int | None = None
@@ -79,16 +86,18 @@ class ConvertReport:
     calibration: dict
     validation: dict
     notes: list[str]
+    loader: str = ""
 
     @property
     def ok(self) -> bool:
-        return all(a.status != "fail" for a in self.artifacts)
+        return all(a.status not in ("fail", "error") for a in self.artifacts)
 
     def to_dict(self) -> dict:
         return {
             "schema_version": REPORT_SCHEMA,
             "source": str(self.source),
             "source_sha256": self.contract.provenance.source_sha256,
+            "loader": self.loader,
             "contract": self.contract.to_dict(),
             "reference_accuracy": self.reference_accuracy,
             "calibration": self.calibration,
@@ -106,86 +115,147 @@ def _rel(p: Path, base: Path) -> str:
 
 
 # ---- contract for the source model ---------------------------------------------------------------
-def source_contract(model, model_path: Path, overrides: dict) -> tuple[Contract, list[str]]:
+def source_contract(source, model_path: Path, overrides: dict) -> tuple[Contract, list[str]]:
     """The run folder's contract.json if there is one, else one derived from the model's input."""
     from edgekit.runtime._derive import apply_overrides
 
-    notes: list[str] = []
-    contract = read_sidecar(model_path)
+    notes: list[str] = list(source.notes)
+    contract = read_sidecar(model_path) if model_path.is_file() else None
     if contract is None:
-        shape = tuple(model.inputs[0].shape) if hasattr(model, "inputs") else ()
-        if len(shape) != 4 or shape[-1] not in (1, 3):
-            raise InputFileError(model_path, f"input shape {list(shape)} is not an image (expected [N, H, W, 1|3])")
-        h, w, c = int(shape[1]), int(shape[2]), int(shape[3])
-        labels = ()
-        labels_file = model_path.parent / "labels.txt"
+        h, w, c = source.image_shape
+        labels: tuple[str, ...] = ()
+        folder = model_path if model_path.is_dir() else model_path.parent
+        labels_file = folder / "labels.txt"
         if labels_file.is_file():
             labels = read_labels(labels_file)
             notes.append(f"labels from {labels_file}")
+        output = OutputKind.PROBABILITIES
+        if source.num_outputs == 1:
+            output = OutputKind.SIGMOID if source.last_activation in (None, "sigmoid") else OutputKind.SIGMOID_LOGIT
+            notes.append(f"one output unit: read as a binary classifier ({output}), scores [1 - p, p]")
+        elif source.last_activation == "linear":
+            output = OutputKind.LOGITS
+            notes.append("the last layer has no activation: outputs read as logits (softmax applied)")
         contract = Contract(height=h, width=w, channels=c, color_order=ColorOrder.GRAY if c == 1 else ColorOrder.RGB,
                             normalization=Normalization.in_model("assumed: no contract.json beside the model"),
-                            labels=labels)
-        if overrides.get("mean") is None:
+                            labels=labels, output=output)
+        if overrides.get("mean") is None and overrides.get("std") is None:
             notes.append("no contract.json beside the model: assumed it takes raw 0..255 pixels "
                          "(pass --mean/--std if it was trained on normalized input)")
     contract, more = apply_overrides(contract, **{k: v for k, v in overrides.items() if v is not None})
+    n_scores = 2 if contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT) else source.num_outputs
+    if contract.labels and len(contract.labels) != n_scores:
+        raise EdgekitError(f"{model_path}: the model has {n_scores} classes but {len(contract.labels)} labels")
     return contract, notes + more
 
 
-# ---- data -------------------------------------------------------------------------------------------
-def _pixels(contract: Contract, paths: list[Path]) -> list[np.ndarray]:
-    """Decode and resize once; every model sees exactly these pixels."""
-    from edgekit.runtime._preprocess import resize, to_color_order
-
-    out = []
-    for p in paths:
-        img = to_color_order(load_rgb(p), "RGB", contract.color_order)
-        img = resize(img, contract)
-        out.append(img if img.ndim == 3 else img[..., None])
-    return out
-
-
 def _model_input(contract: Contract, pixels: np.ndarray) -> np.ndarray:
-    """uint8 HWC pixels -> the float model's input (normalized unless normalization is in the model)."""
+    """uint8 [N,H,W,C] pixels -> the float model's input (normalized unless normalization is in the model)."""
     a, b = contract.normalization.affine(contract.channels)
-    return (pixels.astype(np.float32) * a + b)[None]
+    return pixels.astype(np.float32) * a.astype(np.float32) + b.astype(np.float32)
 
 
-def _data_sources(contract: Contract, options: ConvertOptions) -> tuple[ImageFolder | None, ImageFolder | None, str]:
-    """(calibration set, validation set, where they came from)."""
-    cal_root = options.calibration or contract.provenance.dataset or None
-    val: ImageFolder | None = None
-    cal: ImageFolder | None = None
-    origin = "--calibration" if options.calibration else "the training dataset recorded in the contract"
-    if cal_root:
-        if not Path(cal_root).is_dir():
-            if options.calibration:
-                raise InputFileError(cal_root, "calibration data must be a folder of class subfolders")
-            return None, None, ""
-        train_dir, val_dir = find_split(cal_root)
-        cal = ImageFolder.open(train_dir)
-        if val_dir is not None and not options.validation:
-            val = ImageFolder.open(val_dir)
-    if options.validation:
-        _, vdir = find_split(options.validation)
-        val = ImageFolder.open(vdir or options.validation)
-    if cal is not None and val is None:
+# ---- data -------------------------------------------------------------------------------------------
+@dataclass
+class _Data:
+    calibration: Samples | None
+    validation: Samples | None
+    calibration_info: dict
+    validation_info: dict
+    notes: list[str]
+
+
+def _choose_data(contract: Contract, options: ConvertOptions, log) -> _Data:
+    notes: list[str] = []
+    prov = contract.provenance
+    spec = options.calibration
+    origin = "--calibration"
+    if spec is None and prov.dataset and Path(prov.dataset).is_dir():
+        spec, origin = prov.dataset, "the training dataset recorded in the model's contract"
+    cal = own_val = None
+    random_cal = str(spec) == RANDOM
+    if random_cal:
+        cal = random_samples(contract, options.calibration_images)
+    elif spec is not None:
+        log(f"reading calibration images from {spec}")
+        cal, own_val = load_samples(spec, contract)
+
+    val = None
+    if options.validation is not None:
+        log(f"reading validation images from {options.validation}")
+        v_all, v_split = load_samples(options.validation, contract)
+        val = v_split if v_split is not None else v_all
+        if cal is not None and not random_cal:
+            cal, val = _separate(cal, val, options.calibration_images, notes)
+    elif own_val is not None:
+        val = own_val
+    elif cal is not None and not random_cal:
         # Hold out exactly the images edge-train held out (recorded in the contract), so accuracy is never
         # measured on training images; for other models, 20% of each class. Calibration gets the rest.
-        prov = contract.provenance
-        from_training = not options.calibration and prov.val_split
-        mask = stratified_val_mask(np.array([i for _, i in cal.samples]), prov.val_split if from_training else 0.2,
-                                   prov.seed if from_training else 0)
-        val = ImageFolder(cal.root, cal.classes, tuple(s for s, m in zip(cal.samples, mask, strict=True) if m))
-        cal = ImageFolder(cal.root, cal.classes, tuple(s for s, m in zip(cal.samples, mask, strict=True) if not m))
-    return cal, val, origin
+        from_training = spec == prov.dataset and prov.val_split
+        cal, val = hold_out(cal, prov.val_split if from_training else 0.2, prov.seed if from_training else 0)
+        notes.append(f"validation: {len(val)} images held out from the calibration data "
+                     f"({'as edge-train held them out' if from_training else '20% of each class'})")
+
+    cal_info: dict = {"used": False}
+    if cal is not None:
+        cal = cal.balanced(options.calibration_images)
+        cal_info = {"used": True, "method": "random" if random_cal else "images", "origin": origin,
+                    **cal.describe(), "class_balanced": cal.labels is not None, "augmentation": False,
+                    "images": list(cal.files)}
+    val_info: dict = {"used": False}
+    if options.verify:
+        if val is None:
+            val = random_samples(contract, 64, seed=1)
+            notes.append("verified on random pixels only (agreement, no accuracy): pass --validation DIR")
+        val = val.balanced(options.validation_images)
+        val_info = {"used": True, **val.describe()}
+    return _Data(cal, val if options.verify else None, cal_info, val_info, notes)
+
+
+def _separate(cal: Samples, val: Samples, limit: int, notes: list[str]) -> tuple[Samples, Samples]:
+    """Calibration never uses validation images: shared images stay in validation, unless the two sets are
+    the same images, and then calibration takes its share and validation the rest."""
+    rest = cal.without(val)
+    if len(rest) == len(cal):
+        return cal, val
+    if len(rest) > 0:
+        notes.append(f"{len(cal) - len(rest)} calibration images are validation images too: left out of calibration")
+        return rest, val
+    cal = cal.balanced(limit)
+    val = val.without(cal)
+    if len(val) == 0:
+        raise EdgekitError(f"{cal.source}: too few images to calibrate and validate on different ones")
+    notes.append(f"--calibration and --validation are the same images: calibrated on {len(cal)} of them and "
+                 f"validated on the other {len(val)}")
+    return cal, val
+
+
+def _labels_for(val: Samples, contract: Contract, n_scores: int, notes: list[str]) -> tuple[np.ndarray | None,
+                                                                                          Contract]:
+    """Ground truth as model label indices; adopts the folder names as labels when the model has none."""
+    if val.labels is None:
+        return None, contract
+    if not contract.labels:
+        if len(val.classes) == n_scores:
+            notes.append(f"the model has no labels: took the validation folder names {list(val.classes)}")
+            return val.labels, replace(contract, labels=val.classes)
+        notes.append(f"accuracy not measured: {len(val.classes)} validation classes for {n_scores} outputs "
+                     "and no labels (pass --labels FILE)")
+        return None, contract
+    index = label_index(val.classes, contract.labels)
+    if index is None:
+        notes.append(f"accuracy not measured: validation classes {list(val.classes)} do not match the model's "
+                     f"labels {list(contract.labels)}")
+        return None, contract
+    return np.asarray(index)[val.labels], contract
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------
 def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | None = None, *,
             log: Callable[[str], None] = print) -> ConvertReport:
     """Export ``model_path`` to every requested format in ``out``, verify and report."""
-    from edgekit.convert._load import load_keras_model
+    from edgekit.convert._source import load_source
 
     options = options or ConvertOptions()
     src = Path(model_path)
@@ -196,147 +266,270 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     if not options.force:  # refuse before doing any work
         for p in [*paths.values(), out / "report.json", out / "report.md"]:
             _io.check_writable(p, force=False)
+    for ext in options.compare:
+        if not Path(ext).is_file():
+            raise InputFileError(ext, "no such file (given with --compare)")
+    if options.calibration is None and any(t.needs_calibration for t in targets) and \
+            tuple(options.formats) != DEFAULT_FORMATS and read_sidecar(src) is None:
+        raise EdgekitError(f"{', '.join(t.name for t in targets if t.needs_calibration)} needs calibration data: "
+                           "pass --calibration DIR|DATASET|FILE.npy (or --calibration random, accuracy unknown)")
 
+    log(f"[load] {src}")
+    source = load_source(src, unsafe=options.unsafe, architecture=options.architecture)
     notes: list[str] = []
-    log(f"loading {src}")
-    model, loader = load_keras_model(src)
-    if loader == "tf_keras":
+    if source.loader == "tf_keras":
         notes.append("loaded with tf_keras (a Keras 2 file that Keras 3 refuses)")
-    contract, contract_notes = source_contract(model, src, options.overrides)
+    contract, contract_notes = source_contract(source, src, options.overrides)
     notes += contract_notes
-    contract = replace(contract, provenance=replace(
-        contract.provenance, source_name=src.name, source_sha256=_io.sha256_file(src)))
-    log(f"contract: {contract.describe()}")
+    contract = contract.with_provenance(source_name=src.name,
+                                        source_sha256=_io.sha256_file(src) if src.is_file() else "")
     for n in notes:
         log(f"note: {n}")
 
-    cal_set, val_set, origin = _data_sources(contract, options)
-    calibration_info: dict = {"used": False}
-    cal_pixels: list[np.ndarray] = []
-    if cal_set is not None:
-        per_class = max(1, options.calibration_images // len(cal_set.classes))
-        chosen = cal_set.subset(per_class, seed=0)
-        cal_pixels = _pixels(contract, [p for p, _ in chosen.samples])
-        calibration_info = {"used": True, "source": str(cal_set.root), "origin": origin,
-                            "images": [_rel(p, cal_set.root) for p, _ in chosen.samples],
-                            "count": len(chosen), "class_balanced": True, "augmentation": False}
-    needs_cal = [t for t in targets if t.needs_calibration]
-    if needs_cal and not cal_pixels:
-        if tuple(options.formats) == DEFAULT_FORMATS:
-            targets = [t for t in targets if not t.needs_calibration]
-            notes.append("int8 skipped: no calibration data (pass --calibration DIR)")
-            log("note: int8 skipped: no calibration data (pass --calibration DIR)")
-        else:
-            raise EdgekitError(f"{', '.join(t.name for t in needs_cal)} needs calibration images: "
-                               "pass --calibration DIR")
+    data = _choose_data(contract, options, log)
+    notes += data.notes
+    for n in data.notes:
+        log(f"note: {n}")
+    n_scores = 2 if contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT) else source.num_outputs
+    labels = None
+    if data.validation is not None:
+        before = len(notes)
+        labels, contract = _labels_for(data.validation, contract, n_scores, notes)
+        data.validation_info["labelled"] = labels is not None
+        for n in notes[before:]:
+            log(f"note: {n}")
+    log(f"[contract] {contract.describe()}")
 
-    validation_info: dict = {"used": False}
-    val_pixels: list[np.ndarray] = []
-    val_labels = None
-    if options.verify and val_set is not None:
-        per_class = max(1, options.validation_images // len(val_set.classes))
-        vsub = val_set.subset(per_class, seed=0)
-        if set(vsub.classes) <= set(contract.labels) and contract.labels:
-            index = {c: contract.labels.index(c) for c in vsub.classes}
-            val_labels = np.array([index[vsub.classes[i]] for _, i in vsub.samples])
-        val_pixels = _pixels(contract, [p for p, _ in vsub.samples])
-        validation_info = {"used": True, "source": str(val_set.root), "count": len(vsub),
-                           "labelled": val_labels is not None}
-    elif options.verify:
-        rng = np.random.default_rng(0)
-        val_pixels = [rng.integers(0, 256, (contract.height, contract.width, contract.channels), np.uint8)
-                      for _ in range(32)]
-        validation_info = {"used": True, "source": "random pixels (no validation images)", "count": 32,
-                           "labelled": False}
-        notes.append("verified on random pixels only: pass --validation DIR for accuracy")
+    skipped = [t for t in targets if t.needs_calibration] if data.calibration is None else []
+    if skipped:
+        msg = (f"{', '.join(t.name for t in skipped)} needs calibration data: pass --calibration "
+               "DIR|DATASET|FILE.npy (or --calibration random, accuracy unknown)")
+        if tuple(options.formats) != DEFAULT_FORMATS:
+            raise EdgekitError(msg)
+        targets = [t for t in targets if not t.needs_calibration]
+        notes.append(msg.replace("needs", "skipped: no"))
+        log(f"note: {notes[-1]}")
 
-    reference = None
-    ref_acc = None
-    if val_pixels:
-        log(f"reference: running the source model on {len(val_pixels)} validation images")
-        reference = np.concatenate([np.asarray(model(_model_input(contract, x), training=False))
-                                    for x in val_pixels]).reshape(len(val_pixels), -1)
-        if val_labels is not None:
-            ref_acc = float((reference.argmax(1) == val_labels).mean())
-            log(f"reference accuracy {ref_acc:.4f}")
+    reference = ref_acc = None
+    if data.validation is not None:
+        log(f"[reference] running the source model on {len(data.validation)} validation images")
+        raw = source.predict(_model_input(contract, data.validation.pixels))
+        reference = class_scores(raw, contract.output)
+        if contract.output == OutputKind.SIGMOID and (raw.min() < 0 or raw.max() > 1):
+            raise EdgekitError(f"{src}: the single output is not a probability (values {raw.min():.3g}.."
+                               f"{raw.max():.3g}); it is read as sigmoid, so pass --logits if it is a logit")
+        if labels is not None:
+            ref_acc = float((reference.argmax(1) == labels).mean())
+            log(f"           accuracy {ref_acc:.4f}")
+
+    cal_pixels = data.calibration.pixels if data.calibration is not None else None
 
     def calibration():
-        return (_model_input(contract, x) for x in cal_pixels)
+        return (_model_input(contract, cal_pixels[i:i + 1]) for i in range(len(cal_pixels)))
 
+    ctx = ExportContext(contract=contract, calibration=calibration if cal_pixels is not None else None,
+                        int8_io=options.int8_io, opset=options.opset, batch=None if options.dynamic_batch else 1,
+                        nchw=options.nchw)
+    verifier = _Verifier(data.validation, reference, labels, contract.labels, options, contract)
     results: list[ArtifactResult] = []
     for i, target in enumerate(targets, 1):
         path = paths[target.name]
         log(f"[{i}/{len(targets)}] {target.name} -> {path}")
-        t0 = time.perf_counter()
-        ctx = ExportContext(contract=contract, calibration=calibration if cal_pixels else None,
-                            int8_io=options.int8_io, opset=options.opset)
-        art_contract = contract.with_provenance(artifact_format=target.name, quantization={
-            **target.quantization(ctx), "calibration": {k: v for k, v in calibration_info.items() if k != "images"}
-            if target.needs_calibration else None})
-        ctx = replace(ctx, contract=art_contract)
-        data = target.export(model, ctx)
-        _io.write_bytes(path, data, force=options.force)
-        _io.write_text(sidecar_path(path), art_contract.to_json() + "\n", force=options.force)
-        res = ArtifactResult(path, target.name, len(data), target.quantization(ctx), "unverified",
-                             seconds=time.perf_counter() - t0)
-        if reference is not None:
-            res = _verify_artifact(res, val_pixels, reference, val_labels, contract.labels, options)
-            v = res.verification
-            acc = f", accuracy {v.accuracy:.4f}" if v.accuracy is not None else ""
-            log(f"      {res.status}: top-1 agreement {v.top1_agreement:.4f}, max |diff| {v.max_abs_diff:.4g}{acc}, "
-                f"p50 {res.latency_ms['p50']:.2f} ms")
+        res = _export_one(source, target, ctx, data.calibration_info, path, options, verifier)
+        log("      " + _summary(res))
         results.append(res)
+        if target.name == "tflite_int8" and res.status == "fail" and data.calibration_info.get("method") == "images":
+            results += _diagnose_int8(source, ctx, res, stem, out, options, verifier, log)
 
-    report = ConvertReport(src, out, contract, results, ref_acc, calibration_info, validation_info, notes)
+    for ext in options.compare:
+        results.append(_external(Path(ext), verifier, log))
+
+    report = ConvertReport(src, out, contract, results, ref_acc, data.calibration_info, data.validation_info, notes,
+                           source.loader)
     _io.write_json(out / "report.json", report.to_dict(), force=options.force)
     _io.write_text(out / "report.md", render_markdown(report), force=options.force)
-    log(f"report: {out / 'report.md'}")
+    log(f"[report] {out / 'report.md'}")
     return report
 
 
-def _verify_artifact(res: ArtifactResult, pixels, reference, labels, classes, options) -> ArtifactResult:
-    from edgekit.bench import measure_latency
+def _summary(res: ArtifactResult) -> str:
+    v = res.verification
+    if v is None:
+        return f"{res.status}: {res.message}" if res.message else res.status
+    acc = f", accuracy {v.accuracy:.4f}" if v.accuracy is not None else ""
+    lat = f", p50 {res.latency_ms['p50']:.2f} ms" if res.latency_ms else ""
+    return (f"{res.status}: top-1 agreement {v.top1_agreement:.4f}, max |diff| {v.max_abs_diff:.3g}{acc}{lat}, "
+            f"{res.size_bytes / 1e6:.2f} MB" + (f" ({res.message})" if res.message else ""))
+
+
+def _export_one(source, target: TargetSpec, ctx: ExportContext, cal_info: dict, path: Path,
+                options: ConvertOptions, verifier: _Verifier) -> ArtifactResult:
+    t0 = time.perf_counter()
+    cal_summary = {k: v for k, v in cal_info.items() if k != "images"} if target.needs_calibration else None
+    art_contract = ctx.contract.with_provenance(artifact_format=target.name, quantization={
+        **target.quantization(ctx), "calibration": cal_summary})
+    if ctx.nchw and target.is_onnx:
+        from edgekit.contract import Layout
+
+        art_contract = replace(art_contract, layout=Layout.NCHW)
+    try:
+        data = target.export(source, replace(ctx, contract=art_contract))
+    except EdgekitError:
+        raise
+    except Exception as exc:  # a converter failing on one target must not lose the others
+        from edgekit.convert._source import _first_line
+
+        return ArtifactResult(path, target.name, 0, target.quantization(ctx), "error",
+                              seconds=time.perf_counter() - t0,
+                              message=f"export failed: {exc.__class__.__name__}: {_first_line(exc)}")
+    _io.write_bytes(path, data, force=options.force)
+    _io.write_text(_sidecar(path), art_contract.to_json() + "\n", force=options.force)
+    res = ArtifactResult(path, target.name, len(data), target.quantization(ctx), "unverified",
+                         seconds=time.perf_counter() - t0)
+    return verifier(res)
+
+
+@dataclass
+class _Verifier:
+    """Runs an artifact through the TF-free runtime on the validation pixels and checks parity."""
+
+    validation: Samples | None
+    reference: np.ndarray | None
+    labels: np.ndarray | None
+    classes: tuple[str, ...]
+    options: ConvertOptions
+    contract: Contract | None = None
+
+    def __call__(self, res: ArtifactResult) -> ArtifactResult:
+        from edgekit.bench import measure_latency
+        from edgekit.runtime import Classifier
+
+        if self.reference is None or self.validation is None:
+            return res
+        try:
+            clf = Classifier.open(res.path, threads=self.options.threads)
+            if clf.contract_source == "derived" and self.contract is not None:  # an external file: our contract
+                clf = Classifier.open(res.path, threads=self.options.threads, contract=self.contract)
+            tensors = [clf.preprocess(x if x.shape[-1] == 3 else x[..., 0], color_order=clf.contract.color_order)
+                       for x in self.validation.pixels]
+            outputs = np.stack([clf.infer(t) for t in tensors])
+        except EdgekitError as exc:  # the file was written but the runtime cannot run it: say so in its row
+            return replace(res, status="error", message=f"the runtime cannot run it: {exc}")
+        v = compare(outputs, self.reference, self.labels, self.classes)
+        lat = measure_latency(lambda: clf.backend.run(tensors[0]), runs=self.options.bench_runs, warmup=5)
+        status, msg = "pass", ""
+        try:
+            check_parity(res.path, v, self.options.max_drop)
+        except ParityError as exc:
+            status, msg = "fail", f"drop {v.drop_points:.2f} points > --max-drop {exc.max_drop:g}"
+        return replace(res, verification=v, latency_ms=lat.to_dict(), threads=clf.backend.threads, status=status,
+                       message=msg)
+
+
+def _external(path: Path, verifier: _Verifier, log) -> ArtifactResult:
+    """Verify a file edgekit did not write (say, a vendor's own int8 export) on the same images."""
     from edgekit.runtime import Classifier
 
-    clf = Classifier.open(res.path, threads=options.threads)
-    tensors = [clf.preprocess(x if x.shape[-1] == 3 else x[..., 0], color_order="RGB") for x in pixels]
-    outputs = np.stack([clf.infer(t) for t in tensors])
-    v = compare(outputs, reference, labels, classes)
-    lat = measure_latency(lambda: clf.backend.run(tensors[0]), runs=options.bench_runs, warmup=5)
-    status = "pass" if round(v.drop_points, 6) <= options.max_drop else "fail"  # 1.0000000000000009 is 1.0
-    msg = "" if status == "pass" else f"drop {v.drop_points:.2f} points > --max-drop {options.max_drop}"
-    return replace(res, verification=v, latency_ms=lat.to_dict(), threads=clf.backend.threads, status=status,
-                   message=msg)
+    log(f"[compare] {path}")
+    if not path.is_file():
+        raise InputFileError(path, "no such file (given with --compare)")
+    be = Classifier.open(path).backend
+    io = f"{np.dtype(be.input.dtype).name} in, {np.dtype(be.output.dtype).name} out"
+    res = verifier(ArtifactResult(path, "external" + path.suffix, path.stat().st_size,
+                                  {"weights": "as in the file", "activations": "as in the file", "io": io},
+                                  "unverified", message="given with --compare"))
+    log("      " + _summary(res))
+    return res
+
+
+def _diagnose_int8(source, ctx: ExportContext, failed: ArtifactResult, stem: str, out: Path,
+                   options: ConvertOptions, verifier: _Verifier, log) -> list[ArtifactResult]:
+    """Say which layers int8 hurts most; with --auto-fix, keep them in float until the model passes."""
+    from edgekit.contract import embed_tflite
+    from edgekit.convert._debug import selective_int8, worst_layers
+
+    log("      int8 failed: asking TFLite's QuantizationDebugger which layers lose the most")
+    try:
+        val = verifier.validation.pixels[:100]
+        layers = worst_layers(source, ctx.calibration,
+                              lambda: (_model_input(ctx.contract, val[i:i + 1]) for i in range(len(val))))
+    except Exception as exc:  # the debugger runs its own interpreters; say why it could not, keep the report
+        from edgekit.convert._source import _first_line
+
+        failed.message += f"; TFLite's QuantizationDebugger could not analyse it ({_first_line(exc)})"
+        log(f"      the QuantizationDebugger could not analyse it: {_first_line(exc)}")
+        return []
+    if not layers:
+        return []
+    top = ", ".join(e.describe() for e in layers[:3])
+    failed.message += f"; largest int8 errors: {top}"
+    if not options.auto_fix:
+        failed.message += "; rerun with --auto-fix to keep those layers in float"
+        log(f"      largest errors: {top}; rerun with --auto-fix to keep them in float")
+        return []
+    path = out / f"{stem}_int8_mixed.tflite"
+    best = None
+    k = 1
+    most = max(1, len(layers) - 1)  # with every layer in float there is nothing left to quantize
+    while True:  # keep 1, 2, 4, ... of the worst layers in float until the model passes
+        k = min(k, most)
+        keep = [e.tensor for e in layers[:k]]
+        log(f"      --auto-fix: keeping the {k} worst layer(s) in float")
+        q = {"weights": f"int8 per-channel, {k} layer(s) float", "activations": "int8 (mixed)", "io": "float32",
+             "keep_float": keep}
+        art = ctx.contract.with_provenance(artifact_format="tflite_int8_mixed", quantization=q)
+        data = embed_tflite(selective_int8(source, ctx.calibration, keep), art)
+        _io.write_bytes(path, data, force=True if best is not None else options.force)
+        _io.write_text(_sidecar(path), art.to_json() + "\n", force=True if best is not None else options.force)
+        best = verifier(ArtifactResult(path, "tflite_int8_mixed", len(data), q, "unverified"))
+        log("      " + _summary(best))
+        if best.status == "pass" or k == most:
+            break
+        k *= 2
+    return [best] if best else []
 
 
 def render_markdown(report: ConvertReport) -> str:
     from edgekit.report import markdown_table
 
-    f32 = next((a.size_bytes for a in report.artifacts if a.format.endswith("float32")), None)
+    f32 = next((a.size_bytes for a in report.artifacts if a.format == "tflite_float32"),
+               next((a.size_bytes for a in report.artifacts if a.format.endswith("float32")), None))
+    cal = report.calibration
+    random_cal = cal.get("method") == "random"
+    cal_text = ("random pixels" if random_cal else
+                f"{cal.get('count')} images{', class-balanced' if cal.get('class_balanced') else ''}"
+                if cal.get("used") else "none")
     rows = []
     for a in report.artifacts:
         v = a.verification
         q = a.quantization
         rows.append([
-            a.path.name, a.format, q["weights"], q["activations"], q["io"],
-            "yes" if a.format == "tflite_int8" else "no",
-            a.size_bytes, f"{a.size_bytes / f32:.2f}" if f32 else "",
+            a.path.name, a.format, q.get("weights", ""), q.get("activations", ""), q.get("io", ""),
+            cal_text if "int8" in a.format and "dynamic" not in a.format else "no",
+            a.size_bytes, f"{a.size_bytes / f32:.2f}" if f32 and a.size_bytes else "",
             f"{v.top1_agreement:.4f}" if v else "", f"{v.max_abs_diff:.3g}" if v else "",
             f"{v.accuracy:.4f}" if v and v.accuracy is not None else "",
             f"{a.latency_ms['p50']:.2f}" if a.latency_ms else "", a.status,
         ])
-    lines = [f"# Conversion report: {report.source.name}", "",
-             f"- source sha256: `{report.contract.provenance.source_sha256}`",
-             f"- contract: {report.contract.describe()}",
-             f"- reference (source model) accuracy: "
-             f"{report.reference_accuracy:.4f}" if report.reference_accuracy is not None else
-             "- reference accuracy: unknown (no labelled validation data)",
-             f"- calibration: {report.calibration.get('count', 0)} images from {report.calibration.get('source')}"
-             if report.calibration.get("used") else "- calibration: none",
-             f"- validation: {report.validation.get('count', 0)} images from {report.validation.get('source')}"
-             if report.validation.get("used") else "- validation: none (not verified)", ""]
+    lines = [f"# Conversion report: {report.source.name}", ""]
+    if random_cal:
+        lines += ["**int8 was calibrated on random pixels, not real images: its accuracy on real data is unknown"
+                  + (" beyond the validation set below" if report.reference_accuracy is not None else "")
+                  + ".**", ""]
+    lines += [f"- source sha256: `{report.contract.provenance.source_sha256}` (loaded with {report.loader})",
+              f"- contract: {report.contract.describe()}",
+              f"- reference (source model) accuracy: {report.reference_accuracy:.4f}"
+              if report.reference_accuracy is not None else
+              "- reference accuracy: unknown (no labelled validation data)",
+              f"- calibration: {cal.get('count', 0)} {'random images' if random_cal else 'images'} from "
+              f"{cal.get('source')} (list in report.json)" if cal.get("used") else "- calibration: none",
+              f"- validation: {report.validation.get('count', 0)} images from {report.validation.get('source')}"
+              if report.validation.get("used") else "- validation: none (not verified)"]
     lines += [f"- note: {n}" for n in report.notes]
-    lines += ["", markdown_table(["file", "format", "weights", "activations", "I/O", "calibrated", "bytes",
+    lines += ["", markdown_table(["file", "format", "weights", "activations", "I/O", "calibration", "bytes",
                                   "x float32", "top-1 agreement", "max abs diff", "accuracy", "p50 ms", "status"],
                                  rows), ""]
-    return "\n".join(lines)
+    for a in report.artifacts:
+        if a.message:
+            lines.append(f"- {a.path.name}: {a.status}: {a.message}")
+    return "\n".join(lines) + "\n"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+
+from edgekit.errors import VerificationError
 
 
 @dataclass(frozen=True)
@@ -30,15 +33,38 @@ class Verification:
         return d
 
 
+class ParityError(VerificationError):
+    """An artifact lost more than the allowed accuracy (or agreement) against its source model."""
+
+    def __init__(self, path, verification: Verification, max_drop: float):
+        self.path = str(path)
+        self.verification = verification
+        self.max_drop = max_drop
+        what = "accuracy" if verification.accuracy is not None else "top-1 agreement"
+        super().__init__(f"{self.path}: {what} dropped {verification.drop_points:.2f} points against the source "
+                         f"model (allowed: {max_drop:g}; top-1 agreement {verification.top1_agreement:.4f})")
+
+
 def compare(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,
             classes: tuple[str, ...]) -> Verification:
     """Compare (N, classes) score arrays; ``labels`` are ground-truth indices or None."""
+    outputs, reference = np.asarray(outputs), np.asarray(reference)
+    if outputs.shape != reference.shape:
+        raise VerificationError(f"artifact outputs have shape {outputs.shape}, the source model's {reference.shape}")
     diff = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
     pred, ref_pred = outputs.argmax(1), reference.argmax(1)
     acc = ref_acc = per_class = None
     if labels is not None:
         acc = float((pred == labels).mean())
         ref_acc = float((ref_pred == labels).mean())
-        per_class = {c: float((pred[labels == i] == i).mean()) for i, c in enumerate(classes) if (labels == i).any()}
+        per_class = {(classes[i] if i < len(classes) else f"class_{i}"): float((pred[labels == i] == i).mean())
+                     for i in np.unique(labels).tolist()}
     return Verification(len(outputs), float((pred == ref_pred).mean()), float(diff.max()), float(diff.mean()),
                         acc, ref_acc, per_class)
+
+
+def check_parity(path: str | Path, verification: Verification, max_drop: float) -> Verification:
+    """Raise ParityError when ``verification`` lost more than ``max_drop`` points; else return it."""
+    if round(verification.drop_points, 6) > max_drop:  # 1.0000000000000009 is 1.0
+        raise ParityError(path, verification, max_drop)
+    return verification

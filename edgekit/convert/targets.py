@@ -15,9 +15,11 @@ from edgekit.errors import EdgekitError
 @dataclass(frozen=True)
 class ExportContext:
     contract: Contract
-    calibration: Callable | None = None  # () -> iterable of float32 [1,H,W,C] arrays
+    calibration: Callable | None = None  # () -> iterable of float32 [1,H,W,C] arrays in model input units
     int8_io: str = "int8"
     opset: int = 17
+    batch: int | None = 1  # None: dynamic batch
+    nchw: bool = False  # ONNX only
 
 
 @dataclass(frozen=True)
@@ -35,28 +37,44 @@ class TargetSpec:
     def quantization(self, ctx: ExportContext) -> dict:
         return {"weights": self.weights, "activations": self.activations, "io": self.io_dtype(ctx)}
 
+    @property
+    def is_onnx(self) -> bool:
+        return self.suffix == ".onnx"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keras' export prints every captured variable to stdout, MLIR logs from C++ to stderr, and the
+    calibrator warns about statistics it does not need; errors still raise with their message."""
+    from edgekit._lazy import native_stderr_silenced
+
+    with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
 
 def _tflite(mode: str):
-    def export(model, ctx: ExportContext) -> bytes:
-        from edgekit._lazy import native_stderr_silenced
+    def export(source, ctx: ExportContext) -> bytes:
         from edgekit.convert.tflite import export_tflite
 
-        # Keras' export prints every captured variable to stdout, MLIR logs from C++ to stderr, and the
-        # calibrator warns about input statistics it does not need; errors still raise with their message.
-        with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            data = export_tflite(model, mode, calibration=ctx.calibration, int8_io=ctx.int8_io)
+        with _quiet():
+            data = export_tflite(source, mode, batch=ctx.batch, calibration=ctx.calibration, int8_io=ctx.int8_io)
         return embed_tflite(data, ctx.contract)
 
     return export
 
 
-def _onnx_float32(model, ctx: ExportContext) -> bytes:
-    from edgekit.convert.onnx import export_onnx
+def _onnx(int8: bool):
+    def export(source, ctx: ExportContext) -> bytes:
+        from edgekit.convert.onnx import export_onnx, quantize_onnx_int8
 
-    proto = export_onnx(model, opset=ctx.opset)
-    embed_onnx(proto, ctx.contract)
-    return proto.SerializeToString()
+        proto = export_onnx(source, opset=ctx.opset, batch=ctx.batch, nchw=ctx.nchw)
+        if int8:
+            proto = quantize_onnx_int8(proto, ctx.calibration, nchw=ctx.nchw)
+        embed_onnx(proto, ctx.contract)
+        return proto.SerializeToString()
+
+    return export
 
 
 TARGETS: dict[str, TargetSpec] = {
@@ -66,11 +84,12 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("tflite_float16", ".tflite", "float16", "float32", False, _tflite("float16")),
         TargetSpec("tflite_dynamic", ".tflite", "int8", "float32 (dynamic int8)", False, _tflite("dynamic")),
         TargetSpec("tflite_int8", ".tflite", "int8 per-channel", "int8", True, _tflite("int8")),
-        TargetSpec("onnx_float32", ".onnx", "float32", "float32", False, _onnx_float32),
+        TargetSpec("onnx_float32", ".onnx", "float32", "float32", False, _onnx(int8=False)),
+        TargetSpec("onnx_int8", ".onnx", "int8 per-channel (QDQ)", "int8 (QDQ)", True, _onnx(int8=True)),
     )
 }
 
-DEFAULT_FORMATS = ("tflite_float32", "tflite_int8", "onnx_float32")
+DEFAULT_FORMATS = ("tflite_float32", "tflite_int8", "onnx_float32", "onnx_int8")
 
 
 def get_target(name: str) -> TargetSpec:
@@ -78,6 +97,18 @@ def get_target(name: str) -> TargetSpec:
         return TARGETS[name]
     except KeyError:
         raise EdgekitError(f"unknown format {name!r}; choose from {', '.join(TARGETS)}") from None
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """'tflite_int8,onnx_float32' (or 'all') -> validated names, in the order given."""
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    if names == ["all"]:
+        return tuple(TARGETS)
+    if not names:
+        raise EdgekitError("--formats is empty")
+    for n in names:
+        get_target(n)
+    return tuple(dict.fromkeys(names))
 
 
 def artifact_name(stem: str, target: TargetSpec) -> str:

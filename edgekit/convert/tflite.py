@@ -1,4 +1,4 @@
-"""TFLite export: float32, float16, dynamic-range and full int8."""
+"""TFLite export: float32, float16, dynamic-range and full int8, from a traced forward pass."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import numpy as np
 
 from edgekit._lazy import tensorflow
 
+Calibration = Callable[[], Iterable[np.ndarray]]  # () -> float32 [1, H, W, C] batches in model input units
 
-def export_tflite(model, mode: str, *, calibration: Callable[[], Iterable[np.ndarray]] | None = None,
-                  int8_io: str = "int8") -> bytes:
-    """Convert a Keras model. ``mode`` is float32, float16, dynamic or int8.
 
-    int8 is full-integer (per-channel weights, int8 activations) with ``int8_io`` inputs and
-    outputs ("int8", "uint8" or "float32"); it needs ``calibration``, a callable returning an
-    iterable of float32 batches of one, in the model's input units (raw pixels for edgekit models).
+def converter(source, *, batch: int | None = 1, mode: str = "float32", calibration: Calibration | None = None,
+              int8_io: str = "int8"):
+    """A configured ``tf.lite.TFLiteConverter`` for ``source`` (a SourceModel).
+
+    ``mode`` is float32, float16, dynamic or int8. int8 is full-integer: per-channel weights, int8
+    activations, and ``int8_io`` ("int8", "uint8" or "float32") inputs and outputs; it needs
+    ``calibration``.
     """
     tf = tensorflow()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([source.frozen_function(batch)], source.trackable)
     if mode == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -35,4 +37,9 @@ def export_tflite(model, mode: str, *, calibration: Callable[[], Iterable[np.nda
         conv.inference_output_type = io_type
     elif mode != "float32":
         raise ValueError(f"unknown TFLite mode {mode!r}")
-    return bytes(conv.convert())
+    return conv
+
+
+def export_tflite(source, mode: str, *, batch: int | None = 1, calibration: Calibration | None = None,
+                  int8_io: str = "int8") -> bytes:
+    return bytes(converter(source, batch=batch, mode=mode, calibration=calibration, int8_io=int8_io).convert())

@@ -7,6 +7,7 @@ and ``run(x) -> y`` for a batch-of-one array already in the input's dtype.
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +66,24 @@ class TFLiteBackend:
         kwargs = {"model_path": str(path), "num_threads": self.threads}
         from edgekit._lazy import native_stderr_silenced
 
+        self.notes: list[str] = []
         try:
             with native_stderr_silenced():  # LiteRT logs "Created XNNPACK delegate" from C++ on every load
                 self._it = cls(**kwargs)
                 self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise InputFileError(path, f"cannot load as a TFLite model: {_first_line(exc)}") from exc
+            resolver = getattr(sys.modules.get(cls.__module__), "OpResolverType", None)
+            if "XNNPACK" not in str(exc) or resolver is None:
+                raise InputFileError(path, f"cannot load as a TFLite model: {_first_line(exc)}") from exc
+            # XNNPACK refuses some valid models (extreme quantization scales, say); the builtin kernels run them
+            try:
+                with native_stderr_silenced():
+                    self._it = cls(**kwargs, experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                    self._it.allocate_tensors()
+            except (ValueError, RuntimeError) as exc2:
+                raise InputFileError(path, f"cannot load as a TFLite model: {_first_line(exc2)}") from exc2
+            self.notes.append(f"XNNPACK refused this model ({_first_line(exc)}); running on TFLite's builtin "
+                              "kernels, which are slower")
         ins, outs = self._it.get_input_details(), self._it.get_output_details()
         if len(ins) != 1:
             raise InputFileError(path, f"has {len(ins)} inputs; edgekit classifiers take exactly one image input")

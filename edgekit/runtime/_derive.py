@@ -64,5 +64,8 @@ def apply_overrides(contract: Contract, *, labels=None, mean=None, std=None, col
         order = ColorOrder(color_order.upper())
         contract = replace(contract, color_order=order, channels=1 if order == ColorOrder.GRAY else 3)
     if logits is not None:
-        contract = replace(contract, output=OutputKind.LOGITS if logits else OutputKind.PROBABILITIES)
+        binary = contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT)
+        kinds = (OutputKind.SIGMOID_LOGIT, OutputKind.SIGMOID) if binary else (OutputKind.LOGITS,
+                                                                                 OutputKind.PROBABILITIES)
+        contract = replace(contract, output=kinds[0] if logits else kinds[1])
     return contract, notes

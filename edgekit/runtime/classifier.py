@@ -12,6 +12,7 @@ from edgekit.contract import (
     ColorOrder,
     Contract,
     OutputKind,
+    class_scores,
     contract_from_metadata,
     read_sidecar,
     read_tflite_contract,
@@ -27,11 +28,6 @@ class Prediction:
     label: str
     index: int
     score: float
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
 
 
 class Classifier:
@@ -65,7 +61,7 @@ class Classifier:
         """Open a model. Its embedded contract is used when present; flags override it."""
         p = Path(path)
         be = open_backend(p, threads=threads, backend=backend)
-        notes: list[str] = []
+        notes: list[str] = list(getattr(be, "notes", []))
         if contract is not None:
             source = "given"
         else:
@@ -82,6 +78,8 @@ class Classifier:
                                                    color_order=color_order, logits=logits)
         notes += override_notes
         n_out = int(np.prod(be.output.shape))
+        if contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT):
+            n_out = 2  # [1 - p, p]
         if contract.labels and len(contract.labels) != n_out:
             raise EdgekitError(f"{p}: the model has {n_out} outputs but {len(contract.labels)} labels were given")
         if not contract.labels:
@@ -124,8 +122,8 @@ class Classifier:
             y = (y.astype(np.float32) - self._out_zp) * self._out_scale
         else:
             y = y.astype(np.float32, copy=False)
-        if self.contract.output == OutputKind.LOGITS:
-            y = _softmax(y)
+        if self.contract.output != OutputKind.PROBABILITIES:
+            y = class_scores(y, self.contract.output)
         return y
 
     def scores(self, image, *, color_order=None) -> np.ndarray:

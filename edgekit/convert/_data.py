@@ -1,0 +1,192 @@
+"""Calibration and validation images for conversion, from any source, as the runtime would see them.
+
+Every source (a class-folder tree, a flat folder, a dataset name, an .npy array) becomes ``Samples``:
+uint8 pixels already resized and colour-converted by the runtime's own code, so the source model,
+the calibrator and every artifact see exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.contract import ColorOrder, Contract
+from edgekit.data.folders import ImageFolder, find_split, list_images, load_rgb, stratified_val_mask
+from edgekit.errors import EdgekitError, InputFileError
+
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class Samples:
+    pixels: np.ndarray  # [N, H, W, C] uint8 at the contract's size and colour order
+    labels: np.ndarray | None  # [N] indices into ``classes``, or None when unlabelled
+    classes: tuple[str, ...]
+    source: str  # what the user named, resolved
+    files: tuple[str, ...]  # one entry per image: a path relative to ``source``, or "array[i]"
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def take(self, idx: np.ndarray) -> Samples:
+        return replace(self, pixels=self.pixels[idx], labels=None if self.labels is None else self.labels[idx],
+                       files=tuple(self.files[i] for i in idx))
+
+    def balanced(self, limit: int, seed: int = 0) -> Samples:
+        """At most ``limit`` images (0: all), the same number from every class where labels exist."""
+        if not limit or len(self) <= limit:
+            return self
+        rng = np.random.default_rng(seed)
+        if self.labels is None:
+            return self.take(np.sort(rng.permutation(len(self))[:limit]))
+        groups = [rng.permutation(np.flatnonzero(self.labels == c)) for c in np.unique(self.labels)]
+        per = limit // len(groups)
+        picked = [g[:per] for g in groups]
+        spare = limit - sum(len(p) for p in picked)  # when some classes are small, or limit % classes
+        rest = rng.permutation(np.concatenate([g[per:] for g in groups]))[:spare]
+        return self.take(np.sort(np.concatenate([*picked, rest])))
+
+    def keys(self) -> list[str]:
+        """One absolute key per image, comparable across samples from different roots of the same tree."""
+        return [os.path.normpath(os.path.join(self.source, f)) for f in self.files]
+
+    def without(self, other: Samples) -> Samples:
+        taken = set(other.keys())
+        return self.take(np.array([i for i, k in enumerate(self.keys()) if k not in taken], np.int64))
+
+    def describe(self) -> dict:
+        d = {"source": self.source, "count": len(self), "labelled": self.labels is not None}
+        if self.labels is not None:
+            d["per_class"] = {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+        return d
+
+
+def _prepare(images, contract: Contract) -> np.ndarray:
+    """RGB uint8 images (arrays or paths) -> [N, H, W, C] at the contract's size and colour order."""
+    from edgekit.runtime._preprocess import resize, to_color_order
+
+    def one(img):
+        arr = load_rgb(img) if isinstance(img, str | Path) else img
+        out = resize(to_color_order(arr, ColorOrder.RGB, contract.color_order), contract)
+        return out if out.ndim == 3 else out[..., None]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        arrs = list(pool.map(one, images))
+    if not arrs:
+        return np.zeros((0, contract.height, contract.width, contract.channels), np.uint8)
+    return np.stack(arrs)
+
+
+def _from_folder(root: Path, contract: Contract) -> tuple[Samples, Samples | None]:
+    """A class-folder tree (with or without train/ and val/) or a flat folder of images."""
+    train_dir, val_dir = find_split(root)
+    subdirs = [d for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if not subdirs:  # a flat folder: unlabelled images
+        files = list_images(train_dir)
+        if not files:
+            raise InputFileError(root, "contains no images (expected images, or one subfolder per class)")
+        return Samples(_prepare(files, contract), None, (), str(root.resolve()),
+                       tuple(f.name for f in files)), None
+    return _folder_samples(ImageFolder.open(train_dir), root, contract), (
+        _folder_samples(ImageFolder.open(val_dir), root, contract) if val_dir else None)
+
+
+def _folder_samples(folder: ImageFolder, root: Path, contract: Contract) -> Samples:
+    paths = [p for p, _ in folder.samples]
+    return Samples(_prepare(paths, contract), np.array([i for _, i in folder.samples], np.int64), folder.classes,
+                   str(root.resolve()), tuple(str(p.relative_to(root)) for p in paths))
+
+
+def _from_dataset(name: str, contract: Contract) -> tuple[Samples, Samples]:
+    from edgekit.train._datasets import load_dataset
+
+    ds = load_dataset(name, image_size=max(contract.height, contract.width), log=lambda _m: None)
+
+    def arrays(a, part):
+        return Samples(_prepare(list(a.x), contract), a.y.astype(np.int64), a.classes, ds.source,
+                       tuple(f"{part}[{i}]" for i in range(len(a.y))))
+
+    return arrays(ds.train, "train"), arrays(ds.val, "test")
+
+
+def _from_npy(path: Path, contract: Contract) -> Samples:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(path, f"is not a readable .npy array ({exc})") from exc
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) == 0:
+        raise InputFileError(path, f"has shape {list(x.shape)}; expected images as [N, H, W] or [N, H, W, 1|3]")
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise InputFileError(path, f"has dtype {x.dtype}; expected uint8 pixels or float model inputs")
+        a, b = contract.normalization.affine(contract.channels)  # float arrays are the model's input units
+        x = np.clip(np.rint((x.astype(np.float64) - b) / a), 0, 255).astype(np.uint8)
+    imgs = [im if contract.channels == im.shape[-1] or im.shape[-1] == 3 else np.repeat(im, 3, -1) for im in x]
+    if contract.channels == 3 and x.shape[-1] == 3 and contract.color_order == ColorOrder.BGR:
+        imgs = [im[..., ::-1] for im in imgs]  # arrays are taken as RGB, like every other source
+    return Samples(_prepare(imgs, contract), None, (), str(path.resolve()),
+                   tuple(f"array[{i}]" for i in range(len(x))))
+
+
+def load_samples(spec: str | Path, contract: Contract) -> tuple[Samples, Samples | None]:
+    """(images, their own validation split if the source has one) for a folder, dataset name or .npy."""
+    from edgekit.train._datasets import DATASET_NAMES
+
+    p = Path(spec)
+    if p.exists():
+        if p.is_dir():
+            return _from_folder(p, contract)
+        if p.suffix.lower() == ".npy":
+            return _from_npy(p, contract), None
+        raise InputFileError(p, "expected a folder of images, an .npy array or a dataset name")
+    if str(spec) in DATASET_NAMES and str(spec) != "synthetic":
+        return _from_dataset(str(spec), contract)
+    raise InputFileError(p, f"no such file or folder (and not a dataset name: "
+                            f"{', '.join(n for n in DATASET_NAMES if n != 'synthetic')}, or 'random')")
+
+
+def random_samples(contract: Contract, n: int, seed: int = 0) -> Samples:
+    rng = np.random.default_rng(seed)
+    px = rng.integers(0, 256, (n, contract.height, contract.width, contract.channels), np.uint8)
+    return Samples(px, None, (), "random pixels", tuple(f"random[{i}]" for i in range(n)))
+
+
+def hold_out(samples: Samples, fraction: float, seed: int) -> tuple[Samples, Samples]:
+    """(rest, held out): ``fraction`` of each class, as edge-train holds it out (the same function)."""
+    if samples.labels is None:
+        mask = np.zeros(len(samples), bool)
+        mask[np.random.default_rng(seed).permutation(len(samples))[:max(1, round(len(samples) * fraction))]] = True
+    else:
+        mask = stratified_val_mask(samples.labels, fraction, seed)
+    if mask.all() or not mask.any():
+        raise EdgekitError(f"{samples.source}: too few images ({len(samples)}) to hold some out for validation")
+    return samples.take(np.flatnonzero(~mask)), samples.take(np.flatnonzero(mask))
+
+
+# ---- matching folder names to the model's labels --------------------------------------------------------
+def _norm(name: str) -> str:
+    s = re.sub(r"^\d+[_\- ]+", "", name.strip().lower())  # "0_T-shirt_top" -> "t-shirt_top"
+    s = re.sub(r"[^a-z0-9]", "", s)
+    return s[:-1] if len(s) > 3 and s.endswith("s") else s  # "dogs" -> "dog", "roses" -> "rose"
+
+
+def label_index(classes: tuple[str, ...], labels: tuple[str, ...]) -> list[int] | None:
+    """Map each data class to a model label index: exact, else case/plural/punctuation-insensitive."""
+    if not classes or not labels:
+        return None
+    if set(classes) <= set(labels):
+        return [labels.index(c) for c in classes]
+    normed = [_norm(lab) for lab in labels]
+    if len(set(normed)) != len(normed):
+        return None
+    try:
+        return [normed.index(_norm(c)) for c in classes]
+    except ValueError:
+        return None

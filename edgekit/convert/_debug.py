@@ -1,0 +1,82 @@
+"""Why did int8 lose accuracy? TFLite's QuantizationDebugger ranks layers by quantization error, and a
+selectively quantized model keeps the worst of them in float."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import io
+import types
+from dataclasses import dataclass
+
+from edgekit._lazy import tensorflow
+from edgekit.convert.tflite import Calibration, converter
+
+
+@dataclass(frozen=True)
+class LayerError:
+    op: str
+    tensor: str
+    rmse_over_scale: float  # RMS error in units of the layer's quantization step; ~0.3 is ideal rounding
+
+    def describe(self) -> str:
+        last = self.tensor.split(";")[-1]  # TFLite joins the names of fused ops with ';'
+        short = last.split("/", 1)[1] if last.count("/") > 1 else last  # drop the model's own scope
+        return f"{short} ({self.op}, error {self.rmse_over_scale:.2f} steps)"
+
+
+@contextlib.contextmanager
+def _builtin_kernels():
+    """The debugger builds its own interpreters, and XNNPACK refuses the NumericVerify ops of some debug
+    models ("failed to create XNNPACK runtime"); TFLite's builtin kernels run them all."""
+    from tensorflow.lite.python import interpreter
+    from tensorflow.lite.tools.optimize.debugging.python import debugger
+
+    saved = debugger._interpreter
+    shim = types.SimpleNamespace(**vars(interpreter))
+    shim.Interpreter = functools.partial(
+        interpreter.Interpreter,
+        experimental_op_resolver_type=interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    debugger._interpreter = shim
+    try:
+        yield
+    finally:
+        debugger._interpreter = saved
+
+
+def _debugger(source, calibration: Calibration, debug_data: Calibration | None = None,
+              denylist: list[str] | None = None):
+    tf = tensorflow()
+    conv = converter(source, mode="dynamic")  # optimizations on; the debugger adds calibration itself
+    conv.representative_dataset = lambda: ([x] for x in calibration())
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist) if denylist else None
+    debug = debug_data or calibration
+    return tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=lambda: ([x] for x in debug()),
+                                                     debug_options=options)
+
+
+def worst_layers(source, calibration: Calibration, debug_data: Calibration | None = None) -> list[LayerError]:
+    """Every quantized layer, worst first, measured on ``debug_data`` (the images where int8 failed)."""
+    from edgekit.convert.targets import _quiet
+
+    with _quiet(), _builtin_kernels():
+        dbg = _debugger(source, calibration, debug_data)
+        dbg.run()
+    buf = io.StringIO()
+    dbg.layer_statistics_dump(buf)
+    rows = []
+    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+        scale = float(r.get("scale") or 0)
+        mse = float(r.get("mean_squared_error") or 0)
+        if scale > 0:
+            rows.append(LayerError(r.get("op_name", "?"), r.get("tensor_name", "?"), mse ** 0.5 / scale))
+    return sorted(rows, key=lambda e: -e.rmse_over_scale)
+
+
+def selective_int8(source, calibration: Calibration, keep_float: list[str]) -> bytes:
+    """int8 everywhere except the layers producing ``keep_float`` tensors; float32 inputs and outputs."""
+    from edgekit.convert.targets import _quiet
+
+    with _quiet(), _builtin_kernels():
+        return bytes(_debugger(source, calibration, denylist=keep_float).get_nondebug_quantized_model())

@@ -1,0 +1,332 @@
+"""The source model: a .keras file, an .h5 file (Keras 3 or Keras 2) or a SavedModel folder, behind one
+small interface that the exporters and the parity checks share.
+
+Files are checked before anything is deserialized: the sniffing here catches Git LFS pointers, empty,
+truncated and foreign files, weights-only .h5 files, and (unless ``unsafe``) layers that carry arbitrary
+Python code, such as ``Lambda``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit._lazy import require, tensorflow
+from edgekit.errors import InputFileError
+
+_H5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+_LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
+_CODE_LAYERS = frozenset({"Lambda"})  # layers whose config holds Python code (marshalled bytecode or source)
+
+
+class UnsafeModelError(InputFileError):
+    """The model holds arbitrary Python code and ``--unsafe`` was not given."""
+
+
+def sniff(path: Path) -> str:
+    """'keras', 'h5' or 'savedmodel', from the content rather than the suffix."""
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return "savedmodel"
+        raise InputFileError(path, "is a folder but not a SavedModel (no saved_model.pb)")
+    if not path.exists():
+        raise InputFileError(path, "no such file")
+    if not path.is_file():
+        raise InputFileError(path, "not a file")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(_LFS_PREFIX):
+        raise InputFileError(path, "is a Git LFS pointer, not the model; run 'git lfs pull' to fetch it")
+    if head.startswith(_H5_MAGIC):
+        return "h5"
+    if head.startswith(_ZIP_MAGIC):
+        return "keras"
+    if not head:
+        raise InputFileError(path, "is empty")
+    if head.startswith(b"\x89HDF") or head.startswith(b"PK"):
+        raise InputFileError(path, "is truncated or corrupt (the file header is incomplete)")
+    raise InputFileError(path, "is not a Keras model (.keras zip, .h5 HDF5) or a SavedModel folder")
+
+
+def _h5_config(path: Path) -> dict | None:
+    """The model_config of an .h5 file; None for a weights-only file. Truncation is caught here."""
+    h5py = require("h5py", extra="convert")
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            if raw is None:
+                return None
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except OSError as exc:
+        raise InputFileError(path, f"is truncated or corrupt (HDF5 cannot read it: {_first_line(exc)})") from exc
+    except ValueError as exc:
+        raise InputFileError(path, f"has an unreadable model_config ({_first_line(exc)})") from exc
+
+
+def _keras_zip_config(path: Path) -> dict:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("config.json"))
+    except KeyError as exc:
+        raise InputFileError(path, "is a zip file but not a .keras model (no config.json)") from exc
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InputFileError(path, f"is truncated or corrupt ({_first_line(exc)})") from exc
+    except ValueError as exc:
+        raise InputFileError(path, f"has an unreadable config.json ({_first_line(exc)})") from exc
+
+
+def code_layers(config) -> list[str]:
+    """Names of the layers whose config carries Python code, at any nesting depth."""
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") in _CODE_LAYERS:
+                cfg = node.get("config") or {}
+                found.append(f"{cfg.get('name', '?')} ({node['class_name']})")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(config)
+    return found
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else exc.__class__.__name__)[:200]
+
+
+# ---- the model ----------------------------------------------------------------------------------------
+@dataclass
+class SourceModel:
+    """One float model with one image input and one class-score output."""
+
+    path: Path
+    kind: str  # keras | h5 | savedmodel
+    loader: str  # keras3 | tf_keras | saved_model
+    input_shape: tuple[int, ...]  # what the model declares, without the batch dimension
+    image_shape: tuple[int, int, int]  # (H, W, C): what every exported artifact takes
+    num_outputs: int  # class scores per image
+    call: Callable = field(repr=False)  # tf tensor batch (model input shape) -> tf tensor
+    trackable: object = field(repr=False)  # owns the variables (for the TFLite converter)
+    last_activation: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def concrete_function(self, batch: int | None = 1):
+        """A traced forward pass taking ``[batch, H, W, C]`` float32 named 'image'."""
+        tf = tensorflow()
+        spec = tf.TensorSpec([batch, *self.image_shape], tf.float32, name="image")
+        target = list(self.input_shape)
+        reshape = tuple(target) != tuple(self.image_shape)
+        call = self.call
+
+        def forward(image):
+            x = tf.reshape(image, [-1, *target]) if reshape else image
+            return tf.reshape(call(x), [-1, self.num_outputs])
+
+        return tf.function(forward).get_concrete_function(spec)
+
+    def frozen_function(self, batch: int | None = 1):
+        """``concrete_function`` with every variable folded into a constant (Keras 3 keeps its weights as
+        captured resource variables, which the TFLite converter would otherwise leave as READ_VARIABLE ops)."""
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        return convert_variables_to_constants_v2(self.concrete_function(batch))
+
+    def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Scores for a float32 ``[N, H, W, C]`` batch, in chunks."""
+        tf = tensorflow()
+        fn = self.concrete_function(batch=None)
+        outs = [np.asarray(fn(tf.constant(x[i:i + batch_size], tf.float32)))
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs).reshape(len(x), -1)
+
+
+def _shape(t) -> tuple:
+    s = t.shape
+    s = s.as_list() if hasattr(s, "as_list") else list(s)
+    return tuple(None if d is None else int(d) for d in s)
+
+
+def image_shape_for(path: Path, input_shape: tuple) -> tuple[tuple[int, int, int], str | None]:
+    """(H, W, C) for a model input shape without batch, plus a note when it had to be assumed."""
+    if any(d is None for d in input_shape):
+        raise InputFileError(path, f"input shape {_fmt(input_shape)} has no fixed size; edgekit exports "
+                                   "fixed-size image models (rebuild it with Input(shape=(H, W, C)))")
+    if len(input_shape) == 3:
+        h, w, c = input_shape
+        if c not in (1, 3):
+            raise InputFileError(path, f"input shape {_fmt(input_shape)} has {c} channels; edgekit's contract "
+                                       "covers images with 1 (grey) or 3 (colour) channels")
+        return (h, w, c), None
+    if len(input_shape) == 2:
+        h, w = input_shape
+        return (h, w, 1), f"input {_fmt(input_shape)} read as a {h}x{w} grey image"
+    if len(input_shape) == 1:
+        (k,) = input_shape
+        for c in (1, 3):
+            s = round((k / c) ** 0.5)
+            if s * s * c == k and s > 1:
+                return (s, s, c), (f"input is a flat vector of {k}; exported artifacts take a {s}x{s}x{c} image "
+                                   f"and flatten it (row-major, as numpy's reshape)")
+        raise InputFileError(path, f"input is a flat vector of {k} values, not an image (no square HxWx1 or HxWx3 "
+                                   "fits it); edgekit converts image classifiers")
+    raise InputFileError(path, f"input shape {_fmt(input_shape)} is not an image (expected [N, H, W, C])")
+
+
+def _fmt(shape: tuple) -> str:
+    return "[" + ", ".join("N" if d is None else str(d) for d in (None, *shape)) + "]"
+
+
+def _keras_source(path: Path, kind: str, model, loader: str) -> SourceModel:
+    inputs = list(model.inputs)
+    outputs = list(model.outputs)
+    if len(inputs) != 1:
+        desc = ", ".join(f"{getattr(t, 'name', '?')} {_fmt(_shape(t)[1:])}" for t in inputs)
+        raise InputFileError(path, f"has {len(inputs)} inputs ({desc}); edgekit converts models with one image input")
+    if len(outputs) != 1:
+        desc = ", ".join(f"{getattr(t, 'name', '?')} {_fmt(_shape(t)[1:])}" for t in outputs)
+        raise InputFileError(path, f"has {len(outputs)} outputs ({desc}); edgekit converts models with one "
+                                   "class-score output")
+    in_shape = _shape(inputs[0])[1:]
+    out_shape = _shape(outputs[0])[1:]
+    image, note = image_shape_for(path, in_shape)
+    if any(d is None for d in out_shape) or int(np.prod(out_shape)) != max(out_shape, default=1):
+        raise InputFileError(path, f"output shape {_fmt(out_shape)} is not a vector of class scores")
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+
+    def call(x):
+        y = model(x, training=False)
+        return y[0] if isinstance(y, list | tuple) else y
+
+    return SourceModel(path, kind, loader, in_shape, image, int(np.prod(out_shape)), call, model, activation,
+                       [note] if note else [])
+
+
+def from_keras_model(model, path: str | Path = "<in memory>") -> SourceModel:
+    """Wrap an in-memory Keras 3 or tf_keras model."""
+    loader = "tf_keras" if type(model).__module__.startswith("tf_keras") else "keras3"
+    return _keras_source(Path(path), "keras", model, loader)
+
+
+def _saved_model_source(path: Path) -> SourceModel:
+    tf = tensorflow()
+    try:
+        obj = tf.saved_model.load(str(path))
+    except Exception as exc:  # TF raises several types for unreadable protos and missing variables
+        raise InputFileError(path, f"cannot load the SavedModel ({_first_line(exc)})") from exc
+    sig = getattr(obj, "signatures", {}).get("serving_default")
+    if sig is None:
+        raise InputFileError(path, "has no 'serving_default' signature; export it with model.export(path)")
+    args, kwargs = sig.structured_input_signature
+    specs = list(args) + list(kwargs.items())
+    if len(specs) != 1:
+        raise InputFileError(path, f"the serving signature takes {len(specs)} inputs; edgekit converts models with "
+                                   "one image input")
+    in_name, in_spec = specs[0]
+    outs = sig.structured_outputs
+    if len(outs) != 1:
+        raise InputFileError(path, f"the serving signature returns {len(outs)} outputs ({', '.join(outs)}); "
+                                   "edgekit converts models with one class-score output")
+    out_name = next(iter(outs))
+    in_shape = tuple(None if d is None else int(d) for d in in_spec.shape.as_list())[1:]
+    out_shape = tuple(outs[out_name].shape.as_list())[1:]
+    image, note = image_shape_for(path, in_shape)
+
+    def call(x):
+        return sig(**{in_name: tf.cast(x, in_spec.dtype)})[out_name]
+
+    return SourceModel(path, "savedmodel", "saved_model", in_shape, image, int(np.prod(out_shape)), call, obj, None,
+                       [note] if note else [])
+
+
+def load_source(path: str | Path, *, unsafe: bool = False, architecture: str | Path | None = None) -> SourceModel:
+    """Load any supported model. ``architecture`` is a model.to_json() file for a weights-only .h5."""
+    p = Path(path)
+    kind = sniff(p)
+    if kind == "savedmodel":
+        return _saved_model_source(p)
+    config = _h5_config(p) if kind == "h5" else _keras_zip_config(p)
+    if architecture is not None:
+        arch = Path(architecture)
+        if not arch.is_file():
+            raise InputFileError(arch, "no such file")
+        try:
+            config = json.loads(arch.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputFileError(arch, f"is not a model.to_json() file ({_first_line(exc)})") from exc
+    elif config is None:
+        raise InputFileError(p, "holds weights only (saved with save_weights), not a model; give the architecture "
+                                "with --architecture model.json (from model.to_json()), or save the whole model "
+                                "with model.save('model.keras')")
+    code = code_layers(config)
+    if code and not unsafe:
+        raise UnsafeModelError(p, f"layer {code[0]} runs arbitrary Python code stored in the file"
+                                  f"{f' (and {len(code) - 1} more)' if len(code) > 1 else ''}; "
+                                  "refused for safety: pass --unsafe only if you trust where this file came from")
+    tensorflow()
+    with warnings.catch_warnings():  # Keras warns about legacy configs it then loads fine
+        warnings.simplefilter("ignore", UserWarning)
+        if architecture is not None:
+            model, loader = _from_architecture(p, Path(architecture), unsafe)
+        else:
+            model, loader = _load_keras(p, kind, unsafe)
+    return _keras_source(p, kind, model, loader)
+
+
+def _load_keras(p: Path, kind: str, unsafe: bool):
+    import keras
+
+    try:
+        if unsafe:
+            keras.config.enable_unsafe_deserialization()
+        return keras.models.load_model(str(p), compile=False, safe_mode=not unsafe), "keras3"
+    except Exception as exc3:  # Keras raises ValueError, TypeError, KeyError, OSError... for files it refuses
+        if kind != "h5":
+            raise InputFileError(p, f"cannot load: {_explain(exc3)}") from exc3
+        tf_keras = require("tf_keras", extra="convert")
+        try:
+            return tf_keras.models.load_model(str(p), compile=False), "tf_keras"
+        except Exception as exc2:
+            raise InputFileError(p, f"cannot load with Keras 3 ({_explain(exc3)}) or with tf_keras "
+                                    f"({_explain(exc2)})") from exc2
+
+
+def _from_architecture(p: Path, arch: Path, unsafe: bool):
+    import keras
+
+    text = arch.read_text()
+    errors = []
+    try:
+        model = keras.models.model_from_json(text)
+        model.load_weights(str(p))
+        return model, "keras3"
+    except Exception as exc:  # as in _load_keras
+        errors.append(f"Keras 3: {_explain(exc)}")
+    tf_keras = require("tf_keras", extra="convert")
+    try:
+        model = tf_keras.models.model_from_json(text)
+        model.load_weights(str(p))
+        return model, "tf_keras"
+    except Exception as exc:
+        errors.append(f"tf_keras: {_explain(exc)}")
+    raise InputFileError(p, f"the weights do not fit the architecture in {arch} ({'; '.join(errors)})")
+
+
+def _explain(exc: BaseException) -> str:
+    text = _first_line(exc)
+    if "Unknown layer" in text or "Could not locate class" in text:
+        return text + " (a custom layer: edgekit cannot load code that is not in the file)"
+    return text
+
