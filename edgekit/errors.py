@@ -38,3 +38,9 @@ class VerificationError(EdgekitError):
     """An exported artifact does not match its source model closely enough."""
 
     exit_code = 3
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (or its type), for one-line errors."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else exc.__class__.__name__)[:limit]

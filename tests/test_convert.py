@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -403,3 +404,71 @@ def test_existing_outputs_are_never_overwritten_without_force(keras3_model, tmp_
     assert (out / "colours_float32.tflite").read_bytes() == before
     assert _cli([keras3_model, "--out", out, "--formats", "tflite_float32", "--force"], capsys)[0] == 0
     shutil.rmtree(out)
+
+
+def test_an_edge_train_model_converts_and_edge_predict_needs_no_flags(colours, tmp_path, capsys):
+    """edge-train -> edge-convert (only --calibration and --validation) -> edge-predict (no flags) is right."""
+    from edgekit.cli.predict import main as predict
+    from edgekit.cli.train import main as train
+
+    assert train(["--data", str(colours), "--out", str(tmp_path / "run"), "--model", "cnn1", "--size", "16",
+                  "--epochs", "6", "--batch-size", "8"]) == 0
+    capsys.readouterr()
+    code, err = _cli([tmp_path / "run" / "model.h5", "--out", tmp_path / "conv", "--calibration", colours / "train",
+                      "--validation", colours / "val"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "conv" / "report.json").read_text())
+    assert report["reference_accuracy"] >= 0.9 and len(report["artifacts"]) == 4
+    images = sorted((colours / "val").rglob("*.png"))
+    for art in report["artifacts"]:
+        assert predict([str(tmp_path / "conv" / art["path"]), *map(str, images), "--json", "--top-k", "1"]) == 0
+        out = capsys.readouterr()
+        assert "note:" not in out.err  # nothing was assumed
+        rows = [json.loads(line) for line in out.out.splitlines() if line.strip()]  # JSON lines
+        right = [Path(r["image"]).parent.name == r["predictions"][0]["label"] for r in rows]
+        assert len(right) == len(images) and np.mean(right) >= 0.9, art["path"]
+
+
+def test_dataset_names_for_calibration_and_validation(monkeypatch, tmp_path, capsys):
+    """--calibration mnist loads keras.datasets (faked here: no network), --validation mnist its test split;
+    offline, the message names the URL and what to pass instead."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    y_train, y_test = np.arange(60) % 10, np.arange(40) % 10
+    x_train = (rng.integers(0, 40, (60, 28, 28)) + (y_train[:, None, None] * 20)).astype(np.uint8)
+    x_test = (rng.integers(0, 40, (40, 28, 28)) + (y_test[:, None, None] * 20)).astype(np.uint8)
+    x = keras.Input((28, 28, 1))
+    m = keras.Model(x, keras.layers.Dense(10, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(x))))
+    m.save(tmp_path / "digits.keras")
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: ((x_train, y_train), (x_test, y_test)))
+    report = _convert(tmp_path / "digits.keras", tmp_path / "o", formats=("tflite_int8",), calibration="mnist",
+                      validation="mnist", validation_images=0)
+    assert report.calibration["source"] == "keras.datasets.mnist" and report.calibration["count"] == 60
+    assert report.validation["count"] == 40 and report.contract.labels == tuple("0123456789")
+
+    def offline():
+        raise Exception("URL fetch failure on https://storage.googleapis.com: None -- [Errno -3] no network")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    code, err = _cli([tmp_path / "digits.keras", "--out", tmp_path / "p", "--calibration", "mnist"], capsys)
+    assert code == 2
+    _one_line(err, "cannot download the mnist dataset", "https://", "local copy")
+
+
+def test_one_target_failing_to_export_does_not_lose_the_others(keras3_model, tmp_path, capsys, monkeypatch):
+    from dataclasses import replace
+
+    from edgekit.convert import TARGETS
+
+    def boom(source, ctx):
+        raise RuntimeError("tf2onnx: unsupported op FancyOp\nmore detail")
+
+    monkeypatch.setitem(TARGETS, "onnx_float32", replace(TARGETS["onnx_float32"], export=boom))
+    code, err = _cli([keras3_model, "--out", tmp_path / "o", "--formats", "onnx_float32,tflite_float32"], capsys)
+    assert code == 2 and "ERROR colours_float32.onnx: export failed: RuntimeError: tf2onnx: unsupported op FancyOp" \
+        in err
+    rows = {r["format"]: r for r in json.loads((tmp_path / "o" / "report.json").read_text())["artifacts"]}
+    assert rows["onnx_float32"]["status"] == "error" and rows["tflite_float32"]["status"] == "pass"
+    assert not (tmp_path / "o" / "colours_float32.onnx").exists()

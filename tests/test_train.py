@@ -91,7 +91,7 @@ def test_offline_downloads_say_what_to_do(monkeypatch, name, patch):
     with pytest.raises(EdgekitError) as err:
         load_dataset(name, image_size=32, **QUIET)
     msg = str(err.value)
-    assert "https://" in msg and "--data" in msg and "\n" not in msg
+    assert "https://" in msg and "local copy" in msg and "\n" not in msg
 
 
 def test_augmentation_is_off_at_evaluation_and_never_exported():

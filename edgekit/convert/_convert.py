@@ -15,7 +15,7 @@ from edgekit.contract import sidecar_path as _sidecar
 from edgekit.convert._data import RANDOM, Samples, hold_out, label_index, load_samples, random_samples
 from edgekit.convert._verify import ParityError, Verification, check_parity, compare
 from edgekit.convert.targets import DEFAULT_FORMATS, ExportContext, TargetSpec, artifact_name, get_target
-from edgekit.errors import EdgekitError, InputFileError
+from edgekit.errors import EdgekitError, InputFileError, first_line
 
 REPORT_SCHEMA = 2
 
@@ -377,11 +377,9 @@ def _export_one(source, target: TargetSpec, ctx: ExportContext, cal_info: dict, 
     except EdgekitError:
         raise
     except Exception as exc:  # a converter failing on one target must not lose the others
-        from edgekit.convert._source import _first_line
-
         return ArtifactResult(path, target.name, 0, target.quantization(ctx), "error",
                               seconds=time.perf_counter() - t0,
-                              message=f"export failed: {exc.__class__.__name__}: {_first_line(exc)}")
+                              message=f"export failed: {exc.__class__.__name__}: {first_line(exc)}")
     _io.write_bytes(path, data, force=options.force)
     _io.write_text(_sidecar(path), art_contract.to_json() + "\n", force=options.force)
     res = ArtifactResult(path, target.name, len(data), target.quantization(ctx), "unverified",
@@ -454,10 +452,8 @@ def _diagnose_int8(source, ctx: ExportContext, failed: ArtifactResult, stem: str
         layers = worst_layers(source, ctx.calibration,
                               lambda: (_model_input(ctx.contract, val[i:i + 1]) for i in range(len(val))))
     except Exception as exc:  # the debugger runs its own interpreters; say why it could not, keep the report
-        from edgekit.convert._source import _first_line
-
-        failed.message += f"; TFLite's QuantizationDebugger could not analyse it ({_first_line(exc)})"
-        log(f"      the QuantizationDebugger could not analyse it: {_first_line(exc)}")
+        failed.message += f"; TFLite's QuantizationDebugger could not analyse it ({first_line(exc)})"
+        log(f"      the QuantizationDebugger could not analyse it: {first_line(exc)}")
         return []
     if not layers:
         return []

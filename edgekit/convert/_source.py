@@ -19,6 +19,7 @@ import numpy as np
 
 from edgekit._lazy import require, tensorflow
 from edgekit.errors import InputFileError
+from edgekit.errors import first_line as _first_line
 
 _H5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -99,11 +100,6 @@ def code_layers(config) -> list[str]:
 
     walk(config)
     return found
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else exc.__class__.__name__)[:200]
 
 
 # ---- the model ----------------------------------------------------------------------------------------

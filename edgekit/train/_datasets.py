@@ -65,7 +65,7 @@ def _offline_error(name: str, url: str, exc: BaseException) -> EdgekitError:
     example = " (for example an unzipped cats_and_dogs_filtered)" if name == "cats_vs_dogs" else ""
     return EdgekitError(
         f"cannot download the {name} dataset from {url} ({_reason(exc)}); offline? pass a local copy instead: "
-        f"--data DIR{example}, a folder with one subfolder per class, optionally inside train/ and validation/"
+        f"the path of a folder{example} with one subfolder per class, optionally inside train/ and validation/"
     )
 
 
