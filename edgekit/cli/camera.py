@@ -1,35 +1,86 @@
-"""edge-camera: classify a live camera, a video file or an image folder, frame by frame."""
+"""edge-camera: classify a live camera, the Raspberry Pi's CSI camera, a stream, a video file or an image folder,
+frame by frame, with a capture thread so inference never waits on the camera."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from edgekit.cli._common import add_contract_flags, contract_overrides, make_parser, positive_int, run_main
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return v
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+    return w, h
+
+
 def build_parser():
-    p = make_parser("edge-camera", __doc__ + "\n\nexamples:\n  edge-camera model.tflite --source 0 --headless\n"
-                    "  edge-camera model.tflite --source clip.mp4 --frames 100 --headless")
+    p = make_parser("edge-camera", __doc__ + "\n\nexamples:\n"
+                    "  edge-camera model.tflite                          # camera 0, in a window\n"
+                    "  edge-camera model.tflite --source picamera --serve 8080   # Pi camera, view in a browser\n"
+                    "  edge-camera model.tflite --source clip.mp4 --headless --frames 100\n"
+                    "  edge-camera model.tflite --source rtsp://cam.local/stream --record out.mp4 --duration 60")
     p.add_argument("model", help="a .tflite or .onnx model")
-    p.add_argument("--source", default="0", help="camera index, video file or image folder (default: 0)")
-    p.add_argument("--frames", type=positive_int, help="stop after N frames")
-    p.add_argument("--top-k", type=positive_int, default=3, help="predictions per frame (default: 3)")
-    p.add_argument("--threads", type=positive_int, help="inference threads")
-    p.add_argument("--headless", action="store_true", help="print JSON lines instead of opening a window")
+    p.add_argument("--source", default="0", help="camera index (0), /dev/videoN, 'picamera' (the Pi's CSI camera), "
+                   "an rtsp:// or http:// URL, a video file or an image folder (default: 0)")
+    p.add_argument("--size", type=_size, metavar="WxH", help="camera resolution to ask for (default: 640x480 on "
+                   "the Pi camera, the driver's default otherwise)")
+    out = p.add_argument_group("outputs (a window when there is a display and none of these is given)")
+    out.add_argument("--headless", action="store_true", help="print one JSON line per frame, no window")
+    out.add_argument("--serve", metavar="[HOST:]PORT", help="live browser view: MJPEG stream, JSON endpoint and a "
+                     "page; binds 127.0.0.1 unless a host is given (0.0.0.0 for the whole network)")
+    out.add_argument("--record", metavar="FILE", help="save the annotated video (.mp4 or .avi)")
+    out.add_argument("--force", action="store_true", help="overwrite the --record file")
+    run = p.add_argument_group("run")
+    run.add_argument("--frames", type=positive_int, help="stop after N frames")
+    run.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    run.add_argument("--realtime", action="store_true", help="play a video file at its own frame rate, as a "
+                     "camera would deliver it (frames inference cannot keep up with are dropped and counted)")
+    run.add_argument("--reconnect", type=int, default=5, metavar="N",
+                     help="reconnect attempts when a camera or stream drops (default: 5; 0 to stop at once)")
+    pr = p.add_argument_group("predictions")
+    pr.add_argument("--top-k", type=positive_int, default=3, help="predictions per frame (default: 3)")
+    pr.add_argument("--ema", type=float, metavar="ALPHA", help="smooth scores over frames: weight of the newest "
+                    "frame, e.g. 0.3 (default: off)")
+    pr.add_argument("--threshold", type=float, default=0.0, help="hide predictions scoring below this")
+    p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores, up to 4)")
+    p.add_argument("--backend", choices=("litert", "tflite_runtime", "tensorflow", "onnxruntime"),
+                   help="force an interpreter (default: from the file type)")
     add_contract_flags(p)
     return p
 
 
 def run(args) -> int:
     from edgekit.runtime import Classifier
-    from edgekit.runtime.camera import check_source, open_source, run_loop
+    from edgekit.runtime.camera import CameraConfig, check_record_path, run_camera, source_kind
+    from edgekit.runtime.camera._overlay import Smoother
+    from edgekit.runtime.camera._server import parse_address
 
-    check_source(args.source)
-    clf = Classifier.open(args.model, threads=args.threads, **contract_overrides(args))
+    source_kind(args.source)  # fail before the model loads
+    check_record_path(args.record, args.force)
+    if args.serve:
+        parse_address(args.serve)
+    Smoother(args.ema)
+    clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, **contract_overrides(args))
     for note in clf.notes:
         print(f"note: {note}", file=sys.stderr)
-    with open_source(args.source) as frames:
-        run_loop(clf, frames, top_k=args.top_k, max_frames=args.frames, headless=args.headless, source=args.source)
+    run_camera(clf, CameraConfig(
+        source=args.source, top_k=args.top_k, frames=args.frames, duration=args.duration, headless=args.headless,
+        serve=args.serve, record=args.record, force=args.force, realtime=args.realtime, ema=args.ema,
+        threshold=args.threshold, size=args.size, reconnect=max(0, args.reconnect)))
     return 0
 
 

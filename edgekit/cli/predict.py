@@ -1,4 +1,7 @@
-"""edge-predict: classify images or folders with a .tflite or .onnx model (no TensorFlow needed)."""
+"""edge-predict: classify images or folders with a .tflite or .onnx model (no TensorFlow needed).
+
+Given a folder with one subfolder per class (named like the model's labels), it also reports accuracy,
+per-class accuracy and a confusion matrix."""
 
 from __future__ import annotations
 
@@ -9,28 +12,44 @@ from edgekit.cli._common import add_contract_flags, contract_overrides, make_par
 
 def build_parser():
     p = make_parser("edge-predict", __doc__ + "\n\nexamples:\n  edge-predict model_int8.tflite cat.jpg\n"
-                    "  edge-predict model.tflite photos/ --json")
+                    "  edge-predict model.tflite photos/val --json\n  edge-predict model.onnx photos/ --csv > out.csv")
     p.add_argument("model", help="a .tflite or .onnx model")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--top-k", type=positive_int, default=3, help="predictions per image (default: 3)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image")
-    p.add_argument("--threads", type=positive_int, help="inference threads")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON lines: one object per image, then a summary")
+    fmt.add_argument("--csv", action="store_true", help="CSV: one row per image (the summary goes to stderr)")
+    p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores, up to 4)")
     p.add_argument("--backend", choices=("litert", "tflite_runtime", "tensorflow", "onnxruntime"),
-                   help="force an interpreter")
+                   help="force an interpreter (default: from the file type)")
+    p.add_argument("--image-library", choices=("auto", "pillow", "opencv"), default="auto",
+                   help="decode and resize with Pillow or OpenCV (default: Pillow for files)")
     add_contract_flags(p)
     return p
 
 
 def run(args) -> int:
+    import csv
     import json
+    from pathlib import Path
 
     from edgekit.errors import InputFileError
     from edgekit.runtime import Classifier, collect_images
+    from edgekit.runtime.evaluate import Evaluation, labelled_roots, labelled_truth
 
     images = collect_images(args.inputs)  # check the inputs before loading the model
-    clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, **contract_overrides(args))
+    clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, image_library=args.image_library,
+                          **contract_overrides(args))
     for note in clf.notes:
         print(f"note: {note}", file=sys.stderr)
+    roots, notes = labelled_roots(args.inputs, clf.contract.labels)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    ev = Evaluation(clf.contract.labels)
+    writer = csv.writer(sys.stdout) if args.csv else None
+    if writer:
+        writer.writerow(["image", "truth", *[f"{k}{i + 1}" for i in range(args.top_k) for k in ("label", "score")]])
+    width = max(len(str(p)) for p in images)
     failed = 0
     for path in images:
         try:
@@ -39,11 +58,26 @@ def run(args) -> int:
             print(f"edge-predict: error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        truth = labelled_truth(Path(path), roots)
+        if truth is not None:
+            ev.add(truth, preds[0].index)
+        truth_label = clf.contract.label(truth) if truth is not None else ""
         if args.json:
-            print(json.dumps({"image": str(path), "predictions": [
-                {"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in preds]}))
+            row = {"image": str(path), "predictions": [
+                {"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in preds]}
+            if truth is not None:
+                row["truth"] = truth_label
+            print(json.dumps(row))
+        elif writer:
+            writer.writerow([str(path), truth_label, *[v for p in preds for v in (p.label, f"{p.score:.6f}")]])
         else:
-            print(f"{path}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds))
+            mark = "" if truth is None else ("  ok" if truth == preds[0].index else f"  WRONG (is {truth_label})")
+            print(f"{path!s:<{width}}  " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds) + mark)
+    if ev.count:
+        if args.json:
+            print(json.dumps({"summary": ev.to_dict()}))
+        else:
+            print("\n" + ev.render(), file=sys.stderr if args.csv else sys.stdout)
     if failed:
         print(f"edge-predict: {failed} of {len(images)} images could not be read", file=sys.stderr)
         return 2

@@ -12,9 +12,10 @@ import numpy as np
 from edgekit import _io
 from edgekit.contract import ColorOrder, Contract, Normalization, OutputKind, class_scores, read_labels, read_sidecar
 from edgekit.contract import sidecar_path as _sidecar
-from edgekit.convert._data import RANDOM, Samples, hold_out, label_index, load_samples, random_samples
+from edgekit.convert._data import RANDOM, Samples, hold_out, load_samples, random_samples
 from edgekit.convert._verify import ParityError, Verification, check_parity, compare
 from edgekit.convert.targets import DEFAULT_FORMATS, ExportContext, TargetSpec, artifact_name, get_target
+from edgekit.data.labels import label_index
 from edgekit.errors import EdgekitError, InputFileError, first_line
 
 REPORT_SCHEMA = 2

@@ -8,7 +8,6 @@ the calibrator and every artifact see exactly the same pixels.
 from __future__ import annotations
 
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -168,25 +167,3 @@ def hold_out(samples: Samples, fraction: float, seed: int) -> tuple[Samples, Sam
     if mask.all() or not mask.any():
         raise EdgekitError(f"{samples.source}: too few images ({len(samples)}) to hold some out for validation")
     return samples.take(np.flatnonzero(~mask)), samples.take(np.flatnonzero(mask))
-
-
-# ---- matching folder names to the model's labels --------------------------------------------------------
-def _norm(name: str) -> str:
-    s = re.sub(r"^\d+[_\- ]+", "", name.strip().lower())  # "0_T-shirt_top" -> "t-shirt_top"
-    s = re.sub(r"[^a-z0-9]", "", s)
-    return s[:-1] if len(s) > 3 and s.endswith("s") else s  # "dogs" -> "dog", "roses" -> "rose"
-
-
-def label_index(classes: tuple[str, ...], labels: tuple[str, ...]) -> list[int] | None:
-    """Map each data class to a model label index: exact, else case/plural/punctuation-insensitive."""
-    if not classes or not labels:
-        return None
-    if set(classes) <= set(labels):
-        return [labels.index(c) for c in classes]
-    normed = [_norm(lab) for lab in labels]
-    if len(set(normed)) != len(normed):
-        return None
-    try:
-        return [normed.index(_norm(c)) for c in classes]
-    except ValueError:
-        return None

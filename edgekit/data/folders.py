@@ -85,8 +85,9 @@ def find_split(root: str | Path) -> tuple[Path, Path | None]:
     return root, None
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to an RGB uint8 array, applying EXIF orientation."""
+def open_rgb(path: str | Path):
+    """Decode an image file to an RGB PIL image: EXIF orientation applied, transparency composited on white,
+    16-bit greyscale scaled to 8 bits, palette and CMYK converted."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
@@ -98,11 +99,18 @@ def load_rgb(path: str | Path) -> np.ndarray:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, np.float64)
                 arr = arr / max(float(arr.max()), 1.0) * 255.0
-                return np.repeat(np.round(arr).astype(np.uint8)[..., None], 3, axis=2)
+                return Image.fromarray(np.round(arr).astype(np.uint8)).convert("RGB")
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im)
-            return np.asarray(im.convert("RGB"), np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            im = im.convert("RGB")
+            im.load()
+            return im
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputFileError(p, f"not a readable image ({exc.__class__.__name__})") from exc
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array (see ``open_rgb``)."""
+    return np.asarray(open_rgb(path), np.uint8)

@@ -1,9 +1,9 @@
-"""Pixels -> input tensor, exactly as the contract says.
+"""Pixels -> input tensor, exactly as the contract says, through OpenCV (camera frames) or Pillow (files).
 
-The resize reproduces Keras' training resize (``tf.image.resize`` bilinear: half-pixel
-centres, no antialiasing), which OpenCV's INTER_LINEAR matches to within one LSB. Pillow's
-``Image.resize(BILINEAR)`` antialiases on downscale and is used only when the contract
-asks for antialiasing.
+Both reproduce Keras' training resize (``tf.image.resize`` bilinear: half-pixel centres, no
+antialiasing) within one LSB: OpenCV's INTER_LINEAR, and Pillow's affine transform with a bilinear
+filter. Pillow's ``Image.resize(BILINEAR)`` antialiases when it shrinks (up to 95 LSB away on a 720p
+photo) and is used only when the contract asks for antialiasing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from edgekit.runtime._backends import TensorInfo
 
 _CV2_INTERP = {
     Interpolation.BILINEAR: cv2.INTER_LINEAR,
-    Interpolation.NEAREST: cv2.INTER_NEAREST,
+    Interpolation.NEAREST: cv2.INTER_NEAREST_EXACT,  # half-pixel centres, as TF and Pillow
     Interpolation.BICUBIC: cv2.INTER_CUBIC,
     Interpolation.AREA: cv2.INTER_AREA,
 }
@@ -81,13 +81,34 @@ def _resize_exact(img: np.ndarray, th: int, tw: int, contract: Contract) -> np.n
     return out if out.ndim == img.ndim else out[..., None]
 
 
+# ---- which library reproduces which resize ---------------------------------------------------------------------
+RESIZERS = ("opencv", "pillow")
+
+
+def resize_fidelity(library: str, contract: Contract) -> str | None:
+    """None when ``library`` reproduces the contract's resize (within 1 LSB), else a note saying how it differs."""
+    interp, aa = contract.interpolation, contract.antialias  # antialiased resizes always go through Pillow
+    if library == "opencv":
+        if interp == Interpolation.BICUBIC and not aa:
+            return "OpenCV's bicubic (a=-0.75) differs slightly from the training resize (a=-0.5)"
+        return None
+    if interp == Interpolation.AREA:
+        return "Pillow has no exact area resize; it uses a box filter instead"
+    return None
+
+
 class Preprocessor:
-    """Turns one decoded image into the backend's input tensor."""
+    """Turns one decoded image into the backend's input tensor, through OpenCV or Pillow.
+
+    Every buffer is allocated once: ``into_tensor`` writes into the same preallocated tensor on every
+    call (so a camera loop allocates nothing per frame); ``__call__`` returns a copy of it.
+    """
 
     def __init__(self, contract: Contract, tensor: TensorInfo):
         self.contract = contract
         self.tensor = tensor
-        a, b = contract.normalization.affine(contract.channels)
+        c = contract
+        a, b = c.normalization.affine(c.channels)
         if tensor.quantized:  # fold quantization into the affine map: q = x / s + zp
             a, b = a / tensor.scale, b / tensor.scale + tensor.zero_point
             info = np.iinfo(tensor.dtype)
@@ -95,14 +116,54 @@ class Preprocessor:
         else:
             self._clip = None
         self._a, self._b = a.astype(np.float32), b.astype(np.float32)
-        self._buf = np.empty((contract.height, contract.width, contract.channels), np.float32)
+        self._rgb = None if c.channels == 1 else np.empty((c.height, c.width, 3), np.uint8)
+        self._buf = np.empty((c.height, c.width, c.channels), np.float32)
+        self._out = np.empty(tensor.shape, tensor.dtype)
+        hwc = self._out.reshape(c.channels, c.height, c.width).transpose(1, 2, 0) if c.layout == Layout.NCHW \
+            else self._out.reshape(c.height, c.width, c.channels)
+        self._out_hwc = hwc  # a view: writing it fills the tensor in its own layout
 
-    def __call__(self, image: np.ndarray, color_order: ColorOrder | str = ColorOrder.RGB) -> np.ndarray:
+    # ---- geometric step, per library -------------------------------------------------------------------------
+    def _resize_cv2(self, img: np.ndarray) -> np.ndarray:
         c = self.contract
-        if image.dtype != np.uint8:
-            raise EdgekitError(f"images must be uint8 arrays, got {image.dtype}")
-        img = to_color_order(image, ColorOrder(color_order), c.color_order)
-        img = resize(img, c)
+        if img.shape[:2] == c.size:
+            return img
+        if c.resize == ResizePolicy.SQUASH and not (c.antialias and c.interpolation != Interpolation.NEAREST):
+            dst = self._rgb if img.ndim == 3 and img.shape[2] == 3 and self._rgb is not None else None
+            out = cv2.resize(img, (c.width, c.height), dst=dst, interpolation=_CV2_INTERP[c.interpolation])
+            return out
+        return resize(img, c)
+
+    def _resize_pil(self, im):
+        from PIL import Image
+
+        c = self.contract
+        w, h = im.size
+        if c.resize == ResizePolicy.CENTER_CROP:
+            y0, y1, x0, x1 = _crop_box(h, w, c.height, c.width)
+            im, (w, h) = im.crop((x0, y0, x1, y1)), (x1 - x0, y1 - y0)
+        if c.resize == ResizePolicy.LETTERBOX:
+            s = min(c.height / h, c.width / w)
+            nh, nw = max(1, round(h * s)), max(1, round(w * s))
+            canvas = Image.new(im.mode, (c.width, c.height))
+            canvas.paste(_pil_resize(im, nw, nh, c), ((c.width - nw) // 2, (c.height - nh) // 2))
+            return canvas
+        return im if (w, h) == (c.width, c.height) else _pil_resize(im, c.width, c.height, c)
+
+    # ---- the whole step ---------------------------------------------------------------------------------------
+    def into_tensor(self, image, color_order: ColorOrder | str = ColorOrder.RGB) -> np.ndarray:
+        """Preprocess into the preallocated input tensor and return it (valid until the next call).
+
+        ``image`` is a uint8 ndarray in ``color_order`` (resized with OpenCV) or a PIL image (Pillow)."""
+        c = self.contract
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8:
+                raise EdgekitError(f"images must be uint8 arrays, got {image.dtype}")
+            img = self._resize_cv2(image)
+            img = to_color_order(img, ColorOrder(color_order), c.color_order)
+        else:  # resize in RGB, then convert, in the same order as the OpenCV path
+            img = np.asarray(self._resize_pil(image.convert("RGB")))
+            img = to_color_order(img, ColorOrder.RGB, c.color_order)
         if img.ndim == 2:
             img = img[..., None]
         buf = self._buf
@@ -111,5 +172,53 @@ class Preprocessor:
         if self._clip is not None:
             np.rint(buf, out=buf)
             np.clip(buf, *self._clip, out=buf)
-        x = buf.transpose(2, 0, 1) if c.layout == Layout.NCHW else buf
-        return x.astype(self.tensor.dtype).reshape(self.tensor.shape)
+        np.copyto(self._out_hwc, buf, casting="unsafe")
+        return self._out
+
+    def __call__(self, image, color_order: ColorOrder | str = ColorOrder.RGB) -> np.ndarray:
+        return self.into_tensor(image, color_order).copy()
+
+
+def _pil_resize(im, tw: int, th: int, contract: Contract):
+    """Resize a PIL image as the model was trained. ``Image.resize`` antialiases when it shrinks (that is
+    ``tf.image.resize(antialias=True)``, up to 95 LSB away from Keras' default on a 720p photo), and
+    Pillow's affine transform truncates instead of rounding; so the default bilinear resize is computed here
+    with Keras' own half-pixel formula, rounded (within 0.5 LSB of ``tf.image.resize``)."""
+    from PIL import Image
+
+    filters = {Interpolation.BILINEAR: Image.BILINEAR, Interpolation.BICUBIC: Image.BICUBIC,
+               Interpolation.NEAREST: Image.NEAREST, Interpolation.AREA: Image.BOX}
+    w, h = im.size
+    if contract.antialias or contract.interpolation == Interpolation.AREA:
+        return im.resize((tw, th), filters[contract.interpolation])
+    if contract.interpolation == Interpolation.BILINEAR:
+        out = half_pixel_bilinear(np.asarray(im), th, tw)
+        return Image.fromarray(out)
+    return im.transform((tw, th), Image.AFFINE, (w / tw, 0, 0, 0, h / th, 0), resample=filters[contract.interpolation])
+
+
+def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TF's half-pixel bilinear weights along one axis: (lower index, upper index, fraction)."""
+    x = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    f = np.floor(x)
+    lo = np.clip(f, 0, n_in - 1).astype(np.intp)
+    hi = np.clip(np.ceil(x), 0, n_in - 1).astype(np.intp)
+    return lo, hi, (x - f).astype(np.float32)
+
+
+def half_pixel_bilinear(img: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """``tf.image.resize(img, (th, tw), 'bilinear')`` rounded to uint8, in numpy (no OpenCV)."""
+    y0, y1, fy = _axis(img.shape[0], th)
+    x0, x1, fx = _axis(img.shape[1], tw)
+    extra = [1] * (img.ndim - 2)
+    fy, fx = fy.reshape(-1, 1, *extra), fx.reshape(1, -1, *extra)
+
+    r0, r1 = img[y0], img[y1]  # whole rows: memcpy-fast; then columns within the few rows
+
+    def at(rows, xs):
+        return rows[:, xs].astype(np.float32)
+
+    tl, tr, bl, br = at(r0, x0), at(r0, x1), at(r1, x0), at(r1, x1)
+    top = tl + (tr - tl) * fx
+    bottom = bl + (br - bl) * fx
+    return np.clip(np.rint(top + (bottom - top) * fy), 0, 255).astype(np.uint8)

@@ -20,7 +20,7 @@ from edgekit.contract import (
 from edgekit.errors import EdgekitError, InputFileError
 from edgekit.runtime._backends import open_backend
 from edgekit.runtime._derive import apply_overrides, derive_contract
-from edgekit.runtime._preprocess import Preprocessor
+from edgekit.runtime._preprocess import RESIZERS, Preprocessor, resize_fidelity
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,20 @@ class Prediction:
 class Classifier:
     """An image classifier bound to one model file and its contract."""
 
-    def __init__(self, backend, contract: Contract, *, source: str, notes: list[str] | None = None, path=None):
+    def __init__(self, backend, contract: Contract, *, source: str, notes: list[str] | None = None, path=None,
+                 image_library: str = "auto"):
+        if image_library not in ("auto", *RESIZERS):
+            raise EdgekitError(f"image_library must be auto, opencv or pillow, got {image_library!r}")
         self.backend = backend
         self.contract = contract
         self.contract_source = source  # "embedded", "sidecar", "derived" or "given"
         self.notes = notes or []
         self.path = Path(path) if path else None
+        self.image_library = image_library  # auto: Pillow decodes files, OpenCV resizes
+        for lib in ("opencv",) if image_library == "auto" else (image_library,):
+            note = resize_fidelity(lib, contract)
+            if note:
+                self.notes.append(note)
         self._pre = Preprocessor(contract, backend.input)
         out = backend.output
         self._out_scale = out.scale if out.quantized else 0.0
@@ -57,8 +65,13 @@ class Classifier:
         std: Iterable[float] | None = None,
         color_order: str | None = None,
         logits: bool | None = None,
+        image_library: str = "auto",
     ) -> Classifier:
-        """Open a model. Its embedded contract is used when present; flags override it."""
+        """Open a model. Its embedded contract is used when present; flags override it.
+
+        ``image_library`` "pillow" decodes and resizes with Pillow, "opencv" with OpenCV; "auto" decodes files
+        with Pillow (EXIF, palettes, 16-bit) and resizes with OpenCV. Both resizes reproduce the training
+        resize within 1 LSB."""
         p = Path(path)
         be = open_backend(p, threads=threads, backend=backend)
         notes: list[str] = list(getattr(be, "notes", []))
@@ -86,34 +99,49 @@ class Classifier:
             contract = replace(contract, labels=tuple(f"class_{i}" for i in range(n_out)))
             if source == "derived" or labels is None:
                 notes.append(f"no labels; using class_0..class_{n_out - 1} (pass --labels FILE)")
-        return cls(be, contract, source=source, notes=notes, path=p)
+        return cls(be, contract, source=source, notes=notes, path=p, image_library=image_library)
 
     # ---- the pipeline ------------------------------------------------------------------
-    def load(self, image) -> tuple[np.ndarray, ColorOrder]:
-        """Decode any supported image input to (uint8 array, its colour order)."""
-        if isinstance(image, (str, Path)):
-            from edgekit.data.folders import load_rgb
+    def load(self, image, color_order: str | ColorOrder | None = None):
+        """Decode any supported input to (a uint8 ndarray or a PIL image, its colour order), for the library
+        that will resize it. "auto" decodes files with Pillow and resizes with OpenCV (the closest match to
+        the training resize); "pillow" does both with Pillow; "opencv" both with OpenCV."""
+        from PIL import Image
 
-            return load_rgb(image), ColorOrder.RGB
+        lib = self.image_library
+        if isinstance(image, (str, Path)):
+            if lib == "opencv":
+                return _cv2_read(Path(image)), ColorOrder.BGR
+            from edgekit.data.folders import open_rgb
+
+            im = open_rgb(image)
+            return (im, ColorOrder.RGB) if lib == "pillow" else (np.asarray(im), ColorOrder.RGB)
         if isinstance(image, np.ndarray):
             if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-                return image, ColorOrder.GRAY
-            raise EdgekitError("a colour ndarray needs its colour order: pass color_order='RGB', or 'BGR' "
-                               "for OpenCV frames")
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - Pillow is a base dependency
-            Image = None
-        if Image is not None and isinstance(image, Image.Image):
-            return np.asarray(image.convert("RGB")), ColorOrder.RGB
+                order = ColorOrder.GRAY
+            elif color_order is None:
+                raise EdgekitError("a colour ndarray needs its colour order: pass color_order='RGB', or 'BGR' "
+                                   "for OpenCV frames")
+            else:
+                order = ColorOrder(str(color_order).upper())
+            if lib == "pillow":
+                rgb = image if order != ColorOrder.BGR else image[..., ::-1]
+                return Image.fromarray(np.ascontiguousarray(rgb.reshape(rgb.shape[:2]) if order == ColorOrder.GRAY
+                                                            else rgb)), ColorOrder.RGB
+            return image, order
+        if isinstance(image, Image.Image):
+            rgb = image.convert("RGB")
+            return (rgb, ColorOrder.RGB) if lib == "pillow" else (np.asarray(rgb), ColorOrder.RGB)
         raise EdgekitError(f"cannot classify a {type(image).__name__}; pass a path, a PIL image or an ndarray")
 
     def preprocess(self, image, *, color_order: str | ColorOrder | None = None) -> np.ndarray:
-        if isinstance(image, np.ndarray) and color_order is not None:
-            arr, order = image, ColorOrder(str(color_order).upper())
-        else:
-            arr, order = self.load(image)
-        return self._pre(arr, order)
+        """The model's input tensor for one image (a new array)."""
+        return self._pre(*self.load(image, color_order))
+
+    def input_tensor(self, image, *, color_order: str | ColorOrder | None = None) -> np.ndarray:
+        """As ``preprocess``, but into a preallocated tensor that the next call overwrites (no allocation:
+        for camera loops that hand the tensor straight to ``infer``)."""
+        return self._pre.into_tensor(*self.load(image, color_order))
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Run the model on a preprocessed tensor; returns float scores for each class."""
@@ -127,7 +155,7 @@ class Classifier:
         return y
 
     def scores(self, image, *, color_order=None) -> np.ndarray:
-        return self.infer(self.preprocess(image, color_order=color_order))
+        return self.infer(self.input_tensor(image, color_order=color_order))
 
     def classify(self, image, *, top_k: int = 5, color_order=None) -> list[Prediction]:
         """Top-k predictions for one image (a path, a PIL image, or an ndarray with its colour order)."""
@@ -138,6 +166,17 @@ class Classifier:
 
     def classify_many(self, images: Iterable, *, top_k: int = 5, color_order=None) -> list[list[Prediction]]:
         return [self.classify(im, top_k=top_k, color_order=color_order) for im in images]
+
+
+def _cv2_read(path: Path) -> np.ndarray:
+    import cv2
+
+    if not path.is_file():
+        raise InputFileError(path, "no such file" if not path.exists() else "not a file")
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
+    if frame is None:
+        raise InputFileError(path, "not an image OpenCV can read")
+    return frame
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
