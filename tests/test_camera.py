@@ -332,3 +332,15 @@ def test_the_page_shows_a_frame_and_a_label_in_headless_chromium(rgb_onnx, tmp_p
     dom = r.stdout
     assert 'data-frame="1"' in dom, dom[:2000]  # the MJPEG <img> loaded a frame
     assert any(f'data-label="{c}"' in dom for c in "rgb"), dom[:2000]
+
+
+def test_picamera2_broken_by_numpy2_says_how_to_fix_it(rgb_onnx, monkeypatch):
+    from edgekit.errors import MissingDependencyError
+
+    class Broken(types.ModuleType):
+        def __getattr__(self, name):
+            raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")
+
+    monkeypatch.setitem(sys.modules, "picamera2", Broken("picamera2"))
+    with pytest.raises(MissingDependencyError, match="pip install --force-reinstall simplejpeg"):
+        run_camera(Classifier.open(rgb_onnx), CameraConfig(source="picamera", headless=True, reconnect=0))

@@ -99,3 +99,72 @@ def test_camera_window_without_gui_support_says_use_headless(rgb_onnx, tmp_path)
     except cv2.error:
         pass
     assert r.returncode == 2 and "--headless" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+_BLOCK_HEAVY = '''
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tf2onnx", "onnx", "h5py"):
+            raise ImportError(f"{name} is not installed (base install)")
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def _base_install_env(tmp_path):
+    """An environment in which TensorFlow, Keras, tf2onnx and onnx cannot be imported: the base install."""
+    import os
+
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_BLOCK_HEAVY)
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
+def test_every_runtime_command_works_in_a_base_install(rgb_onnx, tmp_path):
+    env = _base_install_env(tmp_path)
+    write_png(tmp_path / "photos" / "r" / "a.png", colour=(230, 0, 0))
+    write_png(tmp_path / "photos" / "g" / "b.png", colour=(0, 230, 0))
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "base install" in probe.stderr  # the block works
+    for args in (["edge-predict", rgb_onnx, tmp_path / "photos", "--json"],
+                 ["edge-camera", rgb_onnx, "--source", tmp_path / "photos", "--headless"],
+                 ["edge-bench", rgb_onnx, "--runs", "3", "--out", tmp_path / "bench"],
+                 ["edge-env"]):
+        r = subprocess.run([str(BIN / args[0]), *map(str, args[1:])], capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 0, (args[0], r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_edge_predict_measures_accuracy_on_class_folders(rgb_onnx, tmp_path):
+    for name, colour in (("r", (230, 0, 0)), ("g", (0, 230, 0)), ("b", (0, 0, 230))):
+        for i in range(2):
+            write_png(tmp_path / "val" / name / f"{i}.png", colour=colour)
+    write_png(tmp_path / "val" / "g" / "wrong.png", colour=(0, 0, 230))  # a blue image filed under g
+    r = run("edge-predict", rgb_onnx, tmp_path / "val")
+    assert r.returncode == 0, r.stderr
+    assert "accuracy 0.8571 (6/7)" in r.stdout and "WRONG (is g)" in r.stdout
+    assert "confusion matrix" in r.stdout
+    js = run("edge-predict", rgb_onnx, tmp_path / "val", "--json")
+    rows = [json.loads(x) for x in js.stdout.splitlines()]
+    summary = rows[-1]["summary"]
+    assert summary["images"] == 7 and summary["per_class"]["g"] == {"images": 3, "accuracy": 2 / 3}
+    assert summary["confusion"]["classes"] == ["r", "g", "b"]
+    assert summary["confusion"]["matrix"] == [[2, 0, 0], [0, 2, 1], [0, 0, 2]]
+    assert all(r["truth"] in "rgb" for r in rows[:-1])
+    csv_run = run("edge-predict", rgb_onnx, tmp_path / "val", "--csv", "--top-k", "2")
+    lines = csv_run.stdout.strip().splitlines()
+    assert lines[0] == "image,truth,label1,score1,label2,score2" and len(lines) == 8
+    assert "accuracy 0.8571" in csv_run.stderr  # the summary stays out of the CSV
+
+
+def test_folders_that_do_not_name_the_labels_get_no_accuracy(rgb_onnx, tmp_path):
+    write_png(tmp_path / "val" / "cats" / "a.png")
+    r = run("edge-predict", rgb_onnx, tmp_path / "val")
+    assert r.returncode == 0 and "accuracy" not in r.stdout and "do not match the model's labels" in r.stderr
+
+
+def test_wrong_backend_for_the_file_type(rgb_onnx):
+    r = run("edge-predict", rgb_onnx, rgb_onnx, "--backend", "litert")
+    assert r.returncode == 2 and "cannot run a .onnx file" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -53,13 +53,16 @@ def convert_reference(spec: ReferenceModel, shared: Path, out: Path, *, log: Cal
     return convert(s / spec.model, out, options, log=log)
 
 
-def conversion_benchmarks(shared: Path, out: Path, *, log: Callable[[str], None] = print) -> dict:
+def conversion_benchmarks(shared: Path, *, log: Callable[[str], None] = print) -> dict:
+    import tempfile
+
     from edgekit.cli.env import environment
 
     models = []
     for spec in REFERENCE_MODELS:
         log(f"== {spec.name}")
-        report = convert_reference(spec, shared, out / spec.name, log=lambda m: None)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = convert_reference(spec, shared, Path(tmp), log=lambda m: None)
         d = report.to_dict()
         models.append({"name": spec.name, "accuracy_gate": spec.accuracy_gate, "loader": d["loader"],
                        "reference_accuracy": d["reference_accuracy"], "validation": d["validation"],

@@ -7,6 +7,7 @@ and ``run(x) -> y`` for a batch-of-one array already in the input's dtype.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,10 @@ class TFLiteBackend:
                 self._it = cls(**kwargs)
                 self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
+            custom = re.search(r"unresolved custom op: ([^.\s]+)", str(exc))
+            if custom:
+                raise InputFileError(path, f"uses the custom operator {custom.group(1)!r}, which this TFLite runtime "
+                                           "does not provide (custom ops must be built into the interpreter)") from exc
             resolver = getattr(sys.modules.get(cls.__module__), "OpResolverType", None)
             if "XNNPACK" not in str(exc) or resolver is None:
                 raise InputFileError(path, f"cannot load as a TFLite model: {_first_line(exc)}") from exc
@@ -158,6 +163,9 @@ def open_backend(path: str | Path, *, threads: int | None = None, backend: str |
     if p.is_dir():
         raise InputFileError(p, "is a folder, not a .tflite or .onnx model")
     suffix = p.suffix.lower()
+    if (backend in ONNX_BACKENDS and suffix == ".tflite") or (backend in TFLITE_BACKENDS and suffix == ".onnx"):
+        raise InputFileError(p, f"--backend {backend} cannot run a {suffix} file; "
+                                f"{'onnxruntime runs .onnx' if backend in ONNX_BACKENDS else 'TFLite runs .tflite'}")
     if backend in ONNX_BACKENDS or (backend is None and suffix == ".onnx"):
         return OnnxBackend(p, threads=threads)
     if backend in TFLITE_BACKENDS or (backend is None and suffix == ".tflite"):

@@ -113,6 +113,10 @@ class PiCameraSource(Source):
             raise MissingDependencyError(
                 "the Pi camera needs picamera2: sudo apt install python3-picamera2, and create the venv with "
                 "--system-site-packages so that it is visible") from exc
+        except ValueError as exc:  # "numpy.dtype size changed": apt's simplejpeg is built for NumPy 1
+            raise MissingDependencyError(
+                f"picamera2 cannot load ({exc}): Raspberry Pi OS's simplejpeg was built for NumPy 1 and this venv "
+                "has NumPy 2; fix it with: pip install --force-reinstall simplejpeg (inside the venv)") from exc
         try:
             self._cam = Picamera2()
             config = self._cam.create_video_configuration(main={"size": size or (640, 480), "format": "RGB888"})
