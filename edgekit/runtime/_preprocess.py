@@ -115,13 +115,34 @@ class Preprocessor:
             self._clip: tuple[int, int] | None = (info.min, info.max)
         else:
             self._clip = None
-        self._a, self._b = a.astype(np.float32), b.astype(np.float32)
-        self._rgb = None if c.channels == 1 else np.empty((c.height, c.width, 3), np.uint8)
-        self._buf = np.empty((c.height, c.width, c.channels), np.float32)
+        # Pixels are uint8, so normalization, quantization, rounding and clipping are one lookup table per
+        # channel: the whole step is a single cv2.LUT into the tensor.
+        values = np.arange(256, dtype=np.float64)[:, None] * a[None, :] + b[None, :]
+        if self._clip is not None:
+            values = np.clip(np.rint(values), *self._clip)
+        self._lut = values.astype(tensor.dtype).reshape(256, 1, c.channels)
+        table = self._lut[:, 0, :].astype(np.int64)
+        ramp = np.arange(256)[:, None]
+        if tensor.dtype == np.uint8 and (table == ramp).all():
+            self._mode = "copy"  # raw pixels are the quantized values (Coral/TFLite convention)
+        elif tensor.dtype == np.int8 and (table == ramp - 128).all():
+            self._mode = "xor"  # q = pixel - 128: flip the top bit
+        elif self._clip is not None:
+            self._mode = "lut"
+        else:
+            self._mode = "float"
+            self._a, self._b = a.astype(np.float32), b.astype(np.float32)
+        size = (c.height, c.width)
+        self._rgb = None if c.channels == 1 else np.empty((*size, 3), np.uint8)  # resize output
+        self._swap = np.empty((*size, 3), np.uint8)  # colour-converted (RGB <-> BGR, grey -> colour)
+        self._grey = np.empty(size, np.uint8)
         self._out = np.empty(tensor.shape, tensor.dtype)
-        hwc = self._out.reshape(c.channels, c.height, c.width).transpose(1, 2, 0) if c.layout == Layout.NCHW \
-            else self._out.reshape(c.height, c.width, c.channels)
-        self._out_hwc = hwc  # a view: writing it fills the tensor in its own layout
+        if c.layout == Layout.NCHW:
+            self._hwc = np.empty((*size, c.channels), tensor.dtype)  # LUT output, then transposed into _out
+            self._out_hwc = self._out.reshape(c.channels, *size).transpose(1, 2, 0)
+        else:
+            self._hwc = self._out.reshape(*size, c.channels)  # a view: the LUT writes the tensor itself
+            self._out_hwc = None
 
     # ---- geometric step, per library -------------------------------------------------------------------------
     def _resize_cv2(self, img: np.ndarray) -> np.ndarray:
@@ -155,25 +176,50 @@ class Preprocessor:
         """Preprocess into the preallocated input tensor and return it (valid until the next call).
 
         ``image`` is a uint8 ndarray in ``color_order`` (resized with OpenCV) or a PIL image (Pillow)."""
-        c = self.contract
+        direct = self._hwc if self._mode == "copy" and self._out_hwc is None else None
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8:
                 raise EdgekitError(f"images must be uint8 arrays, got {image.dtype}")
-            img = self._resize_cv2(image)
-            img = to_color_order(img, ColorOrder(color_order), c.color_order)
+            img = self._convert(self._resize_cv2(image), ColorOrder(color_order), direct)
+            if img is direct:
+                return self._out  # converted straight into the tensor: nothing left to do
         else:  # resize in RGB, then convert, in the same order as the OpenCV path
-            img = np.asarray(self._resize_pil(image.convert("RGB")))
-            img = to_color_order(img, ColorOrder.RGB, c.color_order)
+            img = self._convert(np.asarray(self._resize_pil(image.convert("RGB"))), ColorOrder.RGB)
         if img.ndim == 2:
             img = img[..., None]
-        buf = self._buf
-        np.multiply(img, self._a, out=buf, casting="unsafe")
-        buf += self._b
-        if self._clip is not None:
-            np.rint(buf, out=buf)
-            np.clip(buf, *self._clip, out=buf)
-        np.copyto(self._out_hwc, buf, casting="unsafe")
+        dst = self._hwc
+        mode = self._mode
+        if mode == "copy":
+            np.copyto(dst, img)
+        elif mode == "xor":
+            np.bitwise_xor(img, 128, out=dst.view(np.uint8))
+        elif mode == "float":
+            np.multiply(img, self._a, out=dst, casting="unsafe")
+            dst += self._b
+        elif dst.shape[2] == 3:
+            cv2.LUT(img, self._lut, dst=dst)
+        else:
+            dst[..., 0] = cv2.LUT(img[..., 0], self._lut[..., 0])
+        if self._out_hwc is not None:
+            np.copyto(self._out_hwc, self._hwc)
         return self._out
+
+    def _convert(self, img: np.ndarray, src: ColorOrder, direct: np.ndarray | None = None) -> np.ndarray:
+        """Colour conversion into preallocated buffers (or ``direct``, the uint8 tensor itself, when the
+        pixels are the tensor's values); returns a contiguous (H, W) or (H, W, 3) uint8 array."""
+        dst = self.contract.color_order
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[..., 0]
+        if img.ndim == 2:
+            src = ColorOrder.GRAY
+        if src == dst:
+            return np.ascontiguousarray(img)
+        img = np.ascontiguousarray(img)
+        if dst == ColorOrder.GRAY:
+            code = cv2.COLOR_RGB2GRAY if src == ColorOrder.RGB else cv2.COLOR_BGR2GRAY
+            return cv2.cvtColor(img, code, dst=self._grey)
+        code = cv2.COLOR_GRAY2RGB if src == ColorOrder.GRAY else cv2.COLOR_BGR2RGB  # the swap is symmetric
+        return cv2.cvtColor(img, code, dst=direct if direct is not None and direct.shape[2] == 3 else self._swap)
 
     def __call__(self, image, color_order: ColorOrder | str = ColorOrder.RGB) -> np.ndarray:
         return self.into_tensor(image, color_order).copy()
