@@ -311,7 +311,7 @@ def test_missing_truncated_and_weights_only_files(keras3_model, legacy_h5, tmp_p
     code, err = _cli([tmp_path / "w.weights.h5", "--architecture", tmp_path / "arch.json", "--out", tmp_path / "o",
                       "--formats", "tflite_float32"], capsys)
     assert code == 0, err
-    assert (tmp_path / "o" / "w.weights_float32.tflite").is_file()
+    assert (tmp_path / "o" / "w_float32.tflite").is_file()
 
 
 def test_lambda_layers_are_refused_without_unsafe(tmp_path, capsys):
@@ -472,3 +472,121 @@ def test_one_target_failing_to_export_does_not_lose_the_others(keras3_model, tmp
     rows = {r["format"]: r for r in json.loads((tmp_path / "o" / "report.json").read_text())["artifacts"]}
     assert rows["onnx_float32"]["status"] == "error" and rows["tflite_float32"]["status"] == "pass"
     assert not (tmp_path / "o" / "colours_float32.onnx").exists()
+
+
+# ---- from a new-user review --------------------------------------------------------------------------------
+def test_compare_files_are_checked_before_any_work(keras3_model, tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "other",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 32, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 32, 3])])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "other.onnx")
+    code, err = _cli([keras3_model, "--out", tmp_path / "o", "--formats", "tflite_float32", "--compare",
+                      tmp_path / "other.onnx"], capsys)
+    assert code == 2
+    _one_line(err, "other.onnx", "takes 32x32x3 input", "16x16x3")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_model_at_chance_gets_a_loud_warning(keras3_model, colours, tmp_path):
+    """The colour model fed BGR (a wrong --color-order) mistakes red for blue: about chance."""
+    report = _convert(keras3_model, tmp_path / "o", formats=("tflite_float32",), validation=colours / "val",
+                      overrides={"color_order": "BGR"})
+    assert report.reference_accuracy < 0.5
+    assert report.notes[0].startswith("WARNING: the source model itself scores") and "--mean/--std" in report.notes[0]
+    assert "WARNING" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_agreement_fails_an_artifact_even_when_accuracy_holds(keras3_model, colours, tmp_path):
+    from edgekit.convert import ParityError, Verification, check_parity
+
+    v = Verification(images=100, top1_agreement=0.88, max_abs_diff=0.5, mean_abs_diff=0.1, accuracy=0.35,
+                     reference_accuracy=0.35, per_class_accuracy=None)
+    with pytest.raises(ParityError, match=r"top-1 agreement 0.8800 \(12 of 100 images changed\) < 0.9"):
+        check_parity("m.tflite", v, 1.0, 0.90)
+    lost = Verification(100, 0.97, 0.5, 0.1, 0.32, 0.35, None)
+    with pytest.raises(ParityError, match=r"accuracy dropped 3.00 points \(3 of 100 images\) > --max-drop 1"):
+        check_parity("m.tflite", lost, 1.0, 0.90)
+    unlabelled = Verification(100, 0.95, 0.5, 0.1, None, None, None)
+    with pytest.raises(ParityError, match=r"changed on 5.00% of images \(5 of 100; no labels"):
+        check_parity("m.tflite", unlabelled, 1.0, 0.90)
+    report = _convert(keras3_model, tmp_path / "o", formats=("tflite_float32",), validation=colours / "val",
+                      min_agreement=1.0)
+    assert report.artifacts[0].status == "pass"  # identical float32 still agrees on every image
+
+
+def test_npy_calibration_sanity_checks(keras3_model, tmp_path, capsys):
+    np.save(tmp_path / "zeros.npy", np.zeros((20, 16, 16, 3), np.uint8))
+    code, err = _cli([keras3_model, "--out", tmp_path / "a", "--formats", "tflite_int8", "--calibration",
+                      tmp_path / "zeros.npy"], capsys)
+    assert code == 2
+    _one_line(err, "calibration image(s) are all the same")
+    np.save(tmp_path / "floats.npy", np.full((20, 16, 16, 3), 200.0, np.float32)
+            + np.random.default_rng(0).normal(0, 20, (20, 16, 16, 3)).astype(np.float32))
+    code, err = _cli([keras3_model, "--out", tmp_path / "b", "--formats", "tflite_int8", "--calibration",
+                      tmp_path / "floats.npy", "--std", "255"], capsys)
+    assert code == 2
+    _one_line(err, "floats.npy", "outside the model's input range", "uint8")
+    (tmp_path / "fake.npy").write_text("not numpy")
+    code, err = _cli([keras3_model, "--out", tmp_path / "c", "--formats", "tflite_int8", "--calibration",
+                      tmp_path / "fake.npy"], capsys)
+    _one_line(err, "fake.npy", "is not an .npy file")
+    rgb32 = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), np.uint8)
+    np.save(tmp_path / "rgb32.npy", rgb32)
+    report = _convert(keras3_model, tmp_path / "d", formats=("tflite_int8",), calibration=tmp_path / "rgb32.npy")
+    assert any("images are 32x32, the model takes 16x16: resized" in n for n in report.notes)
+    assert any("only 32 calibration images" in n for n in report.notes)  # 8 of the 40 held out to validate
+
+
+def test_early_checks_on_the_output_folder_and_options(keras3_model, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    code, err = _cli([keras3_model, "--out", tmp_path / "afile", "--formats", "tflite_float32"], capsys)
+    _one_line(err, "afile", "is not a folder")
+    for flag, value, needle in (("--opset", "5", "between 13 and 18"), ("--max-drop", "-1", "0 or more"),
+                                ("--min-agreement", "1.5", "between 0 and 1")):
+        with pytest.raises(SystemExit):
+            _cli([keras3_model, flag, value], capsys)
+        assert needle in capsys.readouterr().err
+    code, err = _cli([keras3_model, "--out", tmp_path / "o", "--formats", "TFLITE_FLOAT32"], capsys)
+    assert code == 0, err
+    code, err = _cli([keras3_model, "--validation", "random", "--out", tmp_path / "p"], capsys)
+    assert code == 2 and "random" not in err.split("dataset name:")[1]
+
+
+def test_a_folder_with_only_a_test_split_is_used(keras3_model, colours, tmp_path):
+    shutil.copytree(colours / "val", tmp_path / "ds" / "test")
+    report = _convert(keras3_model, tmp_path / "o", formats=("tflite_int8",), calibration=tmp_path / "ds")
+    assert report.calibration["count"] > 0 and report.artifacts[0].status == "pass"
+
+
+def test_custom_layers_and_empty_hdf5_files_are_named(tmp_path):
+    import subprocess
+    import sys
+
+    import h5py
+
+    code = """
+import keras, sys
+@keras.saving.register_keras_serializable(package="mine")
+class Twice(keras.layers.Layer):
+    def call(self, x):
+        return x * 2
+inp = keras.Input((8, 8, 3))
+keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(Twice()(inp)))).save(sys.argv[1])
+"""
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "custom.keras")], check=True, capture_output=True,
+                   timeout=120)
+    edge_convert = Path(sys.executable).parent / "edge-convert"
+    r = subprocess.run([str(edge_convert), str(tmp_path / "custom.keras"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "custom layer or function" in r.stderr and len(r.stderr) < 400
+    with h5py.File(tmp_path / "data.h5", "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    r = subprocess.run([str(edge_convert), str(tmp_path / "data.h5"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "holds no Keras model or weights" in r.stderr

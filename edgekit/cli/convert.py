@@ -15,6 +15,39 @@ from edgekit.cli._common import (
 )
 
 
+def _opset(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 13 <= v <= 18:  # QDQ per-channel quantization needs 13; tf2onnx writes up to 18
+        raise argparse.ArgumentTypeError(f"must be between 13 and 18, got {v}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    import argparse
+
+    v = _non_negative_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return v
+
+
 def build_parser():
     from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS
 
@@ -39,15 +72,18 @@ def build_parser():
     g = p.add_argument_group("export")
     g.add_argument("--int8-io", choices=("int8", "uint8", "float32"), default="int8",
                    help="TFLite int8 model input/output type (default: int8)")
-    g.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default: 17)")
+    g.add_argument("--opset", type=_opset, default=17, help="ONNX opset, 13 to 18 (default: 17)")
     g.add_argument("--nchw", action="store_true", help="ONNX input as NCHW instead of NHWC")
     g.add_argument("--dynamic-batch", action="store_true", help="a variable batch dimension (default: fixed at 1)")
     g.add_argument("--unsafe", action="store_true", help="allow models with Lambda layers (they run code stored "
                    "in the file: only for files you trust)")
     g.add_argument("--architecture", metavar="JSON", help="model.to_json() file, for a weights-only .h5")
     g = p.add_argument_group("verification")
-    g.add_argument("--max-drop", type=float, default=1.0, help="fail an artifact whose accuracy drops more than "
-                   "this many points (default: 1.0)")
+    g.add_argument("--max-drop", type=_non_negative_float, default=1.0, help="fail an artifact whose accuracy "
+                   "drops more than this many points (default: 1.0)")
+    g.add_argument("--min-agreement", type=_fraction, metavar="F", help="fail an artifact whose top-1 predictions "
+                   "agree with the source model's on less than this fraction of images, even if accuracy held "
+                   "(default: 0.995 for float32, 0.90 for the others)")
     g.add_argument("--auto-fix", action="store_true", help="when int8 fails, write a selectively quantized "
                    "model that keeps the worst layers in float")
     g.add_argument("--compare", metavar="FILE", action="append", default=[],
@@ -66,7 +102,9 @@ def run(args) -> int:
     from edgekit.convert.targets import get_target, parse_formats
 
     src = Path(args.model)
-    out = Path(args.out) if args.out else Path.cwd() / f"{src.stem or src.name}_edgekit"
+    from edgekit.convert._convert import artifact_stem
+
+    out = Path(args.out) if args.out else Path.cwd() / f"{artifact_stem(src)}_edgekit"
     formats = parse_formats(args.formats)
     onnx = any(get_target(f).is_onnx for f in formats)
     ensure_available("tensorflow", "tf_keras", *(["tf2onnx", "onnx"] if onnx else []), extra="convert")
@@ -75,13 +113,19 @@ def run(args) -> int:
     report = convert(src, out, ConvertOptions(
         formats=formats, calibration=args.calibration, validation=args.validation,
         calibration_images=args.calibration_images, validation_images=args.validation_images,
-        max_drop=args.max_drop, int8_io=args.int8_io, opset=args.opset, nchw=args.nchw,
+        max_drop=args.max_drop, min_agreement=args.min_agreement, int8_io=args.int8_io, opset=args.opset,
+        nchw=args.nchw,
         dynamic_batch=args.dynamic_batch, threads=args.threads, verify=not args.no_verify, auto_fix=args.auto_fix,
         force=args.force, unsafe=args.unsafe, compare=tuple(args.compare), architecture=args.architecture,
         overrides=contract_overrides(args)))
-    bad = [a for a in report.artifacts if a.status in ("fail", "error") and not a.format.startswith("external")]
+    ours = [a for a in report.artifacts if not a.format.startswith("external")]
+    bad = [a for a in ours if a.status in ("fail", "error")]
+    fixed = next((a for a in ours if a.format == "tflite_int8_mixed" and a.status == "pass"), None)
     for a in bad:
         print(f"edge-convert: {a.status.upper()} {a.path.name}: {a.message}", file=sys.stderr)
+    if fixed is not None:
+        print(f"edge-convert: --auto-fix: {fixed.path.name} passes; use it instead of the int8 file", file=sys.stderr)
+        bad = [a for a in bad if a.format not in ("tflite_int8", "tflite_int8_mixed")]
     if any(a.status == "error" for a in bad):
         return 2
     return 3 if bad else 0

@@ -19,6 +19,8 @@ from edgekit.data.labels import label_index
 from edgekit.errors import EdgekitError, InputFileError, first_line
 
 REPORT_SCHEMA = 2
+FLOAT_AGREEMENT = 0.995  # a float32 artifact that changes more than 1 in 200 answers is broken
+QUANTIZED_AGREEMENT = 0.90  # int8 may move borderline images; more than 1 in 10 is not "the same model"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class ConvertOptions:
     calibration_images: int = 300
     validation_images: int = 1000  # 0: all
     max_drop: float = 1.0  # accuracy points (or top-1 disagreement points without labels)
+    min_agreement: float | None = None  # default: 0.995 for float32 artifacts, 0.90 for the others
     int8_io: str = "int8"
     opset: int = 17
     nchw: bool = False
@@ -88,6 +91,7 @@ class ConvertReport:
     validation: dict
     notes: list[str]
     loader: str = ""
+    float32_weight_bytes: int = 0  # the source model's weights at 4 bytes each
 
     @property
     def ok(self) -> bool:
@@ -99,6 +103,7 @@ class ConvertReport:
             "source": str(self.source),
             "source_sha256": self.contract.provenance.source_sha256,
             "loader": self.loader,
+            "float32_weight_bytes": self.float32_weight_bytes,
             "contract": self.contract.to_dict(),
             "reference_accuracy": self.reference_accuracy,
             "calibration": self.calibration,
@@ -179,12 +184,12 @@ def _choose_data(contract: Contract, options: ConvertOptions, log) -> _Data:
         cal = random_samples(contract, options.calibration_images)
     elif spec is not None:
         log(f"reading calibration images from {spec}")
-        cal, own_val = load_samples(spec, contract)
+        cal, own_val = load_samples(spec, contract, notes=notes)
 
     val = None
     if options.validation is not None:
         log(f"reading validation images from {options.validation}")
-        v_all, v_split = load_samples(options.validation, contract)
+        v_all, v_split = load_samples(options.validation, contract, role="validation")
         val = v_split if v_split is not None else v_all
         if cal is not None and not random_cal:
             cal, val = _separate(cal, val, options.calibration_images, notes)
@@ -195,12 +200,16 @@ def _choose_data(contract: Contract, options: ConvertOptions, log) -> _Data:
         # measured on training images; for other models, 20% of each class. Calibration gets the rest.
         from_training = spec == prov.dataset and prov.val_split
         cal, val = hold_out(cal, prov.val_split if from_training else 0.2, prov.seed if from_training else 0)
-        notes.append(f"validation: {len(val)} images held out from the calibration data "
-                     f"({'as edge-train held them out' if from_training else '20% of each class'})")
+        notes.append(f"validation: held out {len(val)} images from the calibration data "
+                     f"({'as edge-train held them out' if from_training else '20% of each class'})"
+                     + (f"; verifying on {options.validation_images} of them (--validation-images)"
+                        if options.validation_images and options.validation_images < len(val) else ""))
 
     cal_info: dict = {"used": False}
     if cal is not None:
         cal = cal.balanced(options.calibration_images)
+        if not random_cal:
+            _check_calibration(cal, notes)
         cal_info = {"used": True, "method": "random" if random_cal else "images", "origin": origin,
                     **cal.describe(), "class_balanced": cal.labels is not None, "augmentation": False,
                     "images": list(cal.files)}
@@ -212,6 +221,23 @@ def _choose_data(contract: Contract, options: ConvertOptions, log) -> _Data:
         val = val.balanced(options.validation_images)
         val_info = {"used": True, **val.describe()}
     return _Data(cal, val if options.verify else None, cal_info, val_info, notes)
+
+
+def artifact_stem(src: Path) -> str:
+    """model.h5 -> model; saved_model_dir/ -> saved_model_dir; seq.weights.h5 -> seq."""
+    if src.name.endswith(".weights.h5"):
+        return src.name.removesuffix(".weights.h5")
+    return src.stem if src.suffix and not src.is_dir() else src.name
+
+
+def _check_calibration(cal: Samples, notes: list[str]) -> None:
+    """Calibration sets that cannot work are refused; thin ones get a note."""
+    px = cal.pixels
+    if px.min() == px.max() or (len(px) > 1 and (px == px[:1]).all()):
+        raise EdgekitError(f"{cal.source}: the {len(px)} calibration image(s) are all the same; int8 needs varied "
+                           "images like the ones the model will see")
+    if len(px) < 50:
+        notes.append(f"only {len(px)} calibration images; 200-500 varied ones calibrate int8 better")
 
 
 def _separate(cal: Samples, val: Samples, limit: int, notes: list[str]) -> tuple[Samples, Samples]:
@@ -262,10 +288,14 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     src = Path(model_path)
     out = Path(out)
     targets = [get_target(f) for f in options.formats]
-    stem = src.stem if src.suffix else src.name
+    stem = artifact_stem(src)
     paths = {t.name: out / artifact_name(stem, t) for t in targets}
+    if out.exists() and not out.is_dir():
+        raise InputFileError(out, "exists and is not a folder (--out names the output folder)")
     if not options.force:  # refuse before doing any work
-        for p in [*paths.values(), out / "report.json", out / "report.md"]:
+        extra = [out / f"{stem}_int8_mixed.tflite"] if options.auto_fix else []
+        artifacts = [*paths.values(), *extra]
+        for p in [*artifacts, *map(_sidecar, artifacts), out / "report.json", out / "report.md"]:
             _io.check_writable(p, force=False)
     for ext in options.compare:
         if not Path(ext).is_file():
@@ -287,6 +317,7 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     for n in notes:
         log(f"note: {n}")
 
+    _check_compare_files(options.compare, contract)
     data = _choose_data(contract, options, log)
     notes += data.notes
     for n in data.notes:
@@ -322,6 +353,13 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
         if labels is not None:
             ref_acc = float((reference.argmax(1) == labels).mean())
             log(f"           accuracy {ref_acc:.4f}")
+            chance = 1.0 / n_scores
+            if ref_acc < min(1.5 * chance, chance + 0.2) and len(labels) >= 20:
+                warning = (f"WARNING: the source model itself scores {ref_acc:.2f} on these images, about chance "
+                           f"({chance:.2f}): wrong --mean/--std or --color-order? ({contract.normalization.describe()}"
+                           f", {contract.color_order}); the comparisons below are against a model that is not working")
+                notes.insert(0, warning)
+                log(warning)
 
     cal_pixels = data.calibration.pixels if data.calibration is not None else None
 
@@ -346,7 +384,7 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
         results.append(_external(Path(ext), verifier, log))
 
     report = ConvertReport(src, out, contract, results, ref_acc, data.calibration_info, data.validation_info, notes,
-                           source.loader)
+                           source.loader, 4 * source.param_count)
     _io.write_json(out / "report.json", report.to_dict(), force=options.force)
     _io.write_text(out / "report.md", render_markdown(report), force=options.force)
     log(f"[report] {out / 'report.md'}")
@@ -414,15 +452,35 @@ class _Verifier:
             outputs = np.stack([clf.infer(t) for t in tensors])
         except EdgekitError as exc:  # the file was written but the runtime cannot run it: say so in its row
             return replace(res, status="error", message=f"the runtime cannot run it: {exc}")
+        except Exception as exc:  # any other failure is reported in the row; the report is still written
+            return replace(res, status="error",
+                           message=f"verification failed: {exc.__class__.__name__}: {first_line(exc)}")
         v = compare(outputs, self.reference, self.labels, self.classes)
         lat = measure_latency(lambda: clf.backend.run(tensors[0]), runs=self.options.bench_runs, warmup=5)
         status, msg = "pass", ""
+        floor = self.options.min_agreement
+        if floor is None:
+            floor = FLOAT_AGREEMENT if res.format.endswith("float32") else QUANTIZED_AGREEMENT
         try:
-            check_parity(res.path, v, self.options.max_drop)
+            check_parity(res.path, v, self.options.max_drop, floor)
         except ParityError as exc:
-            status, msg = "fail", f"drop {v.drop_points:.2f} points > --max-drop {exc.max_drop:g}"
+            status, msg = "fail", "; ".join(exc.problems)
         return replace(res, verification=v, latency_ms=lat.to_dict(), threads=clf.backend.threads, status=status,
                        message=msg)
+
+
+def _check_compare_files(files, contract: Contract) -> None:
+    """Every --compare file must open in the runtime and take the source model's input size."""
+    from edgekit.runtime import open_backend
+    from edgekit.runtime._derive import _layout_and_size
+
+    for f in files:
+        be = open_backend(Path(f))
+        _, h, w, c = _layout_and_size(be.input.shape)
+        if (h, w, c) != (contract.height, contract.width, contract.channels):
+            raise InputFileError(f, f"takes {w}x{h}x{c} input, the source model {contract.width}x"
+                                    f"{contract.height}x{contract.channels}: not a conversion of this model "
+                                    "(given with --compare)")
 
 
 def _external(path: Path, verifier: _Verifier, log) -> ArtifactResult:
@@ -490,10 +548,11 @@ def render_markdown(report: ConvertReport) -> str:
     from edgekit.report import markdown_table
 
     f32 = next((a.size_bytes for a in report.artifacts if a.format == "tflite_float32"),
-               next((a.size_bytes for a in report.artifacts if a.format.endswith("float32")), None))
+               next((a.size_bytes for a in report.artifacts if a.format.endswith("float32")),
+                    report.float32_weight_bytes or None))
     cal = report.calibration
     random_cal = cal.get("method") == "random"
-    cal_text = ("random pixels" if random_cal else
+    cal_text = ("random pixels (none)" if random_cal else
                 f"{cal.get('count')} images{', class-balanced' if cal.get('class_balanced') else ''}"
                 if cal.get("used") else "none")
     rows = []
@@ -518,8 +577,9 @@ def render_markdown(report: ConvertReport) -> str:
               f"- reference (source model) accuracy: {report.reference_accuracy:.4f}"
               if report.reference_accuracy is not None else
               "- reference accuracy: unknown (no labelled validation data)",
-              f"- calibration: {cal.get('count', 0)} {'random images' if random_cal else 'images'} from "
-              f"{cal.get('source')} (list in report.json)" if cal.get("used") else "- calibration: none",
+              ("- calibration: none (random pixels)" if random_cal else
+               f"- calibration: {cal.get('count', 0)} images from {cal.get('source')} (list in report.json)")
+              if cal.get("used") else "- calibration: none",
               f"- validation: {report.validation.get('count', 0)} images from {report.validation.get('source')}"
               if report.validation.get("used") else "- validation: none (not verified)"]
     lines += [f"- note: {n}" for n in report.notes]

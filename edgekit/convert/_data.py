@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.contract import ColorOrder, Contract
 from edgekit.data.folders import ImageFolder, find_split, list_images, load_rgb, stratified_val_mask
-from edgekit.errors import EdgekitError, InputFileError
+from edgekit.errors import EdgekitError, InputFileError, first_line
 
 RANDOM = "random"
 
@@ -84,6 +84,11 @@ def _prepare(images, contract: Contract) -> np.ndarray:
 def _from_folder(root: Path, contract: Contract) -> tuple[Samples, Samples | None]:
     """A class-folder tree (with or without train/ and val/) or a flat folder of images."""
     train_dir, val_dir = find_split(root)
+    if val_dir is None and train_dir == root:  # only a test/ (or val/) split, like ../shared/data/mnist
+        splits = [root / n for n in ("test", "val", "validation", "valid") if (root / n).is_dir()]
+        if len(splits) == 1 and not list_images(root) and all(
+                not list_images(d) for d in root.iterdir() if d.is_dir() and d != splits[0]):
+            train_dir = splits[0]
     subdirs = [d for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if not subdirs:  # a flat folder: unlabelled images
         files = list_images(train_dir)
@@ -113,20 +118,32 @@ def _from_dataset(name: str, contract: Contract) -> tuple[Samples, Samples]:
     return arrays(ds.train, "train"), arrays(ds.val, "test")
 
 
-def _from_npy(path: Path, contract: Contract) -> Samples:
+def _from_npy(path: Path, contract: Contract, notes: list[str]) -> Samples:
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise InputFileError(path, "is not an .npy file (save arrays with numpy.save)")
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise InputFileError(path, f"is not a readable .npy array ({exc})") from exc
+        raise InputFileError(path, f"is not a readable .npy array ({first_line(exc)})") from exc
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) == 0:
         raise InputFileError(path, f"has shape {list(x.shape)}; expected images as [N, H, W] or [N, H, W, 1|3]")
+    if x.shape[1:3] != (contract.height, contract.width):
+        notes.append(f"{path.name}: images are {x.shape[2]}x{x.shape[1]}, the model takes "
+                     f"{contract.width}x{contract.height}: resized")
     if x.dtype != np.uint8:
         if not np.issubdtype(x.dtype, np.floating):
             raise InputFileError(path, f"has dtype {x.dtype}; expected uint8 pixels or float model inputs")
         a, b = contract.normalization.affine(contract.channels)  # float arrays are the model's input units
-        x = np.clip(np.rint((x.astype(np.float64) - b) / a), 0, 255).astype(np.uint8)
+        pixels = (x.astype(np.float64) - b) / a
+        lo, hi = float(pixels.min()), float(pixels.max())
+        if lo < -8 or hi > 263:
+            raise InputFileError(path, f"float values {float(x.min()):.3g}..{float(x.max()):.3g} are outside the "
+                                       f"model's input range ({b.min():.3g}..{(255 * a + b).max():.3g} after "
+                                       f"{contract.normalization.describe()}); save raw pixels as uint8 instead")
+        x = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     imgs = [im if contract.channels == im.shape[-1] or im.shape[-1] == 3 else np.repeat(im, 3, -1) for im in x]
     if contract.channels == 3 and x.shape[-1] == 3 and contract.color_order == ColorOrder.BGR:
         imgs = [im[..., ::-1] for im in imgs]  # arrays are taken as RGB, like every other source
@@ -134,21 +151,26 @@ def _from_npy(path: Path, contract: Contract) -> Samples:
                    tuple(f"array[{i}]" for i in range(len(x))))
 
 
-def load_samples(spec: str | Path, contract: Contract) -> tuple[Samples, Samples | None]:
+def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibration",
+                 notes: list[str] | None = None) -> tuple[Samples, Samples | None]:
     """(images, their own validation split if the source has one) for a folder, dataset name or .npy."""
     from edgekit.train._datasets import DATASET_NAMES
 
+    notes = notes if notes is not None else []
     p = Path(spec)
     if p.exists():
         if p.is_dir():
             return _from_folder(p, contract)
-        if p.suffix.lower() == ".npy":
-            return _from_npy(p, contract), None
-        raise InputFileError(p, "expected a folder of images, an .npy array or a dataset name")
+        if p.suffix.lower() == ".npy" and role == "calibration":
+            return _from_npy(p, contract, notes), None
+        kinds = "a folder of images, an .npy array or a dataset name" if role == "calibration" else \
+            "a folder with one subfolder per class, or a dataset name"
+        raise InputFileError(p, f"expected {kinds}")
     if str(spec) in DATASET_NAMES and str(spec) != "synthetic":
         return _from_dataset(str(spec), contract)
-    raise InputFileError(p, f"no such file or folder (and not a dataset name: "
-                            f"{', '.join(n for n in DATASET_NAMES if n != 'synthetic')}, or 'random')")
+    names = ", ".join(n for n in DATASET_NAMES if n != "synthetic")
+    raise InputFileError(p, f"no such file or folder (and not a dataset name: {names}"
+                            f"{', or random' if role == 'calibration' else ''})")
 
 
 def random_samples(contract: Contract, n: int, seed: int = 0) -> Samples:

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from edgekit._lazy import tensorflow
 from edgekit.convert.tflite import Calibration, converter
 
+_OP_WORDS = {"DEPTHWISE_CONV_2D": ("depthwise",), "CONV_2D": ("conv",), "FULLY_CONNECTED": ("dense", "matmul"),
+             "ADD": ("add",), "MEAN": ("pool", "mean"), "AVERAGE_POOL_2D": ("pool",), "MAX_POOL_2D": ("pool",),
+             "SOFTMAX": ("softmax",), "CONCATENATION": ("concat",), "MUL": ("mul", "multiply")}
+
 
 @dataclass(frozen=True)
 class LayerError:
@@ -21,9 +25,17 @@ class LayerError:
     rmse_over_scale: float  # RMS error in units of the layer's quantization step; ~0.3 is ideal rounding
 
     def describe(self) -> str:
-        last = self.tensor.split(";")[-1]  # TFLite joins the names of fused ops with ';'
-        short = last.split("/", 1)[1] if last.count("/") > 1 else last  # drop the model's own scope
-        return f"{short} ({self.op}, error {self.rmse_over_scale:.2f} steps)"
+        return f"{self.layer} ({self.op}, error {self.rmse_over_scale:.2f} steps)"
+
+    @property
+    def layer(self) -> str:
+        """The Keras layer behind the op. TFLite joins the names of fused ops with ';' (activation, batch norm,
+        padding, the op itself), so pick the part that names this op's kind, and drop the model's scope."""
+        parts = [p for p in self.tensor.split(";") if p]
+        words = _OP_WORDS.get(self.op, (self.op.lower(),))
+        pick = next((p for w in words for p in parts if w in p.lower()), parts[-1] if parts else self.tensor)
+        segments = pick.split("/")
+        return "/".join(segments[1:-1]) if len(segments) > 2 else pick
 
 
 @contextlib.contextmanager

@@ -63,6 +63,9 @@ def _h5_config(path: Path) -> dict | None:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get("model_config")
             if raw is None:
+                groups = [k for k in f if isinstance(f[k], h5py.Group)]
+                if "layer_names" not in f.attrs and not groups:
+                    raise InputFileError(path, "is an HDF5 file but holds no Keras model or weights")
                 return None
             return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     except OSError as exc:
@@ -117,6 +120,7 @@ class SourceModel:
     trackable: object = field(repr=False)  # owns the variables (for the TFLite converter)
     last_activation: str | None = None
     notes: list[str] = field(default_factory=list)
+    param_count: int = 0
 
     def concrete_function(self, batch: int | None = 1):
         """A traced forward pass taking ``[batch, H, W, C]`` float32 named 'image'."""
@@ -200,6 +204,8 @@ def _keras_source(path: Path, kind: str, model, loader: str) -> SourceModel:
     if any(d is None for d in out_shape) or int(np.prod(out_shape)) != max(out_shape, default=1):
         raise InputFileError(path, f"output shape {_fmt(out_shape)} is not a vector of class scores")
     last = model.layers[-1] if getattr(model, "layers", None) else None
+    while getattr(last, "layers", None):  # a nested Sequential (Teachable Machine): its own last layer
+        last = last.layers[-1]
     activation = getattr(getattr(last, "activation", None), "__name__", None)
 
     def call(x):
@@ -207,7 +213,7 @@ def _keras_source(path: Path, kind: str, model, loader: str) -> SourceModel:
         return y[0] if isinstance(y, list | tuple) else y
 
     return SourceModel(path, kind, loader, in_shape, image, int(np.prod(out_shape)), call, model, activation,
-                       [note] if note else [])
+                       [note] if note else [], int(model.count_params()))
 
 
 def from_keras_model(model, path: str | Path = "<in memory>") -> SourceModel:
@@ -243,8 +249,9 @@ def _saved_model_source(path: Path) -> SourceModel:
     def call(x):
         return sig(**{in_name: tf.cast(x, in_spec.dtype)})[out_name]
 
+    params = sum(int(np.prod(v.shape)) for v in getattr(obj, "variables", []))
     return SourceModel(path, "savedmodel", "saved_model", in_shape, image, int(np.prod(out_shape)), call, obj, None,
-                       [note] if note else [])
+                       [note] if note else [], params)
 
 
 def load_source(path: str | Path, *, unsafe: bool = False, architecture: str | Path | None = None) -> SourceModel:
@@ -295,6 +302,8 @@ def _load_keras(p: Path, kind: str, unsafe: bool):
         try:
             return tf_keras.models.load_model(str(p), compile=False), "tf_keras"
         except Exception as exc2:
+            if _is_custom(exc3) or _is_custom(exc2):  # one cause, said once
+                raise InputFileError(p, f"cannot load: {_explain(exc3 if _is_custom(exc3) else exc2)}") from exc2
             raise InputFileError(p, f"cannot load with Keras 3 ({_explain(exc3)}) or with tf_keras "
                                     f"({_explain(exc2)})") from exc2
 
@@ -320,9 +329,19 @@ def _from_architecture(p: Path, arch: Path, unsafe: bool):
     raise InputFileError(p, f"the weights do not fit the architecture in {arch} ({'; '.join(errors)})")
 
 
+_CUSTOM_HINTS = ("Unknown layer", "Could not locate class", "could not be deserialized", "Unknown object",
+                 "custom_objects")
+
+
+def _is_custom(exc: BaseException) -> bool:
+    return any(h in str(exc) for h in _CUSTOM_HINTS)
+
+
 def _explain(exc: BaseException) -> str:
-    text = _first_line(exc)
-    if "Unknown layer" in text or "Could not locate class" in text:
-        return text + " (a custom layer: edgekit cannot load code that is not in the file)"
+    text = _first_line(exc, 400)
+    if len(text) > 160:  # Keras' messages run on for paragraphs; cut at a word
+        text = text[:160].rsplit(" ", 1)[0] + " ..."
+    if _is_custom(exc):
+        return text + " (it uses a custom layer or function: edgekit loads built-in Keras layers only)"
     return text
 

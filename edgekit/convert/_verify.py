@@ -34,15 +34,32 @@ class Verification:
 
 
 class ParityError(VerificationError):
-    """An artifact lost more than the allowed accuracy (or agreement) against its source model."""
+    """An artifact lost more than the allowed accuracy, or disagrees with its source model too often."""
 
-    def __init__(self, path, verification: Verification, max_drop: float):
+    def __init__(self, path, verification: Verification, problems: list[str]):
         self.path = str(path)
         self.verification = verification
-        self.max_drop = max_drop
-        what = "accuracy" if verification.accuracy is not None else "top-1 agreement"
-        super().__init__(f"{self.path}: {what} dropped {verification.drop_points:.2f} points against the source "
-                         f"model (allowed: {max_drop:g}; top-1 agreement {verification.top1_agreement:.4f})")
+        self.problems = problems
+        super().__init__(f"{self.path}: {'; '.join(problems)}")
+
+
+def parity_problems(v: Verification, max_drop: float, min_agreement: float) -> list[str]:
+    """Why ``v`` fails: accuracy (or, without labels, top-1 agreement) lost more than ``max_drop`` points, or
+    top-1 agreement is below ``min_agreement`` even where accuracy held. Each reason counts its images."""
+    problems = []
+    changed = round((1.0 - v.top1_agreement) * v.images)
+    if v.accuracy is not None and v.reference_accuracy is not None:
+        lost = round((v.reference_accuracy - v.accuracy) * v.images)
+        if round(v.drop_points, 6) > max_drop:  # 1.0000000000000009 is 1.0
+            problems.append(f"accuracy dropped {v.drop_points:.2f} points ({lost} of {v.images} images) "
+                            f"> --max-drop {max_drop:g}")
+    elif round(v.drop_points, 6) > max_drop:
+        problems.append(f"top-1 predictions changed on {v.drop_points:.2f}% of images ({changed} of {v.images}; "
+                        f"no labels, so no accuracy) > --max-drop {max_drop:g}")
+    if v.top1_agreement < min_agreement and not problems:
+        problems.append(f"top-1 agreement {v.top1_agreement:.4f} ({changed} of {v.images} images changed) "
+                        f"< {min_agreement:g}")
+    return problems
 
 
 def compare(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,
@@ -63,8 +80,10 @@ def compare(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | Non
                         acc, ref_acc, per_class)
 
 
-def check_parity(path: str | Path, verification: Verification, max_drop: float) -> Verification:
-    """Raise ParityError when ``verification`` lost more than ``max_drop`` points; else return it."""
-    if round(verification.drop_points, 6) > max_drop:  # 1.0000000000000009 is 1.0
-        raise ParityError(path, verification, max_drop)
+def check_parity(path: str | Path, verification: Verification, max_drop: float,
+                 min_agreement: float = 0.0) -> Verification:
+    """Raise ParityError when ``verification`` fails ``parity_problems``; else return it."""
+    problems = parity_problems(verification, max_drop, min_agreement)
+    if problems:
+        raise ParityError(path, verification, problems)
     return verification

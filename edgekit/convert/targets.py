@@ -101,7 +101,7 @@ def get_target(name: str) -> TargetSpec:
 
 def parse_formats(text: str) -> tuple[str, ...]:
     """'tflite_int8,onnx_float32' (or 'all') -> validated names, in the order given."""
-    names = [f.strip() for f in text.split(",") if f.strip()]
+    names = [f.strip().lower() for f in text.split(",") if f.strip()]
     if names == ["all"]:
         return tuple(TARGETS)
     if not names:
