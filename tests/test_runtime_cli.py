@@ -168,3 +168,47 @@ def test_folders_that_do_not_name_the_labels_get_no_accuracy(rgb_onnx, tmp_path)
 def test_wrong_backend_for_the_file_type(rgb_onnx):
     r = run("edge-predict", rgb_onnx, rgb_onnx, "--backend", "litert")
     assert r.returncode == 2 and "cannot run a .onnx file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_threads_are_honoured_and_a_missing_interpreter_says_what_to_install(rgb_onnx, monkeypatch):
+    from edgekit.errors import MissingDependencyError
+    from edgekit.runtime import _backends
+
+    assert Classifier.open(rgb_onnx, threads=1).backend.threads == 1
+    assert Classifier.open(rgb_onnx, threads=3).backend._sess.get_session_options().intra_op_num_threads == 3
+    monkeypatch.setattr(_backends, "TFLITE_BACKENDS", ("litert", "tflite_runtime"))
+    real = _backends.importlib.import_module
+
+    def missing(name, *a):
+        if name.startswith(("ai_edge_litert", "tflite_runtime")):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *a)
+
+    monkeypatch.setattr(_backends.importlib, "import_module", missing)
+    with pytest.raises(MissingDependencyError, match=r"pip install ai-edge-litert \(on a Raspberry Pi too"):
+        _backends._tflite_interpreter_class(None)
+
+
+@pytest.mark.slow
+def test_a_real_base_install_runs_the_runtime_without_tensorflow(rgb_onnx, tmp_path):
+    """pip install . (no extras) into a fresh venv: the runtime commands work and TensorFlow is absent."""
+    import venv
+
+    root = Path(__file__).resolve().parents[1]
+    venv.create(tmp_path / "venv", with_pip=True)
+    py = tmp_path / "venv" / "bin" / "python"
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", str(root)], capture_output=True, text=True,
+                         timeout=1200)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    probe = subprocess.run([str(py), "-c", "import importlib.util as u; print([m for m in ('tensorflow', 'keras', "
+                            "'tf_keras', 'tf2onnx') if u.find_spec(m)])"], capture_output=True, text=True)
+    assert probe.stdout.strip() == "[]"
+    write_png(tmp_path / "photos" / "r" / "a.png", colour=(230, 0, 0))
+    bindir = tmp_path / "venv" / "bin"
+    for args in (["edge-predict", rgb_onnx, tmp_path / "photos"],
+                 ["edge-camera", rgb_onnx, "--source", tmp_path / "photos", "--headless"],
+                 ["edge-bench", rgb_onnx, "--runs", "3"]):
+        r = subprocess.run([str(bindir / args[0]), *map(str, args[1:])], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (args[0], r.stderr)
+    r = subprocess.run([str(bindir / "edge-convert"), str(rgb_onnx)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pip install 'edgekit[convert]'" in r.stderr
