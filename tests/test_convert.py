@@ -547,7 +547,7 @@ def test_early_checks_on_the_output_folder_and_options(keras3_model, tmp_path, c
     code, err = _cli([keras3_model, "--out", tmp_path / "afile", "--formats", "tflite_float32"], capsys)
     _one_line(err, "afile", "is not a folder")
     for flag, value, needle in (("--opset", "5", "between 13 and 18"), ("--max-drop", "-1", "0 or more"),
-                                ("--min-agreement", "1.5", "between 0 and 1")):
+                                ("--min-agreement", "1.5", "at most 1")):
         with pytest.raises(SystemExit):
             _cli([keras3_model, flag, value], capsys)
         assert needle in capsys.readouterr().err

@@ -68,6 +68,23 @@ positive_int = _int_at_least(1, "a positive number")
 non_negative_int = _int_at_least(0, "zero or more")
 
 
+def float_in(low: float, high: float, *, low_open: bool = False):
+    """An argparse type for a number in [low, high] (or (low, high] with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if v < low or v > high or (low_open and v == low):
+            bound = f"more than {low:g}" if low_open else f"{low:g} or more"
+            raise argparse.ArgumentTypeError(f"must be {bound}" + (f" and at most {high:g}" if high != float("inf")
+                                                                  else "") + f", got {text}")
+        return v
+
+    return parse
+
+
 def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
              argv: Sequence[str] | None = None) -> int:
     """Parse, run, and turn failures into one line on stderr and a non-zero exit code."""

@@ -1,60 +1,115 @@
-"""edge-bench: model-only latency (p50/p90/p99) and size of .tflite and .onnx models."""
+"""edge-bench: latency, size, memory and accuracy of .keras/.h5, .tflite and .onnx models, each measured in its
+own process: load and first-inference time, model-only and end-to-end latency (p50/p90/p99), peak RSS, and with
+--data accuracy and agreement with the first model."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from edgekit.cli._common import make_parser, non_negative_int, positive_int, run_main
+from edgekit.cli._common import float_in, make_parser, non_negative_int, positive_int, run_main
+
+
+def _threads(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2,4, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be 1 or more, got {text!r}")
+    return values
 
 
 def build_parser():
-    p = make_parser("edge-bench", __doc__ + "\n\nexample: edge-bench model_float32.tflite model_int8.tflite "
-                    "--out bench/")
-    p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite or .onnx files")
+    p = make_parser("edge-bench", __doc__ + "\n\nexamples:\n"
+                    "  edge-bench model.keras model_float32.tflite model_int8.tflite model_int8.onnx --data val/ "
+                    "--out bench/\n  edge-bench model_int8.tflite --threads 1,2,4 --backend litert,tensorflow\n"
+                    "  edge-bench model_int8.tflite --out now/ --compare baseline/bench.json\n"
+                    "  edge-bench --merge laptop/bench.json pi/bench.json --out both/")
+    p.add_argument("models", nargs="*", metavar="MODEL", help=".keras, .h5, .tflite or .onnx files")
+    p.add_argument("--data", metavar="DIR", help="class folders: accuracy, per-class accuracy, and top-1 agreement "
+                   "with the first model")
+    p.add_argument("--max-images", type=non_negative_int, default=500, help="--data images, class-balanced; 0 "
+                   "for all (default: 500)")
     p.add_argument("--runs", type=positive_int, default=100, help="timed runs per model (default: 100)")
     p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed warm-up runs (default: 10)")
-    p.add_argument("--threads", type=positive_int, help="inference threads")
-    p.add_argument("--out", help="folder for bench.json")
-    p.add_argument("--force", action="store_true", help="overwrite an existing bench.json")
+    p.add_argument("--min-seconds", type=float_in(0, float("inf")), default=0.0,
+                   help="keep timing until this many seconds passed")
+    p.add_argument("--threads", type=_threads, help="thread counts to sweep, e.g. 1,2,4 (default: the runtime's: "
+                   "all cores, up to 4)")
+    p.add_argument("--backend", help="TFLite interpreters to run each .tflite with, e.g. litert,tensorflow")
+    p.add_argument("--no-keras-predict", action="store_true", help="for Keras models, time model(x) only")
+    p.add_argument("--out", help="folder for bench.json, bench.csv, bench.md and bench.html")
+    p.add_argument("--compare", metavar="BASELINE", help="a bench.json to compare with: flags p50 regressions")
+    p.add_argument("--threshold", type=float_in(0, 10), default=0.10, help="--compare: a p50 more than this fraction "
+                   "slower is a regression (default: 0.10)")
+    p.add_argument("--merge", nargs="+", metavar="BENCH_JSON", help="combine runs from several devices into one "
+                   "report (with --out)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     return p
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    import numpy as np
-
     from edgekit import _io
-    from edgekit.bench import measure_latency
-    from edgekit.cli.env import environment
+    from edgekit.bench.report import OUTPUTS, write_outputs
+    from edgekit.bench.suite import BenchOptions, compare_results, load_results, merge_results, run_bench
     from edgekit.errors import EdgekitError
-    from edgekit.runtime import Classifier
 
+    if args.merge:
+        if args.models:
+            raise EdgekitError("give either MODEL files or --merge, not both")
+        if not args.out:
+            raise EdgekitError("--merge needs --out DIR for the combined report")
+    elif not args.models:
+        raise EdgekitError("give one or more MODEL files (or --merge BENCH_JSON...)")
     if args.out:  # refuse before measuring anything
-        _io.check_writable(Path(args.out) / "bench.json", force=args.force)
-    rows = []
-    for m in args.models:
-        try:
-            clf = Classifier.open(m, threads=args.threads)
-            rng = np.random.default_rng(0)
-            c = clf.contract
-            frame = rng.integers(0, 256, (c.height, c.width, 3), np.uint8)
-            tensor = clf.preprocess(frame, color_order="RGB")
-            lat = measure_latency(lambda clf=clf, tensor=tensor: clf.backend.run(tensor), runs=args.runs,
-                                  warmup=args.warmup)
-            row = {"path": m, "format": Path(m).suffix.lstrip("."), "backend": clf.backend.name,
-                   "size_bytes": Path(m).stat().st_size, "threads": args.threads, "latency_ms": lat.to_dict(),
-                   "status": "ok"}
-            print(f"{m}: p50 {lat.p50:.2f} ms, p90 {lat.p90:.2f} ms, p99 {lat.p99:.2f} ms "
-                  f"({lat.runs} runs, {row['size_bytes']} bytes, {clf.backend.name})")
-        except EdgekitError as exc:
-            row = {"path": m, "status": "error", "error": str(exc)}
-            print(f"edge-bench: error: {exc}", file=sys.stderr)
-        rows.append(row)
+        for name in OUTPUTS:
+            _io.check_writable(Path(args.out) / name, force=args.force)
+    baseline = load_results(args.compare) if args.compare else None
+    if args.data and not Path(args.data).is_dir():
+        raise EdgekitError(f"{args.data}: --data must be a folder with one subfolder per class")
+
+    if args.merge:
+        doc = merge_results([load_results(p) for p in args.merge])
+    else:
+        backends = tuple(b.strip() for b in args.backend.split(",")) if args.backend else ()
+        for b in backends:
+            if b not in ("litert", "tflite_runtime", "tensorflow", "onnxruntime"):
+                raise EdgekitError(f"unknown backend {b!r}; choose from litert, tflite_runtime, tensorflow, "
+                                   "onnxruntime")
+        doc = run_bench(args.models, BenchOptions(
+            runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads or (None,),
+            backends=backends, data=args.data, max_images=args.max_images,
+            keras_predict=not args.no_keras_predict), log=lambda m: print(m, file=sys.stderr))
+    for r in doc["rows"]:
+        if r["status"] != "ok":
+            print(f"edge-bench: error: {r['model']}: {r.get('error')}", file=sys.stderr)
+            continue
+        lat = r["latency_ms"]
+        acc = f", accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else ""
+        agree = f", agreement {r['top1_agreement']:.4f}" if r.get("top1_agreement") is not None else ""
+        rss = f", {r['peak_rss_mb']:.0f} MB" if r.get("peak_rss_mb") else ""
+        where = ", ".join(str(v) for v in (r.get("device"), r.get("backend"),
+                                           f"{r['threads']} threads" if r.get("threads") else None) if v)
+        print(f"{r['model']} ({where}): p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms, "
+              f"spread {lat['spread']:.0%}{rss}{acc}{agree}")
     if args.out:
-        _io.write_json(Path(args.out) / "bench.json", {"schema_version": 1, "environment": environment(),
-                                                      "rows": rows}, force=args.force)
-    return 0 if all(r["status"] == "ok" for r in rows) else 2
+        for path in write_outputs(doc, args.out, force=args.force):
+            print(f"wrote {path}", file=sys.stderr)
+    code = 0 if all(r["status"] == "ok" for r in doc["rows"]) else 2
+    if baseline is not None:
+        found = compare_results(doc, baseline, threshold=args.threshold)
+        bad = [f for f in found if f["problems"]]
+        print(f"compared with {args.compare}: {len(found)} matching rows, {len(bad)} regression(s)")
+        for f in found:
+            status = "REGRESSION " + "; ".join(f["problems"]) if f["problems"] else "ok"
+            print(f"  {f['model']} ({f['backend']}, {f['threads'] or 'default'} threads): p50 {f['p50_ms']:.3f} ms "
+                  f"against {f['baseline_p50_ms']:.3f} ms: {status}")
+        if bad:
+            code = 3
+    return code
 
 
 def main(argv=None) -> int:

@@ -6,17 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgekit.cli._common import add_contract_flags, contract_overrides, make_parser, positive_int, run_main
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return v
+from edgekit.cli._common import add_contract_flags, contract_overrides, float_in, make_parser, positive_int, run_main
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -46,7 +36,8 @@ def build_parser():
     out.add_argument("--force", action="store_true", help="overwrite the --record file")
     run = p.add_argument_group("run")
     run.add_argument("--frames", type=positive_int, help="stop after N frames")
-    run.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    run.add_argument("--duration", type=float_in(0, float("inf"), low_open=True), metavar="S",
+                     help="stop after S seconds")
     run.add_argument("--realtime", action="store_true", help="play a video file at its own frame rate, as a "
                      "camera would deliver it (frames inference cannot keep up with are dropped and counted)")
     run.add_argument("--reconnect", type=int, default=5, metavar="N",

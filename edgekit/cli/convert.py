@@ -8,6 +8,7 @@ import sys
 from edgekit.cli._common import (
     add_contract_flags,
     contract_overrides,
+    float_in,
     make_parser,
     non_negative_int,
     positive_int,
@@ -24,27 +25,6 @@ def _opset(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if not 13 <= v <= 18:  # QDQ per-channel quantization needs 13; tf2onnx writes up to 18
         raise argparse.ArgumentTypeError(f"must be between 13 and 18, got {v}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    import argparse
-
-    v = _non_negative_float(text)
-    if v > 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return v
 
 
@@ -79,9 +59,9 @@ def build_parser():
                    "in the file: only for files you trust)")
     g.add_argument("--architecture", metavar="JSON", help="model.to_json() file, for a weights-only .h5")
     g = p.add_argument_group("verification")
-    g.add_argument("--max-drop", type=_non_negative_float, default=1.0, help="fail an artifact whose accuracy "
+    g.add_argument("--max-drop", type=float_in(0, float("inf")), default=1.0, help="fail an artifact whose accuracy "
                    "drops more than this many points (default: 1.0)")
-    g.add_argument("--min-agreement", type=_fraction, metavar="F", help="fail an artifact whose top-1 predictions "
+    g.add_argument("--min-agreement", type=float_in(0, 1), metavar="F", help="fail an artifact whose top-1 predictions "
                    "agree with the source model's on less than this fraction of images, even if accuracy held "
                    "(default: 0.995 for float32, 0.90 for the others)")
     g.add_argument("--auto-fix", action="store_true", help="when int8 fails, write a selectively quantized "

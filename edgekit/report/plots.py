@@ -54,14 +54,24 @@ def plot_latency_size(rows: list[dict]) -> bytes:
             continue
         size_mb = r["size_bytes"] / 1e6
         ax.errorbar(size_mb, lat["p50"], yerr=[[0], [max(0.0, lat["p90"] - lat["p50"])]], fmt="o", capsize=4)
-        ax.annotate(r["format"], (size_mb, lat["p50"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        name = r["format"] if "model" not in r else _label(r)
+        ax.annotate(name, (size_mb, lat["p50"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("file size (MB)")
     ax.set_ylabel("latency p50 (ms), whisker to p90")
     ax.set_title("latency against size")
     ax.grid(alpha=0.3)
     ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+    if _wide([(r.get("latency_ms") or {}).get("p50") for r in rows]):
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
     return _png(fig)
+
+
+def _wide(values) -> bool:
+    """True when values span more than 20x: a log axis keeps the small ones readable."""
+    v = [x for x in values if x]
+    return bool(v) and max(v) / min(v) > 20
 
 
 def plot_confusion(confusion, labels) -> bytes:
@@ -84,4 +94,84 @@ def plot_confusion(confusion, labels) -> bytes:
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if cm[i, j] > top / 2 else "black")
     ax.set_title("validation confusion")
+    return _png(fig)
+
+
+def _label(r: dict) -> str:
+    extra = ", ".join(str(v) for v in (r.get("backend"), f"{r['threads']}t" if r.get("threads") else None,
+                                       r.get("device")) if v)
+    return f"{r['model']} ({extra})" if extra else r["model"]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both latency (lower) and accuracy (higher)."""
+    front = []
+    for i, (lat, acc) in enumerate(points):
+        if not any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc) for j, (l2, a2) in enumerate(points)
+                   if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot_accuracy_latency(rows: list[dict]) -> bytes | None:
+    """Accuracy against p50 latency; the Pareto front (nothing both faster and more accurate) joined."""
+    pts = [r for r in rows if r.get("accuracy") is not None and r.get("latency_ms")]
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    xy = [(r["latency_ms"]["p50"], r["accuracy"]) for r in pts]
+    front = pareto_front(xy)
+    for i, (r, (x, y)) in enumerate(zip(pts, xy, strict=True)):
+        ax.plot(x, y, "o", color="C1" if i in front else "C0")
+        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "--o", color="C1", label="Pareto front")
+    if _wide([x for x, _ in xy]):
+        ax.set_xscale("log")
+    ax.set_xlabel("latency p50 (ms)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy against latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def plot_latency_distributions(rows: list[dict]) -> bytes | None:
+    """Every timed run of every model, as box plots (outliers drawn, not hidden)."""
+    pts = [r for r in rows if r.get("samples_ms")]
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.45 * len(pts)))
+    ax.boxplot([r["samples_ms"] for r in pts], vert=False, whis=1.5, flierprops={"markersize": 2})
+    ax.set_yticks(range(1, len(pts) + 1), [_label(r) for r in pts], fontsize=7)
+    if _wide([r["latency_ms"]["p50"] for r in pts if r.get("latency_ms")]):
+        ax.set_xscale("log")
+    ax.set_xlabel("model-only latency (ms); whiskers 1.5 IQR, dots are outliers")
+    ax.set_title("latency distributions")
+    ax.grid(alpha=0.3, axis="x")
+    return _png(fig)
+
+
+def plot_thread_sweep(rows: list[dict]) -> bytes | None:
+    """p50 latency against thread count, one line per model and backend (only when threads were swept)."""
+    groups: dict[tuple, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r.get("latency_ms") and r.get("threads"):
+            groups.setdefault((r["model"], r.get("backend"), r.get("device")), []).append(
+                (r["threads"], r["latency_ms"]["p50"]))
+    groups = {k: sorted(v) for k, v in groups.items() if len({t for t, _ in v}) > 1}
+    if not groups:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for (model, backend, device), pts in groups.items():
+        ax.plot([t for t, _ in pts], [p for _, p in pts], "-o",
+                label=", ".join(str(v) for v in (model, backend, device) if v))
+    ax.set_xlabel("threads")
+    ax.set_ylabel("latency p50 (ms)")
+    ax.set_xticks(sorted({t for pts in groups.values() for t, _ in pts}))
+    ax.set_title("thread sweep")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return _png(fig)

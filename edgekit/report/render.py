@@ -23,6 +23,11 @@ def _inline_markdown(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
+# Counts the images that decoded, so a headless browser test can tell that the plots show.
+_COUNT_IMAGES = ("window.addEventListener('load',()=>{document.body.dataset.images="
+                 "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});")
+
+
 def html_page(title: str, blocks: list[tuple[str, object]]) -> str:
     """Render blocks: ("h2", text), ("p", text), ("table", (headers, rows)), ("img", (png_bytes, alt))."""
     body = []
@@ -43,9 +48,10 @@ def html_page(title: str, blocks: list[tuple[str, object]]) -> str:
         else:
             raise ValueError(f"unknown block kind {kind!r}")
     style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
-             "table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;"
+             "table{border-collapse:collapse;margin:1rem 0;display:block;overflow-x:auto}"
+             "th,td{border:1px solid #ccc;padding:.3rem .6rem;"
              "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
              "img{max-width:100%;display:block;margin:1rem 0}code{background:#f3f3f3;padding:0 .2rem}")
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n" + "\n".join(body)
-            + "\n</body></html>\n")
+            + f"\n<script>{_COUNT_IMAGES}</script>\n</body></html>\n")

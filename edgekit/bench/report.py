@@ -1,0 +1,133 @@
+"""edge-bench's outputs: bench.json (the data), bench.csv, bench.md and a self-contained bench.html."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from edgekit import _io
+
+OUTPUTS = ("bench.json", "bench.csv", "bench.md", "bench.html")
+COLUMNS = ["device", "model", "format", "backend", "threads", "size_mb", "load_ms", "first_ms", "p50_ms", "p90_ms",
+           "p99_ms", "spread", "outliers", "fps", "e2e_p50_ms", "peak_rss_mb", "accuracy", "drop_points",
+           "top1_agreement", "status"]
+
+
+def _f(v, digits: int = 3):
+    return "" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else v)
+
+
+def table_rows(doc: dict) -> list[list]:
+    merged = doc.get("merged", False)
+    out = []
+    for r in doc["rows"]:
+        lat, e2e = r.get("latency_ms") or {}, r.get("end_to_end_ms") or {}
+        out.append([
+            r.get("device", "") if merged else "", r["model"], r.get("format", ""), r.get("backend") or "",
+            r.get("threads") or "default", _f(r["size_bytes"] / 1e6, 2), _f(r.get("load_ms"), 1),
+            _f(r.get("first_inference_ms"), 2), _f(lat.get("p50")), _f(lat.get("p90")), _f(lat.get("p99")),
+            _f(lat.get("spread"), 2), lat.get("outliers", ""), _f(lat.get("fps"), 1), _f(e2e.get("p50")),
+            _f(r.get("peak_rss_mb"), 1), _f(r.get("accuracy"), 4), _f(r.get("accuracy_drop_points"), 2),
+            _f(r.get("top1_agreement"), 4),
+            r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error') or ''}"])
+    return out
+
+
+def _columns(doc: dict) -> tuple[list[str], list[list]]:
+    rows = table_rows(doc)
+    if doc.get("merged"):
+        return COLUMNS, rows
+    return COLUMNS[1:], [r[1:] for r in rows]
+
+
+def render_csv(doc: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    headers, rows = _columns(doc)
+    w.writerow(headers)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _environment_lines(doc: dict) -> list[str]:
+    envs = doc.get("environments") or [{"device": None, "environment": doc["environment"],
+                                        "device_before": doc.get("device_before"),
+                                        "device_after": doc.get("device_after")}]
+    lines = []
+    for e in envs:
+        env = e["environment"]
+        pk = env.get("packages", {})
+        head = f"**{e['device']}**: " if e["device"] else ""
+        lines.append(f"- {head}{env.get('device_model') or env.get('cpu')}, {env.get('cpu_count')} cores, "
+                     f"ISA {', '.join(env.get('isa') or []) or 'unknown'}; {env.get('os') or env.get('platform')}; "
+                     f"Python {env.get('python')}; LiteRT {pk.get('ai-edge-litert')}, onnxruntime "
+                     f"{pk.get('onnxruntime')}, TensorFlow {pk.get('tensorflow') or 'not installed'}"
+                     + (f"; thread variables {env['thread_variables']}" if env.get("thread_variables") else ""))
+        for when in ("device_before", "device_after"):
+            state = e.get(when) or {}
+            shown = {k: v for k, v in state.items() if v is not None}
+            if shown:
+                lines.append(f"  - {when.replace('device_', '')} the run: "
+                             + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    return lines
+
+
+def _spread_sentence(doc: dict) -> str:
+    spreads = [r["latency_ms"]["spread"] for r in doc["rows"] if r.get("latency_ms")]
+    if not spreads:
+        return ""
+    return (f"Spread (interquartile range over the median) ranges from {min(spreads):.0%} to {max(spreads):.0%} "
+            "across rows; outliers (runs beyond Q3 + 1.5 IQR) are counted and kept in every statistic.")
+
+
+def render_markdown(doc: dict) -> str:
+    from edgekit.report import markdown_table
+
+    headers, rows = _columns(doc)
+    opts = doc.get("options") or {}
+    lines = ["# edge-bench", "", *_environment_lines(doc), ""]
+    if opts:
+        lines.append(f"Model-only latency: the input tensor already set, {opts.get('warmup')} warm-up runs, then "
+                     f"{opts.get('runs')} timed runs (at least {opts.get('min_seconds')} s), garbage collection "
+                     "paused; e2e: decode, preprocess, infer and top-5 of an image file. Each model ran in its own "
+                     "process (peak RSS is that process's).")
+    if doc.get("data"):
+        d = doc["data"]
+        lines.append(f"Accuracy on {d['images']} images of {d['source']}; drop and agreement against the first "
+                     f"model ({next((r.get('reference') for r in doc['rows'] if r.get('reference')), '-')}).")
+    lines += [_spread_sentence(doc), "", markdown_table(headers, rows), ""]
+    return "\n".join(lines)
+
+
+def render_html(doc: dict) -> str:
+    from edgekit.report import html_page
+
+    headers, rows = _columns(doc)
+    blocks: list[tuple[str, object]] = [("p", ln.lstrip("- ")) for ln in _environment_lines(doc)]
+    blocks += [("p", _spread_sentence(doc)), ("table", (headers, rows))]
+    from edgekit.errors import MissingDependencyError
+
+    try:
+        from edgekit.report import plots
+
+        ok = [r for r in doc["rows"] if r.get("latency_ms")]
+        figures = [("latency against size", plots.plot_latency_size(ok) if ok else None),
+                   ("accuracy against latency", plots.plot_accuracy_latency(ok)),
+                   ("latency distributions", plots.plot_latency_distributions(ok)),
+                   ("thread sweep", plots.plot_thread_sweep(ok))]
+        for title, png in figures:
+            if png is not None:
+                blocks += [("h2", title), ("img", (png, title))]
+    except MissingDependencyError:
+        blocks.append(("p", "Plots need matplotlib: pip install 'edgekit[train]' (or matplotlib)."))
+    return html_page("edge-bench", blocks)
+
+
+def write_outputs(doc: dict, out: str | Path, *, force: bool = False) -> list[Path]:
+    out = Path(out)
+    json_doc = {**doc, "rows": [{k: v for k, v in r.items() if k != "predictions"} for r in doc["rows"]]}
+    return [_io.write_json(out / "bench.json", json_doc, force=force),
+            _io.write_text(out / "bench.csv", render_csv(doc), force=force),
+            _io.write_text(out / "bench.md", render_markdown(doc), force=force),
+            _io.write_text(out / "bench.html", render_html(doc), force=force)]
