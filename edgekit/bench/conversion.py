@@ -97,7 +97,7 @@ def render_model_markdown(m: dict) -> str:
 def render_conversion_markdown(results: dict) -> str:
     env = results["environment"]
     parts = ["# Converting other people's Keras models", "",
-             f"Machine: {env['cpu']}, {env['cpu_count']} cores; TensorFlow {env.get('tensorflow', '?')}. "
+             f"Machine: {env['cpu']}, {env['cpu_count']} cores; TensorFlow {env.get('packages', {}).get('tensorflow') or 'not installed'}. "
              "Every target, verified through the TF-free runtime on every validation image. "
              "`external.tflite` is the vendor's own int8 file, verified on the same images. "
              "Reproduce: `.venv/bin/python benchmarks/convert.py`.", ""]
