@@ -96,8 +96,9 @@ def render_model_markdown(m: dict) -> str:
 
 def render_conversion_markdown(results: dict) -> str:
     env = results["environment"]
+    tf_version = env.get("packages", {}).get("tensorflow") or "not installed"
     parts = ["# Converting other people's Keras models", "",
-             f"Machine: {env['cpu']}, {env['cpu_count']} cores; TensorFlow {env.get('packages', {}).get('tensorflow') or 'not installed'}. "
+             f"Machine: {env['cpu']}, {env['cpu_count']} cores; TensorFlow {tf_version}. "
              "Every target, verified through the TF-free runtime on every validation image. "
              "`external.tflite` is the vendor's own int8 file, verified on the same images. "
              "Reproduce: `.venv/bin/python benchmarks/convert.py`.", ""]
