@@ -166,3 +166,7 @@ def test_every_format_with_data_and_the_html_in_headless_chromium(tiny_demo, tmp
                           (tmp_path / "b" / "bench.html").as_uri()], capture_output=True, text=True, timeout=90).stdout
     shown = dom.count("<img")
     assert shown == 3 and f'data-images="{shown}"' in dom, dom[-300:]  # every plot decoded (no thread sweep here)
+    both = run(a / "model_int8.tflite", "--backend", "litert,tensorflow", "--runs", "3", "--out", tmp_path / "c")
+    assert both.returncode == 0, both.stderr  # one .tflite through LiteRT and through TensorFlow's interpreter
+    rows = json.loads((tmp_path / "c" / "bench.json").read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["litert", "tensorflow"] and all(r["status"] == "ok" for r in rows)
