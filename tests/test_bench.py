@@ -170,3 +170,22 @@ def test_every_format_with_data_and_the_html_in_headless_chromium(tiny_demo, tmp
     assert both.returncode == 0, both.stderr  # one .tflite through LiteRT and through TensorFlow's interpreter
     rows = json.loads((tmp_path / "c" / "bench.json").read_text())["rows"]
     assert [r["backend"] for r in rows] == ["litert", "tensorflow"] and all(r["status"] == "ok" for r in rows)
+
+
+def test_out_compare_and_merge_details_from_a_review(rgb_onnx, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = run(rgb_onnx, "--runs", "3", "--out", tmp_path / "afile")
+    assert r.returncode == 2 and "is not a folder" in r.stderr and "measuring" not in r.stderr  # before any work
+    assert run(rgb_onnx, "--runs", "3", "--threads", "1", "--out", tmp_path / "a").returncode == 0
+    r = run(rgb_onnx, "--runs", "3", "--threads", "2", "--compare", tmp_path / "a", "--out", tmp_path / "b")
+    assert "0 matching rows" in r.stdout and "not in the baseline" in r.stderr
+    md = (tmp_path / "b" / "bench.md").read_text()
+    assert "Compared with" in md and "not in the baseline: rgb.onnx" in md
+    r = run("--merge", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "m")
+    assert r.returncode == 0, r.stderr
+    devices = {row["device"] for row in json.loads((tmp_path / "m" / "bench.json").read_text())["rows"]}
+    assert len(devices) == 2  # the same machine twice: told apart by the file each run came from
+    (tmp_path / "labels.txt").write_text("red\ngreen\nblue\n")
+    r = run(rgb_onnx, "--runs", "3", "--labels", tmp_path / "labels.txt", "--out", tmp_path / "c")
+    assert "note: --labels overrides the model's own contract" in r.stderr
+    assert "--labels overrides" in (tmp_path / "c" / "bench.md").read_text()

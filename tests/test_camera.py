@@ -344,3 +344,16 @@ def test_picamera2_broken_by_numpy2_says_how_to_fix_it(rgb_onnx, monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", Broken("picamera2"))
     with pytest.raises(MissingDependencyError, match="pip install --force-reinstall simplejpeg"):
         run_camera(Classifier.open(rgb_onnx), CameraConfig(source="picamera", headless=True, reconnect=0))
+
+
+def test_record_into_a_folder_and_bad_numbers_are_refused_up_front(rgb_onnx, tmp_path):
+    (tmp_path / "dir.mp4").mkdir()
+    _video(tmp_path / "clip.avi", n=5)
+    cmd = [str(BIN / "edge-camera"), str(rgb_onnx), "--source", str(tmp_path / "clip.avi")]
+    r = subprocess.run([*cmd, "--record", str(tmp_path / "dir.mp4"), "--force"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "is a folder; --record takes a video file name" in r.stderr
+    assert not list(tmp_path.glob(".*partial*"))
+    for flag, value in (("--threshold", "1.5"), ("--reconnect", "-1"), ("--size", "0x0")):
+        r = subprocess.run([*cmd, "--headless", flag, value], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and flag in r.stderr, (flag, r.stderr)

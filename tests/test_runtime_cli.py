@@ -147,7 +147,10 @@ def test_edge_predict_measures_accuracy_on_class_folders(rgb_onnx, tmp_path):
 def test_folders_that_do_not_name_the_labels_get_no_accuracy(rgb_onnx, tmp_path):
     write_png(tmp_path / "val" / "cats" / "a.png")
     r = run("edge-predict", rgb_onnx, tmp_path / "val")
-    assert r.returncode == 0 and "accuracy" not in r.stdout and "do not match the model's labels" in r.stderr
+    assert r.returncode == 0 and "accuracy" not in r.stdout and "name none of the model's labels" in r.stderr
+    write_png(tmp_path / "val" / "R" / "a.png", colour=(230, 0, 0))  # matched ignoring case: scored
+    r = run("edge-predict", rgb_onnx, tmp_path / "val")
+    assert "accuracy 1.0000 (1/1)" in r.stdout and "['cats']" in r.stderr and "'R'" not in r.stderr
 
 
 def test_wrong_backend_for_the_file_type(rgb_onnx):
@@ -197,3 +200,12 @@ def test_a_real_base_install_runs_the_runtime_without_tensorflow(rgb_onnx, tmp_p
         assert r.returncode == 0, (args[0], r.stderr)
     r = subprocess.run([str(bindir / "edge-convert"), str(rgb_onnx)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "pip install 'edgekit[convert]'" in r.stderr
+
+
+def test_contract_flags_on_an_edgekit_model_say_they_override_it(rgb_onnx, tmp_path):
+    (tmp_path / "labels.txt").write_text("red\ngreen\nblue\n")
+    r = run("edge-predict", rgb_onnx, write_png(tmp_path / "a.png"), "--labels", tmp_path / "labels.txt")
+    assert r.returncode == 0 and "red" in r.stdout and "--labels overrides the model's own contract" in r.stderr
+    r = run("edge-predict", rgb_onnx, tmp_path / "a.png", "--color-order", "GRAY")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "takes 3-channel images, but the colour order GRAY has 1" in r.stderr

@@ -40,7 +40,8 @@ def _runtime(spec: dict) -> dict:
     from edgekit.runtime import Classifier
 
     t0 = time.perf_counter()
-    clf = Classifier.open(spec["path"], threads=spec.get("threads"), backend=spec.get("backend"))
+    clf = Classifier.open(spec["path"], threads=spec.get("threads"), backend=spec.get("backend"),
+                          **(spec.get("overrides") or {}))
     load_ms = (time.perf_counter() - t0) * 1e3
     images = [Path(p) for p in spec["images"]]
     tensor = clf.preprocess(images[0])
@@ -59,7 +60,7 @@ def _runtime(spec: dict) -> dict:
 
 
 def _keras(spec: dict) -> dict:
-    from edgekit.contract import class_scores, read_sidecar
+    from edgekit.contract import class_scores
     from edgekit.convert._convert import _model_input, source_contract
     from edgekit.convert._source import load_source
     from edgekit.data.folders import load_rgb
@@ -69,7 +70,7 @@ def _keras(spec: dict) -> dict:
     t0 = time.perf_counter()
     source = load_source(path)
     load_ms = (time.perf_counter() - t0) * 1e3
-    contract = read_sidecar(path) or source_contract(source, path, {})[0]
+    contract, notes = source_contract(source, path, spec.get("overrides") or {})
     model = source.trackable
     import tensorflow as tf
 
@@ -104,7 +105,8 @@ def _keras(spec: dict) -> dict:
         preds += class_scores(source.predict(batch), contract.output).argmax(1).tolist()
     return {"backend": "keras-predict" if spec.get("keras_predict") else "keras", "threads": None,
             "labels": list(contract.labels), "load_ms": load_ms, "first_inference_ms": first_ms,
-            "model_only": model_only, "end_to_end": e2e, "predictions": preds, "notes": []}
+            "model_only": model_only, "end_to_end": e2e, "predictions": preds,
+            "notes": [n for n in notes if "labels from" not in n]}
 
 
 def measure(spec: dict) -> dict:

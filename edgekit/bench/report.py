@@ -88,15 +88,29 @@ def render_markdown(doc: dict) -> str:
     opts = doc.get("options") or {}
     lines = ["# edge-bench", "", *_environment_lines(doc), ""]
     if opts:
+        at_least = f" (and at least {opts['min_seconds']:g} s)" if opts.get("min_seconds") else ""
         lines.append(f"Model-only latency: the input tensor already set, {opts.get('warmup')} warm-up runs, then "
-                     f"{opts.get('runs')} timed runs (at least {opts.get('min_seconds')} s), garbage collection "
-                     "paused; e2e: decode, preprocess, infer and top-5 of an image file. Each model ran in its own "
-                     "process (peak RSS is that process's).")
+                     f"{opts.get('runs')} timed runs{at_least}, garbage collection paused. End-to-end (e2e): decode, "
+                     f"preprocess, infer and top-5 of {doc.get('end_to_end_images', 'an image file')}. Each model "
+                     "ran in its own process (peak RSS is that process's).")
     if doc.get("data"):
         d = doc["data"]
         lines.append(f"Accuracy on {d['images']} images of {d['source']}; drop and agreement against the first "
                      f"model ({next((r.get('reference') for r in doc['rows'] if r.get('reference')), '-')}).")
     lines += [_spread_sentence(doc), "", markdown_table(headers, rows), ""]
+    notes = [f"- {r['model']}: {n}" for r in doc["rows"] for n in r.get("notes") or []]
+    if notes:
+        lines += ["Notes:", "", *dict.fromkeys(notes), ""]
+    comp = doc.get("comparison")
+    if comp:
+        bad = [f for f in comp["rows"] if f["problems"]]
+        lines += [f"Compared with `{comp['baseline']}` (threshold {comp['threshold']:.0%}): {len(comp['rows'])} "
+                  f"matching rows, {len(bad)} regression(s)."]
+        lines += [f"- {f['model']} ({f['backend']}, {f['threads'] or 'default'} threads): p50 {f['p50_ms']:.3f} ms "
+                  f"against {f['baseline_p50_ms']:.3f} ms: {'; '.join(f['problems']) or 'ok'}" for f in comp["rows"]]
+        if comp["unmatched"]:
+            lines.append(f"- not in the baseline: {', '.join(comp['unmatched'])}")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ class BenchOptions:
     data: str | Path | None = None  # class folders: accuracy, per-class accuracy, agreement
     max_images: int = 500
     keras_predict: bool = True  # for .keras/.h5: a model.predict row besides model(x)
+    overrides: dict | None = None  # labels/mean/std/color_order/logits for models without a contract
     timeout: float = 900.0
 
 
@@ -115,7 +116,7 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
               log: Callable[[str], None] = print) -> dict:
     """Measure every model; returns the bench.json document."""
     from edgekit.bench._env import bench_environment, device_state
-    from edgekit.data.labels import label_index
+    from edgekit.data.labels import match_labels
 
     options = options or BenchOptions()
     paths = [Path(m) for m in models]
@@ -138,10 +139,11 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
             for extra in _runs_for(p, options):
                 spec = {"path": str(p), "runs": options.runs, "warmup": options.warmup,
                         "min_seconds": options.min_seconds, "images": e2e_images,
-                        "data": [str(x) for x in data_images], **extra}
+                        "data": [str(x) for x in data_images], "overrides": options.overrides or {}, **extra}
                 what = extra.get("backend") or ("keras-predict" if extra.get("keras_predict") else "")
                 log(f"measuring {p.name}" + (f" ({what})" if what else "")
-                    + (f" with {extra['threads']} thread(s)" if extra.get("threads") else ""))
+                    + (f" with {extra['threads']} thread{'s' if extra['threads'] > 1 else ''}"
+                       if extra.get("threads") else ""))
                 result = _worker(spec, options.timeout)
                 row = {"path": str(p), "model": p.name, "format": fmt, "size_bytes": p.stat().st_size,
                        "backend": result.get("backend", extra.get("backend")),
@@ -154,16 +156,24 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
                     row["fps"] = result["model_only"]["fps"]
                     row["samples_ms"] = result["model_only_samples_ms"]
                     row["predictions"] = result["predictions"]
+                    row["notes"] = result.get("notes") or []
                     if truth is not None:
-                        index = label_index(classes, tuple(result["labels"]))
-                        if index is not None:
-                            t = np.asarray(index)[truth]
+                        mapping = match_labels(classes, tuple(result["labels"]))
+                        scored = np.array([classes[i] in mapping for i in truth])
+                        if scored.any():
+                            t = np.array([mapping.get(classes[i], -1) for i in truth])
                             pred = np.asarray(result["predictions"])
-                            row["accuracy"] = float((pred == t).mean())
+                            row["accuracy"] = float((pred[scored] == t[scored]).mean())
                             row["per_class_accuracy"] = {c: float((pred[truth == i] == t[truth == i]).mean())
-                                                         for i, c in enumerate(classes) if (truth == i).any()}
-                        else:
-                            row["accuracy_note"] = "the data's class folders do not match the model's labels"
+                                                         for i, c in enumerate(classes)
+                                                         if (truth == i).any() and c in mapping}
+                        missing = [c for c in classes if c not in mapping]
+                        if missing:
+                            row["notes"].append(f"--data folder(s) {missing[:5]} name none of the model's labels"
+                                                + ("; their images are not scored" if scored.any() else
+                                                   "; no accuracy"))
+                    for note in row["notes"]:
+                        log(f"  note: {note}")
                 else:
                     log(f"  error: {row['error']}")
                 rows.append(row)
@@ -172,7 +182,9 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
             "device_after": device_state(), "options": {k: (str(v) if isinstance(v, Path) else v)
                                                         for k, v in vars(options).items()},
             "data": {"source": str(options.data), "images": len(data_images), "classes": list(classes)}
-            if options.data is not None else None, "rows": rows}
+            if options.data is not None else None,
+            "end_to_end_images": f"the first {len(e2e_images)} --data images" if data_images else
+            "a synthetic 640x480 JPEG", "rows": rows}
 
 
 def _agreement(rows: list[dict]) -> None:
@@ -218,17 +230,21 @@ def compare_results(current: dict, baseline: dict, *, threshold: float = 0.10,
     return found
 
 
-def merge_results(documents: list[dict]) -> dict:
-    """Several runs (a laptop and a Pi, say) as one document: every row names its device."""
+def merge_results(documents: list[dict], sources: list[str] | None = None) -> dict:
+    """Several runs (a laptop and a Pi, say) as one document: every row names its device (and the file it came
+    from when two runs share a device)."""
     from edgekit.bench._env import device_name
 
     if not documents:
         raise EdgekitError("--merge needs at least one bench.json")
+    sources = sources or [f"run {i + 1}" for i in range(len(documents))]
+    names = [device_name(d.get("environment", {})) for d in documents]
     rows, envs = [], []
-    for doc in documents:
+    for doc, name, src in zip(documents, names, sources, strict=True):
         if doc.get("schema_version") != SCHEMA_VERSION or "rows" not in doc:
-            raise EdgekitError(f"not an edge-bench bench.json (schema {doc.get('schema_version')!r})")
-        name = device_name(doc["environment"])
+            raise EdgekitError(f"{src}: not an edge-bench bench.json (schema {doc.get('schema_version')!r})")
+        if names.count(name) > 1:
+            name = f"{name} [{src}]"
         envs.append({"device": name, "environment": doc["environment"], "device_before": doc.get("device_before"),
                      "device_after": doc.get("device_after")})
         rows += [{**r, "device": name} for r in doc["rows"]]

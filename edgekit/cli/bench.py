@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgekit.cli._common import float_in, make_parser, non_negative_int, positive_int, run_main
+from edgekit.cli import _common as cli
 
 
 def _threads(text: str) -> tuple[int, ...]:
@@ -21,7 +21,7 @@ def _threads(text: str) -> tuple[int, ...]:
 
 
 def build_parser():
-    p = make_parser("edge-bench", __doc__ + "\n\nexamples:\n"
+    p = cli.make_parser("edge-bench", __doc__ + "\n\nexamples:\n"
                     "  edge-bench model.keras model_float32.tflite model_int8.tflite model_int8.onnx --data val/ "
                     "--out bench/\n  edge-bench model_int8.tflite --threads 1,2,4 --backend litert,tensorflow\n"
                     "  edge-bench model_int8.tflite --out now/ --compare baseline/bench.json\n"
@@ -29,11 +29,11 @@ def build_parser():
     p.add_argument("models", nargs="*", metavar="MODEL", help=".keras, .h5, .tflite or .onnx files")
     p.add_argument("--data", metavar="DIR", help="class folders: accuracy, per-class accuracy, and top-1 agreement "
                    "with the first model")
-    p.add_argument("--max-images", type=non_negative_int, default=500, help="--data images, class-balanced; 0 "
+    p.add_argument("--max-images", type=cli.non_negative_int, default=500, help="--data images, class-balanced; 0 "
                    "for all (default: 500)")
-    p.add_argument("--runs", type=positive_int, default=100, help="timed runs per model (default: 100)")
-    p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed warm-up runs (default: 10)")
-    p.add_argument("--min-seconds", type=float_in(0, float("inf")), default=0.0,
+    p.add_argument("--runs", type=cli.positive_int, default=100, help="timed runs per model (default: 100)")
+    p.add_argument("--warmup", type=cli.non_negative_int, default=10, help="untimed warm-up runs (default: 10)")
+    p.add_argument("--min-seconds", type=cli.float_in(0, float("inf")), default=0.0,
                    help="keep timing until this many seconds passed")
     p.add_argument("--threads", type=_threads, help="thread counts to sweep, e.g. 1,2,4 (default: the runtime's: "
                    "all cores, up to 4)")
@@ -41,11 +41,12 @@ def build_parser():
     p.add_argument("--no-keras-predict", action="store_true", help="for Keras models, time model(x) only")
     p.add_argument("--out", help="folder for bench.json, bench.csv, bench.md and bench.html")
     p.add_argument("--compare", metavar="BASELINE", help="a bench.json to compare with: flags p50 regressions")
-    p.add_argument("--threshold", type=float_in(0, 10), default=0.10, help="--compare: a p50 more than this fraction "
-                   "slower is a regression (default: 0.10)")
+    p.add_argument("--threshold", type=cli.float_in(0, 10), default=0.10, help="--compare: a p50 more than this "
+                   "fraction slower is a regression (default: 0.10)")
     p.add_argument("--merge", nargs="+", metavar="BENCH_JSON", help="combine runs from several devices into one "
                    "report (with --out)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    cli.add_contract_flags(p)
     return p
 
 
@@ -65,14 +66,21 @@ def run(args) -> int:
     elif not args.models:
         raise EdgekitError("give one or more MODEL files (or --merge BENCH_JSON...)")
     if args.out:  # refuse before measuring anything
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise EdgekitError(f"{out}: exists and is not a folder (--out names the output folder)")
         for name in OUTPUTS:
-            _io.check_writable(Path(args.out) / name, force=args.force)
+            _io.check_writable(out / name, force=args.force)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgekitError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
     baseline = load_results(args.compare) if args.compare else None
     if args.data and not Path(args.data).is_dir():
         raise EdgekitError(f"{args.data}: --data must be a folder with one subfolder per class")
 
     if args.merge:
-        doc = merge_results([load_results(p) for p in args.merge])
+        doc = merge_results([load_results(p) for p in args.merge], [str(p) for p in args.merge])
     else:
         backends = tuple(b.strip() for b in args.backend.split(",")) if args.backend else ()
         for b in backends:
@@ -82,38 +90,50 @@ def run(args) -> int:
         doc = run_bench(args.models, BenchOptions(
             runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads or (None,),
             backends=backends, data=args.data, max_images=args.max_images,
-            keras_predict=not args.no_keras_predict), log=lambda m: print(m, file=sys.stderr))
+            keras_predict=not args.no_keras_predict, overrides={k: v for k, v in cli.contract_overrides(args).items()
+                                                                if v is not None}),
+            log=lambda m: print(m, file=sys.stderr))
     for r in doc["rows"]:
         if r["status"] != "ok":
-            print(f"edge-bench: error: {r['model']}: {r.get('error')}", file=sys.stderr)
+            err = r.get("error") or ""
+            print(f"edge-bench: error: {err if r['model'] in err else r['model'] + ': ' + err}", file=sys.stderr)
             continue
         lat = r["latency_ms"]
         acc = f", accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else ""
         agree = f", agreement {r['top1_agreement']:.4f}" if r.get("top1_agreement") is not None else ""
         rss = f", {r['peak_rss_mb']:.0f} MB" if r.get("peak_rss_mb") else ""
+        threads = r.get("threads")
         where = ", ".join(str(v) for v in (r.get("device"), r.get("backend"),
-                                           f"{r['threads']} threads" if r.get("threads") else None) if v)
+                                           f"{threads} thread{'s' if threads > 1 else ''}" if threads else None) if v)
         print(f"{r['model']} ({where}): p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms, "
               f"spread {lat['spread']:.0%}{rss}{acc}{agree}")
-    if args.out:
-        for path in write_outputs(doc, args.out, force=args.force):
-            print(f"wrote {path}", file=sys.stderr)
     code = 0 if all(r["status"] == "ok" for r in doc["rows"]) else 2
     if baseline is not None:
         found = compare_results(doc, baseline, threshold=args.threshold)
         bad = [f for f in found if f["problems"]]
+        unmatched = [r["model"] for r in doc["rows"] if r["status"] == "ok" and
+                     not any(f["model"] == r["model"] and f["backend"] == r.get("backend") and
+                             f["threads"] == r.get("threads") for f in found)]
+        doc["comparison"] = {"baseline": str(args.compare), "threshold": args.threshold, "rows": found,
+                             "unmatched": unmatched}
         print(f"compared with {args.compare}: {len(found)} matching rows, {len(bad)} regression(s)")
         for f in found:
             status = "REGRESSION " + "; ".join(f["problems"]) if f["problems"] else "ok"
             print(f"  {f['model']} ({f['backend']}, {f['threads'] or 'default'} threads): p50 {f['p50_ms']:.3f} ms "
                   f"against {f['baseline_p50_ms']:.3f} ms: {status}")
+        if unmatched:
+            print(f"  not in the baseline (same file name, backend and threads): {', '.join(unmatched)}",
+                  file=sys.stderr)
         if bad:
             code = 3
+    if args.out:
+        for path in write_outputs(doc, args.out, force=args.force):
+            print(f"wrote {path}", file=sys.stderr)
     return code
 
 
 def main(argv=None) -> int:
-    return run_main("edge-bench", build_parser(), run, argv)
+    return cli.run_main("edge-bench", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgekit.cli._common import add_contract_flags, contract_overrides, float_in, make_parser, positive_int, run_main
+from edgekit.cli import _common as cli
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -14,11 +14,13 @@ def _size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"a camera size is at least 16x16, got {text!r}")
     return w, h
 
 
 def build_parser():
-    p = make_parser("edge-camera", __doc__ + "\n\nexamples:\n"
+    p = cli.make_parser("edge-camera", __doc__ + "\n\nexamples:\n"
                     "  edge-camera model.tflite                          # camera 0, in a window\n"
                     "  edge-camera model.tflite --source picamera --serve 8080   # Pi camera, view in a browser\n"
                     "  edge-camera model.tflite --source clip.mp4 --headless --frames 100\n"
@@ -35,22 +37,23 @@ def build_parser():
     out.add_argument("--record", metavar="FILE", help="save the annotated video (.mp4 or .avi)")
     out.add_argument("--force", action="store_true", help="overwrite the --record file")
     run = p.add_argument_group("run")
-    run.add_argument("--frames", type=positive_int, help="stop after N frames")
-    run.add_argument("--duration", type=float_in(0, float("inf"), low_open=True), metavar="S",
+    run.add_argument("--frames", type=cli.positive_int, help="stop after N frames")
+    run.add_argument("--duration", type=cli.float_in(0, float("inf"), low_open=True), metavar="S",
                      help="stop after S seconds")
     run.add_argument("--realtime", action="store_true", help="play a video file at its own frame rate, as a "
                      "camera would deliver it (frames inference cannot keep up with are dropped and counted)")
-    run.add_argument("--reconnect", type=int, default=5, metavar="N",
+    run.add_argument("--reconnect", type=cli.non_negative_int, default=5, metavar="N",
                      help="reconnect attempts when a camera or stream drops (default: 5; 0 to stop at once)")
     pr = p.add_argument_group("predictions")
-    pr.add_argument("--top-k", type=positive_int, default=3, help="predictions per frame (default: 3)")
+    pr.add_argument("--top-k", type=cli.positive_int, default=3, help="predictions per frame (default: 3)")
     pr.add_argument("--ema", type=float, metavar="ALPHA", help="smooth scores over frames: weight of the newest "
                     "frame, e.g. 0.3 (default: off)")
-    pr.add_argument("--threshold", type=float, default=0.0, help="hide predictions scoring below this")
-    p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores, up to 4)")
+    pr.add_argument("--threshold", type=cli.float_in(0, 1), default=0.0, help="hide predictions scoring below this "
+                    "(0 to 1)")
+    p.add_argument("--threads", type=cli.positive_int, help="inference threads (default: all cores, up to 4)")
     p.add_argument("--backend", choices=("litert", "tflite_runtime", "tensorflow", "onnxruntime"),
                    help="force an interpreter (default: from the file type)")
-    add_contract_flags(p)
+    cli.add_contract_flags(p)
     return p
 
 
@@ -65,18 +68,18 @@ def run(args) -> int:
     if args.serve:
         parse_address(args.serve)
     Smoother(args.ema)
-    clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, **contract_overrides(args))
+    clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, **cli.contract_overrides(args))
     for note in clf.notes:
         print(f"note: {note}", file=sys.stderr)
     run_camera(clf, CameraConfig(
         source=args.source, top_k=args.top_k, frames=args.frames, duration=args.duration, headless=args.headless,
         serve=args.serve, record=args.record, force=args.force, realtime=args.realtime, ema=args.ema,
-        threshold=args.threshold, size=args.size, reconnect=max(0, args.reconnect)))
+        threshold=args.threshold, size=args.size, reconnect=args.reconnect))
     return 0
 
 
 def main(argv=None) -> int:
-    return run_main("edge-camera", build_parser(), run, argv)
+    return cli.run_main("edge-camera", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

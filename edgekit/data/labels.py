@@ -25,3 +25,13 @@ def label_index(classes: tuple[str, ...] | list[str], labels: tuple[str, ...]) -
         return [normed.index(_norm(c)) for c in classes]
     except ValueError:
         return None
+
+
+def match_labels(classes, labels: tuple[str, ...]) -> dict[str, int]:
+    """The classes that name one of ``labels`` (as ``label_index`` matches them): {class: label index}."""
+    exact = {c: labels.index(c) for c in classes if c in labels}
+    normed = [_norm(lab) for lab in labels]
+    for c in classes:
+        if c not in exact and normed.count(_norm(c)) == 1:
+            exact[c] = normed.index(_norm(c))
+    return exact

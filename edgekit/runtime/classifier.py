@@ -19,7 +19,7 @@ from edgekit.contract import (
 )
 from edgekit.errors import EdgekitError, InputFileError
 from edgekit.runtime._backends import open_backend
-from edgekit.runtime._derive import apply_overrides, derive_contract
+from edgekit.runtime._derive import _layout_and_size, apply_overrides, derive_contract
 from edgekit.runtime._preprocess import RESIZERS, Preprocessor, resize_fidelity
 
 
@@ -87,9 +87,17 @@ class Classifier:
                 contract, derived_notes = derive_contract(be.input, int(np.prod(be.output.shape)))
                 source = "derived"
                 notes.append("no edgekit contract in the model; assumed " + ", ".join(derived_notes))
+        given = [name for name, v in (("--labels", labels), ("--mean", mean), ("--std", std),
+                                      ("--color-order", color_order), ("--logits", logits)) if v is not None]
+        if given and source in ("embedded", "sidecar"):
+            notes.append(f"{', '.join(given)} override{'s' if len(given) == 1 else ''} the model's own contract")
         contract, override_notes = apply_overrides(contract, labels=labels, mean=mean, std=std,
                                                    color_order=color_order, logits=logits)
         notes += override_notes
+        channels = _layout_and_size(be.input.shape)[3] if len(be.input.shape) in (3, 4) else contract.channels
+        if channels != contract.channels:
+            raise EdgekitError(f"{p}: the model takes {channels}-channel images, but the colour order "
+                               f"{contract.color_order} has {contract.channels}")
         n_out = int(np.prod(be.output.shape))
         if contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT):
             n_out = 2  # [1 - p, p]

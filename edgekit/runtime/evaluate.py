@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.labels import label_index
+from edgekit.data.labels import match_labels
 
 
 @dataclass
@@ -91,10 +91,12 @@ def labelled_roots(inputs: list[str | Path], labels: tuple[str, ...]) -> tuple[d
         subs = sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not subs:
             continue
-        index = label_index(subs, labels)
-        if index is None:
-            notes.append(f"{p}: subfolders {subs[:5]}{' ...' if len(subs) > 5 else ''} do not match the model's "
-                         "labels, so no accuracy is computed for them")
-            continue
-        roots[p] = dict(zip(subs, index, strict=True))
+        mapping = match_labels(subs, labels)
+        unmatched = [s for s in subs if s not in mapping]
+        if unmatched:
+            notes.append(f"{p}: subfolder(s) {unmatched[:5]}{' ...' if len(unmatched) > 5 else ''} name none of the "
+                         "model's labels: their images are classified but not scored"
+                         + ("" if mapping else "; no accuracy"))
+        if mapping:
+            roots[p] = mapping
     return roots, notes

@@ -203,7 +203,9 @@ def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
 
 def check_record_path(path: str | None, force: bool) -> None:
     """Fail before the model loads when --record would overwrite a file."""
-    from edgekit.errors import OutputExistsError
+    from edgekit.errors import InputFileError, OutputExistsError
 
+    if path and Path(path).is_dir():
+        raise InputFileError(path, "is a folder; --record takes a video file name (.mp4 or .avi)")
     if path and Path(path).exists() and not force:
         raise OutputExistsError(path)

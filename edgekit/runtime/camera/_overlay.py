@@ -51,6 +51,8 @@ class Recorder:
 
     def __init__(self, path: str | Path, fps: float, *, force: bool = False):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InputFileError(self.path, "is a folder; --record takes a video file name (.mp4 or .avi)")
         if self.path.exists() and not force:
             raise OutputExistsError(self.path)
         if self.path.suffix.lower() not in (".mp4", ".avi"):
