@@ -60,6 +60,7 @@ def test_camera_on_an_image_folder_prints_json_lines(rgb_onnx, tmp_path):
     assert r.returncode == 0, r.stderr
     frames = [json.loads(x) for x in r.stdout.splitlines()]
     assert [f["predictions"][0]["label"] for f in frames] == ["r", "g"]
+    assert [Path(f["file"]).name for f in frames] == ["0.png", "1.png"]  # which image each line is about
     assert all(f["inference_ms"] >= 0 for f in frames)
 
 

@@ -48,14 +48,17 @@ def plot_latency_size(rows: list[dict]) -> bytes:
     """Latency p50 (with p90 whisker) against file size, one point per artifact."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    labelled: set[str] = set()
     for r in rows:
         lat = r.get("latency_ms") or {}
         if "p50" not in lat:
             continue
         size_mb = r["size_bytes"] / 1e6
         ax.errorbar(size_mb, lat["p50"], yerr=[[0], [max(0.0, lat["p90"] - lat["p50"])]], fmt="o", capsize=4)
-        name = r["format"] if "model" not in r else _label(r)
-        ax.annotate(name, (size_mb, lat["p50"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        name = r.get("model", r["format"])  # one label per file: thread and backend rows share its size
+        if name not in labelled:
+            labelled.add(name)
+            ax.annotate(name, (size_mb, lat["p50"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("file size (MB)")
     ax.set_ylabel("latency p50 (ms), whisker to p90")
     ax.set_title("latency against size")

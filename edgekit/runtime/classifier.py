@@ -181,7 +181,10 @@ def _cv2_read(path: Path) -> np.ndarray:
 
     if not path.is_file():
         raise InputFileError(path, "no such file" if not path.exists() else "not a file")
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
+    from edgekit._lazy import native_stderr_silenced
+
+    with native_stderr_silenced():  # libjpeg prints "Premature end of JPEG file" itself; our error says it
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
     if frame is None:
         raise InputFileError(path, "not an image OpenCV can read")
     return frame

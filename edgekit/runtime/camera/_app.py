@@ -161,6 +161,8 @@ def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
                           "score": preds[0]["score"] if preds else None, "predictions": preds,
                           "fps": round(fps, 1), "preprocess_ms": round(pre_ms[-1], 3),
                           "inference_ms": round(inf_ms[-1], 3), "dropped": grabber.dropped}
+                if grabber.name:
+                    record["file"] = grabber.name
                 if config.headless:
                     out.write(json.dumps(record) + "\n")
                     out.flush()

@@ -23,6 +23,8 @@ class FrameGrabber:
         self._interval = 1.0 / fps if realtime and not source.live and fps else None
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
+        self._name: str | None = None
+        self.name: str | None = None  # the source's name for the frame ``get`` returned last (a file, say)
         self._done = False
         self._stop = False
         self.error: BaseException | None = None
@@ -51,6 +53,7 @@ class FrameGrabber:
                         while self._frame is not None and not self._stop:
                             self._cond.wait(0.1)
                     self._frame = frame
+                    self._name = getattr(self.source, "name", None)
                     self.captured += 1
                     self._cond.notify_all()
         except BaseException as exc:  # handed to the consumer, which raises it on its own thread
@@ -71,6 +74,7 @@ class FrameGrabber:
                                        "the camera stopped delivering")
                 self._cond.wait(min(left, 0.5))
             frame, self._frame = self._frame, None
+            self.name = self._name
             self._cond.notify_all()
         if frame is None and self.error is not None:
             raise self.error

@@ -40,8 +40,9 @@ def draw(frame: np.ndarray, predictions: list[dict], stats: str) -> None:
              for i, p in enumerate(predictions)] or [("(below threshold)", (160, 160, 160))]
     lines.append((stats, (255, 200, 80)))
     y = int(30 * scale / 0.7)
+    outline = 2 if h < 400 else 3 if h < 800 else 4  # a thick outline smears small frames
     for text, colour in lines:
-        cv2.putText(frame, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
+        cv2.putText(frame, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), outline, cv2.LINE_AA)
         cv2.putText(frame, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
         y += int(28 * scale / 0.7)
 

@@ -48,6 +48,7 @@ class Source:
 
     live = True  # a camera or stream: frames that arrive while we are busy are dropped
     fps: float | None = None
+    name: str | None = None  # what the last frame read was (an image folder's file), for the output
 
     def read(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -98,6 +99,7 @@ class FolderSource(Source):
         for f in self._files:
             frame = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if frame is not None:
+                self.name = str(f)
                 return frame
             print(f"edge-camera: skipped {f}: not a readable image", file=sys.stderr)
         return None
