@@ -89,11 +89,11 @@ def _preprocessing(shared: Path, tmp: Path, runs: int = 300) -> dict:
     import cv2
     from PIL import Image
 
-    from edgekit.bench.runtime import _frame
+    from edgekit.bench._timing import sample_frame
     from edgekit.runtime import Classifier
 
     model = shared / "reference" / "coral" / "models" / "tf2_mobilenet_v2_1.0_224_ptq.tflite"
-    frame = _frame()
+    frame = sample_frame()
     jpeg = tmp / "frame.jpg"
     cv2.imwrite(str(jpeg), frame)
     out = {}

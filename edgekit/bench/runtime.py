@@ -13,14 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.bench._timing import measure_latency
-
-
-def _frame(h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([127 + 100 * np.sin(x / (9.0 + c) + c) * np.cos(y / 13.0) for c in range(3)], -1)
-    return np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+from edgekit.bench._timing import measure_latency, sample_frame
 
 
 def classify_overhead(model: Path, *, runs: int = 200, threads: int | None = None) -> dict:
@@ -29,7 +22,7 @@ def classify_overhead(model: Path, *, runs: int = 200, threads: int | None = Non
     from edgekit.runtime import Classifier
 
     clf = Classifier.open(model, threads=threads)
-    frame = _frame()
+    frame = sample_frame()
     tensor = clf.preprocess(frame, color_order="BGR")
     backend = clf.backend
     backend.run(tensor)  # sets the input tensor
@@ -50,6 +43,7 @@ from edgekit.runtime import Classifier
 clf = Classifier.open(sys.argv[1])
 clf.classify(sys.argv[2], top_k=1)
 t1 = time.perf_counter()
+from edgekit.bench._worker import peak_rss_mb  # after t1: not part of the measured start-up
 print({"seconds": t1 - t0, "peak_rss_mb": peak_rss_mb(), "tensorflow_imported": "tensorflow" in sys.modules})
 """
 
@@ -62,21 +56,10 @@ import keras
 model = keras.models.load_model(sys.argv[1], compile=False)
 model.predict(np.zeros((1, 224, 224, 3), np.float32), verbose=0)
 t1 = time.perf_counter()
+from edgekit.bench._worker import peak_rss_mb  # after t1: not part of the measured start-up
 print({"seconds": t1 - t0, "peak_rss_mb": peak_rss_mb(), "tensorflow_imported": "tensorflow" in sys.modules})
 """
 
-# ru_maxrss counts the parent's pages when a big process forks the child; VmHWM starts afresh at exec
-_PEAK = """
-def peak_rss_mb():
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-"""
 
 
 def _cold(code: str, *args: str, repeats: int = 3) -> dict:
@@ -84,7 +67,7 @@ def _cold(code: str, *args: str, repeats: int = 3) -> dict:
 
     runs = []
     for _ in range(repeats):
-        r = subprocess.run([sys.executable, "-c", _PEAK + code, *args], capture_output=True, text=True, timeout=300)
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
         runs.append(ast.literal_eval(r.stdout.strip().splitlines()[-1]))
@@ -104,7 +87,7 @@ def cold_start(tflite: Path, keras_file: Path | None, image: Path) -> dict:
 def write_video(path: Path, *, seconds: float = 10.0, fps: float = 30.0) -> Path:
     import cv2
 
-    base = _frame()
+    base = sample_frame()
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
     for i in range(int(seconds * fps)):
         w.write(np.roll(base, 4 * i, axis=1))

@@ -48,10 +48,10 @@ def _sample_image(tmp: Path) -> Path:
     """A 640x480 photo-like JPEG for end-to-end timing when there is no --data."""
     import cv2
 
-    y, x = np.mgrid[0:480, 0:640]
-    img = np.stack([127 + 100 * np.sin(x / (9.0 + c)) * np.cos(y / 13.0 + c) for c in range(3)], -1)
+    from edgekit.bench._timing import sample_frame
+
     path = tmp / "frame_640x480.jpg"
-    cv2.imwrite(str(path), np.clip(img, 0, 255).astype(np.uint8))
+    cv2.imwrite(str(path), sample_frame())
     return path
 
 

@@ -114,8 +114,6 @@ class Classifier:
         """Decode any supported input to (a uint8 ndarray or a PIL image, its colour order), for the library
         that will resize it. "auto" decodes files with Pillow and resizes with OpenCV (the closest match to
         the training resize); "pillow" does both with Pillow; "opencv" both with OpenCV."""
-        from PIL import Image
-
         lib = self.image_library
         if isinstance(image, (str, Path)):
             if lib == "opencv":
@@ -133,10 +131,14 @@ class Classifier:
             else:
                 order = ColorOrder(str(color_order).upper())
             if lib == "pillow":
+                from PIL import Image
+
                 rgb = image if order != ColorOrder.BGR else image[..., ::-1]
                 return Image.fromarray(np.ascontiguousarray(rgb.reshape(rgb.shape[:2]) if order == ColorOrder.GRAY
                                                             else rgb)), ColorOrder.RGB
             return image, order
+        from PIL import Image  # not on the camera path: ndarrays returned above
+
         if isinstance(image, Image.Image):
             rgb = image.convert("RGB")
             return (rgb, ColorOrder.RGB) if lib == "pillow" else (np.asarray(rgb), ColorOrder.RGB)
