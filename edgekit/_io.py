@@ -18,6 +18,35 @@ def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
     return p
 
 
+def probe_folder(path: str | os.PathLike) -> Path:
+    """Check, before any work, that files can be written into folder ``path``: create it (and its missing
+    parents) and a probe file, then remove what was created. Raises InputFileError naming the path."""
+    p = Path(path)
+    created: list[Path] = []
+    q = p
+    while not q.exists() and q != q.parent:
+        created.append(q)
+        q = q.parent
+    if not q.is_dir():
+        raise InputFileError(q, "is a file, not a folder; cannot write into it" if q == p.parent or q != p
+                             else "exists and is not a folder")
+    try:
+        for d in reversed(created):
+            d.mkdir()
+        fd, tmp = tempfile.mkstemp(prefix=".edgekit-probe.", dir=p)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise InputFileError(p, f"cannot write here ({exc.strerror or exc})") from None
+    finally:
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # never created, or not empty: leave it
+    return p
+
+
 def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     p = check_writable(path, force=force)
@@ -37,6 +66,9 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputFileError(p, f"cannot write ({exc.strerror or exc}); nothing was written") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,7 +26,7 @@ def add_contract_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("for models without an embedded contract")
     g.add_argument("--labels", metavar="FILE", help="labels file, one per line")
     g.add_argument("--mean", metavar="M", type=_floats, help="normalization mean, e.g. 127.5 or 0.485,0.456,0.406")
-    g.add_argument("--std", metavar="S", type=_floats, help="normalization std, e.g. 127.5 or 0.229,0.224,0.225")
+    g.add_argument("--std", metavar="S", type=_positive_floats, help="normalization std, e.g. 127.5 or 0.229,0.224,0.225")
     g.add_argument("--color-order", choices=("RGB", "BGR", "GRAY"), type=str.upper, help="input colour order")
     g.add_argument("--logits", action="store_true", default=None,
                    help="the model outputs logits (softmax, or sigmoid for one unit, is applied)")
@@ -44,45 +44,70 @@ def contract_overrides(args) -> dict:
     }
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def _floats(text: str, *, positive: bool = False) -> tuple[float, ...]:
+    from edgekit.limits import OptionError, check_number
+
     try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+        values = tuple(check_number(v, "value", low=0 if positive else None, low_open=True) for v in text.split(","))
+    except OptionError:
+        what = "positive" if positive else "finite"
+        raise argparse.ArgumentTypeError(f"expected {what} numbers separated by commas, got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected one number or three (one per channel), got {text!r}")
+    return values
 
 
-def _int_at_least(minimum: int, what: str):
-    def parse(text: str) -> int:
+def _positive_floats(text: str) -> tuple[float, ...]:
+    return _floats(text, positive=True)
+
+
+def _argparse_type(check: Callable[[str], object]):
+    """Wrap one of edgekit.limits' checks as an argparse type (its message, without the option name)."""
+
+    def parse(text: str):
+        from edgekit.limits import OptionError
+
         try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
-        return v
+            return check(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
 
     return parse
 
 
-positive_int = _int_at_least(1, "a positive number")
-non_negative_int = _int_at_least(0, "zero or more")
+def _int_at_least(minimum: int, what: str = ""):
+    from edgekit.limits import check_int
+
+    return _argparse_type(lambda text: check_int(text, "value", low=minimum))
 
 
-def float_in(low: float, high: float, *, low_open: bool = False):
-    """An argparse type for a number in [low, high] (or (low, high] with ``low_open``)."""
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
 
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if v < low or v > high or (low_open and v == low):
-            bound = f"more than {low:g}" if low_open else f"{low:g} or more"
-            raise argparse.ArgumentTypeError(f"must be {bound}" + (f" and at most {high:g}" if high != float("inf")
-                                                                  else "") + f", got {text}")
-        return v
 
-    return parse
+def int_in(low: int, high: int):
+    """An argparse type for a whole number in [low, high]."""
+    from edgekit.limits import check_int
+
+    return _argparse_type(lambda text: check_int(text, "value", low=low, high=high))
+
+
+def float_in(low: float | None, high: float | None, *, low_open: bool = False, high_open: bool = False):
+    """An argparse type for a finite number in [low, high] (open ends with ``low_open``/``high_open``;
+    None for no bound). NaN and infinity are always refused."""
+    from edgekit.limits import check_number
+
+    if high == float("inf"):
+        high = None
+    return _argparse_type(lambda text: check_number(text, "value", low=low, high=high, low_open=low_open,
+                                                    high_open=high_open))
+
+
+def threads_type(text: str) -> int:
+    """--threads: 1 to edgekit.limits.max_threads()."""
+    from edgekit.limits import check_threads
+
+    return _argparse_type(check_threads)(text)
 
 
 def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
@@ -99,6 +124,15 @@ def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # disk full, permissions, a file vanishing mid-run: name the file, say the problem
+        if os.environ.get("EDGEKIT_DEBUG"):
+            raise
+        where = exc.filename if exc.filename is not None else "output"
+        print(f"{prog}: error: {where}: {exc.strerror or first_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prog}: error: out of memory (the input is too large for this machine)", file=sys.stderr)
+        return 2
     except Exception as exc:
         if os.environ.get("EDGEKIT_DEBUG"):
             raise

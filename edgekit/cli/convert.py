@@ -13,6 +13,7 @@ from edgekit.cli._common import (
     non_negative_int,
     positive_int,
     run_main,
+    threads_type,
 )
 
 
@@ -59,7 +60,7 @@ def build_parser():
                    "in the file: only for files you trust)")
     g.add_argument("--architecture", metavar="JSON", help="model.to_json() file, for a weights-only .h5")
     g = p.add_argument_group("verification")
-    g.add_argument("--max-drop", type=float_in(0, float("inf")), default=1.0, help="fail an artifact whose accuracy "
+    g.add_argument("--max-drop", type=float_in(0, 100), default=1.0, help="fail an artifact whose accuracy "
                    "drops more than this many points (default: 1.0)")
     g.add_argument("--min-agreement", type=float_in(0, 1), metavar="F", help="fail an artifact whose top-1 predictions "
                    "agree with the source model's on less than this fraction of images, even if accuracy held "
@@ -68,7 +69,7 @@ def build_parser():
                    "model that keeps the worst layers in float")
     g.add_argument("--compare", metavar="FILE", action="append", default=[],
                    help="also verify an existing .tflite/.onnx (say, a vendor's int8) on the same images; repeatable")
-    g.add_argument("--threads", type=positive_int, help="threads for verification and latency")
+    g.add_argument("--threads", type=threads_type, help="threads for verification and latency")
     g.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_contract_flags(p)

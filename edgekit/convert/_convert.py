@@ -46,6 +46,23 @@ class ConvertOptions:
     compare: tuple[str | Path, ...] = ()  # existing .tflite/.onnx files (a vendor's int8) to verify alongside
     overrides: dict = field(default_factory=dict)  # labels/mean/std/color_order for foreign models
 
+    def __post_init__(self):
+        from edgekit.limits import OptionError, check_int, check_number, check_threads
+
+        check_int(self.calibration_images, "calibration_images", low=1, high=1_000_000)
+        check_int(self.validation_images, "validation_images", low=0, high=10_000_000)
+        check_number(self.max_drop, "max_drop", low=0, high=100)
+        if self.min_agreement is not None:
+            check_number(self.min_agreement, "min_agreement", low=0, high=1)
+        check_int(self.opset, "opset", low=13, high=18)
+        check_threads(self.threads)
+        check_int(self.bench_runs, "bench_runs", low=1, high=1_000_000)
+        if self.int8_io not in ("int8", "uint8", "float32"):
+            raise OptionError(f"int8_io: expected int8, uint8 or float32, got {self.int8_io!r}")
+        for name in ("mean", "std"):
+            for v in self.overrides.get(name) or ():
+                check_number(v, name, low=0 if name == "std" else None, low_open=True)
+
 
 @dataclass
 class ArtifactResult:
@@ -292,6 +309,7 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     paths = {t.name: out / artifact_name(stem, t) for t in targets}
     if out.exists() and not out.is_dir():
         raise InputFileError(out, "exists and is not a folder (--out names the output folder)")
+    _io.probe_folder(out)  # /proc/x, a read-only disk, a path under a file: refused now, not after converting
     if not options.force:  # refuse before doing any work
         extra = [out / f"{stem}_int8_mixed.tflite"] if options.auto_fix else []
         artifacts = [*paths.values(), *extra]

@@ -2,8 +2,8 @@
 small interface that the exporters and the parity checks share.
 
 Files are checked before anything is deserialized: the sniffing here catches Git LFS pointers, empty,
-truncated and foreign files, weights-only .h5 files, and (unless ``unsafe``) layers that carry arbitrary
-Python code, such as ``Lambda``.
+truncated and foreign files and weights-only .h5 files, and (unless ``unsafe``) ``edgekit.convert.safety``
+refuses every object outside its allowlist of safe Keras classes and TensorFlow ops.
 """
 
 from __future__ import annotations
@@ -18,17 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._lazy import require, tensorflow
+from edgekit.convert.safety import UnsafeModelError, check_config, check_savedmodel
 from edgekit.errors import InputFileError
 from edgekit.errors import first_line as _first_line
+
+__all__ = ["SourceModel", "UnsafeModelError", "from_keras_model", "load_source", "sniff"]
 
 _H5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 _LFS_PREFIX = b"version https://git-lfs.github.com/spec/"
-_CODE_LAYERS = frozenset({"Lambda"})  # layers whose config holds Python code (marshalled bytecode or source)
-
-
-class UnsafeModelError(InputFileError):
-    """The model holds arbitrary Python code and ``--unsafe`` was not given."""
 
 
 def sniff(path: Path) -> str:
@@ -39,8 +37,8 @@ def sniff(path: Path) -> str:
         raise InputFileError(path, "is a folder but not a SavedModel (no saved_model.pb)")
     if not path.exists():
         raise InputFileError(path, "no such file")
-    if not path.is_file():
-        raise InputFileError(path, "not a file")
+    if not path.is_file():  # a FIFO would block the read below; a device file is never a model
+        raise InputFileError(path, "is not a regular file (a device, FIFO or socket)")
     with open(path, "rb") as f:
         head = f.read(64)
     if head.startswith(_LFS_PREFIX):
@@ -67,42 +65,52 @@ def _h5_config(path: Path) -> dict | None:
                 if "layer_names" not in f.attrs and not groups:
                     raise InputFileError(path, "is an HDF5 file but holds no Keras model or weights")
                 return None
-            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            config = _parse_config(path, "model_config", raw.decode() if isinstance(raw, bytes) else raw)
     except OSError as exc:
         raise InputFileError(path, f"is truncated or corrupt (HDF5 cannot read it: {_first_line(exc)})") from exc
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise InputFileError(path, f"has an unreadable model_config ({_first_line(exc)})") from exc
+    if config is None:
+        raise InputFileError(path, "has a model_config of null, not a model")
+    return config
+
+
+_MAX_CONFIG_BYTES = 64 << 20  # a 64 MB architecture is far beyond any real model (weights live elsewhere)
+
+
+def _parse_config(path: Path, what: str, text: str | bytes):
+    """A JSON model config; a dict (or None for JSON null). Hostile nesting and sizes get one line."""
+    if len(text) > _MAX_CONFIG_BYTES:
+        raise InputFileError(path, f"its {what} is {len(text) >> 20} MB, too large for a model architecture")
+    try:
+        config = json.loads(text)
+    except RecursionError:
+        raise InputFileError(path, f"its {what} is nested too deeply to be a model architecture") from None
+    if config is not None and not isinstance(config, dict):
+        raise InputFileError(path, f"its {what} is a JSON {type(config).__name__}, not a model architecture")
+    return config
 
 
 def _keras_zip_config(path: Path) -> dict:
     try:
         with zipfile.ZipFile(path) as z:
-            return json.loads(z.read("config.json"))
+            names = z.namelist()
+            if len(names) != len(set(names)):  # two config.json entries: which one would Keras read?
+                raise InputFileError(path, "is a zip file with duplicate entries; refused (not a file Keras wrote)")
+            info = z.getinfo("config.json")
+            if info.file_size > _MAX_CONFIG_BYTES:
+                raise InputFileError(path, f"its config.json is {info.file_size >> 20} MB, too large for a model "
+                                           "architecture")
+            config = _parse_config(path, "config.json", z.read("config.json"))
     except KeyError as exc:
         raise InputFileError(path, "is a zip file but not a .keras model (no config.json)") from exc
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise InputFileError(path, f"is truncated or corrupt ({_first_line(exc)})") from exc
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise InputFileError(path, f"has an unreadable config.json ({_first_line(exc)})") from exc
-
-
-def code_layers(config) -> list[str]:
-    """Names of the layers whose config carries Python code, at any nesting depth."""
-    found: list[str] = []
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            if node.get("class_name") in _CODE_LAYERS:
-                cfg = node.get("config") or {}
-                found.append(f"{cfg.get('name', '?')} ({node['class_name']})")
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(config)
-    return found
+    if config is None:
+        raise InputFileError(path, "has a config.json of null, not a model architecture")
+    return config
 
 
 # ---- the model ----------------------------------------------------------------------------------------
@@ -259,25 +267,29 @@ def load_source(path: str | Path, *, unsafe: bool = False, architecture: str | P
     p = Path(path)
     kind = sniff(p)
     if kind == "savedmodel":
+        tensorflow()
+        check_savedmodel(p, unsafe=unsafe)
         return _saved_model_source(p)
     config = _h5_config(p) if kind == "h5" else _keras_zip_config(p)
     if architecture is not None:
         arch = Path(architecture)
-        if not arch.is_file():
+        if not arch.exists():
             raise InputFileError(arch, "no such file")
+        if not arch.is_file():
+            raise InputFileError(arch, "is not a regular file")
+        if arch.stat().st_size > _MAX_CONFIG_BYTES:
+            raise InputFileError(arch, "is too large to be a model.to_json() file")
         try:
-            config = json.loads(arch.read_text())
+            config = _parse_config(arch, "JSON", arch.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputFileError(arch, f"is not a model.to_json() file ({_first_line(exc)})") from exc
+        if config is None:
+            raise InputFileError(arch, "holds JSON null, not a model.to_json() architecture")
     elif config is None:
         raise InputFileError(p, "holds weights only (saved with save_weights), not a model; give the architecture "
                                 "with --architecture model.json (from model.to_json()), or save the whole model "
                                 "with model.save('model.keras')")
-    code = code_layers(config)
-    if code and not unsafe:
-        raise UnsafeModelError(p, f"layer {code[0]} runs arbitrary Python code stored in the file"
-                                  f"{f' (and {len(code) - 1} more)' if len(code) > 1 else ''}; "
-                                  "refused for safety: pass --unsafe only if you trust where this file came from")
+    check_config(Path(architecture) if architecture is not None else p, config, unsafe=unsafe)
     tensorflow()
     with warnings.catch_warnings():  # Keras warns about legacy configs it then loads fine
         warnings.simplefilter("ignore", UserWarning)

@@ -1,0 +1,335 @@
+"""Hostile model files and options for edge-convert: every input is crafted here, at run time.
+
+Each test asserts on the exit code, on one stderr line that names the file and the problem, and on the
+absence of a marker file that the crafted model would write if edgekit ran it."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.convert.safety import config_problems, tf_function_allowed
+
+pytestmark = pytest.mark.tf
+
+
+def _cli(argv, capsys):
+    from edgekit.cli.convert import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.err.strip(), out.out
+
+
+def _one_line(err: str, *needles: str):
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+# ---- the allowlist, on configs (no TensorFlow needed) -----------------------------------------------------
+@pytest.mark.parametrize("fn", ["math.truediv", "math.subtract", "__operators__.add", "__operators__.getitem",
+                                "nn.relu6", "image.resize", "reshape", "linalg.matmul", "math.reduce_mean"])
+def test_pure_tensor_functions_are_allowed(fn):
+    assert tf_function_allowed(fn)
+
+
+@pytest.mark.parametrize("fn", ["io.write_file", "io.read_file", "py_function", "numpy_function", "print",
+                                "debugging.assert_equal", "summary.scalar", "strings.format", "compat.v1.py_func",
+                                "image.decode_png", "math.add; import os", "", None, "data.TFRecordDataset"])
+def test_everything_else_is_refused(fn):
+    assert not tf_function_allowed(fn)
+
+
+def _layer(cls, name="x", module=None, registered=None, **config):
+    return {"class_name": cls, "module": module, "registered_name": registered, "config": {"name": name, **config}}
+
+
+@pytest.mark.parametrize(("node", "needle"), [
+    (_layer("Lambda", "scale_it", function={"class_name": "__lambda__", "config": {"code": "AAAA"}}),
+     "scale_it (Lambda)"),
+    (_layer("TFSMLayer", "outer", filepath="/tmp/other"), "outer (TFSMLayer)"),
+    (_layer("TorchModuleWrapper", "t", module="keras.layers"), "t (TorchModuleWrapper)"),
+    (_layer("Twice", "tw", module="__main__", registered="mine>Twice"), "tw (Twice)"),
+    (_layer("Dense", "d", module="os"), "from module 'os'"),
+    (_layer("Dense", "d", module="keras.layers", registered="evil>Dense"), "registered as 'evil>Dense'"),
+    (_layer("TFOpLambda", "w", function="io.write_file"), "tf.io.write_file"),
+    (_layer("SlicingOpLambda", "s", function="io.write_file"), "tf.io.write_file"),
+    ({"class_name": "function", "module": "os", "config": "system"}, "function 'system' from module 'os'"),
+    (_layer("Dense", "d", activation="exec"), "activation 'exec'"),
+    (_layer("System", "s", module="keras.src.ops.core"), "keras.src.ops.core.System"),
+])
+def test_unsafe_objects_are_found_at_any_depth(node, needle):
+    nested = {"class_name": "Functional", "config": {"layers": [
+        {"class_name": "Sequential", "config": {"layers": [_layer("Dense", "ok"), node]}}]}}
+    problems = config_problems(nested)
+    assert problems and needle in problems[0] and all("ok" not in p for p in problems), problems
+
+
+def test_ordinary_configs_pass(tmp_path):
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    x = inp / 127.5 - 1
+    x = keras.layers.Conv2D(4, 3, activation="relu", kernel_regularizer="l2")(x)
+    x = keras.ops.image.resize(x, (8, 8))[:, :, :, :2]
+    x = keras.layers.BatchNormalization()(keras.layers.Rescaling(0.5)(x))
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inp, out).save(tmp_path / "m.keras")
+    config = json.loads(zipfile.ZipFile(tmp_path / "m.keras").read("config.json"))
+    assert config_problems(config) == []
+
+
+def test_a_deeply_nested_config_does_not_exhaust_the_stack():
+    node: dict = _layer("Dense", "leaf")
+    for _ in range(50_000):
+        node = {"config": {"layer": node}}
+    assert config_problems(node) == []
+
+
+# ---- crafted files through edge-convert ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tfop_h5(tmp_path_factory):
+    """A Keras 2 functional .h5 whose preprocessing is x / 127.5 - 1 as TF ops (TFOpLambda layers)."""
+    tf = pytest.importorskip("tensorflow")
+    tf_keras = pytest.importorskip("tf_keras")
+    inp = tf_keras.Input((16, 16, 3))
+    x = inp / 127.5 - 1
+    x = tf.image.resize(x, (8, 8))
+    x = tf_keras.layers.Conv2D(3, 1, name="mix")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    out = tf_keras.layers.Dense(3, activation="softmax", name="head")(x)
+    path = tmp_path_factory.mktemp("tfop") / "course.h5"
+    tf_keras.Model(inp, out).save(path)
+    return path
+
+
+def _rewrite_h5_config(src: Path, dst: Path, edit) -> Path:
+    import shutil
+
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        edit(config)
+        f.attrs["model_config"] = json.dumps(config)
+    return dst
+
+
+def test_a_keras2_model_with_tf_op_preprocessing_still_converts(tfop_h5, tmp_path, capsys):
+    import h5py
+
+    from edgekit.convert.safety import config_problems as problems
+
+    with h5py.File(tfop_h5) as f:
+        functions = [layer["config"]["function"] for layer in json.loads(f.attrs["model_config"])["config"]["layers"]
+                     if layer["class_name"] == "TFOpLambda"]
+    assert {"math.truediv", "math.subtract", "image.resize"} <= set(functions), functions
+    code, err, _ = _cli([tfop_h5, "--out", tmp_path / "o", "--formats", "tflite_float32", "--calibration",
+                         "random"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "o" / "course_float32.tflite").is_file()
+    assert problems({"class_name": "Functional", "config": {"layers": []}}) == []
+
+
+def test_tfoplambda_calling_io_write_file_is_refused_before_loading(tfop_h5, tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+
+    def edit(config):
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "TFOpLambda":
+                layer["config"]["function"] = "io.write_file"
+                layer["inbound_nodes"] = [["input_1", 0, 0, {"filename": str(marker), "contents": "pwned"}]]
+                return
+
+    evil = _rewrite_h5_config(tfop_h5, tmp_path / "evil.h5", edit)
+    code, err, _ = _cli([evil, "--out", tmp_path / "o", "--formats", "tflite_float32"], capsys)
+    assert code == 2
+    _one_line(err, "evil.h5", "TFOpLambda calling tf.io.write_file", "--unsafe")
+    assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+def test_a_keras3_file_naming_a_foreign_module_is_refused(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    config = {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
+              "config": {"name": "m", "layers": [
+                  {"module": "subprocess", "class_name": "Popen", "registered_name": None,
+                   "config": {"args": ["touch", str(marker)]}}]}}
+    path = tmp_path / "evil.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.10.0"}))
+    code, err, _ = _cli([path, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    _one_line(err, "evil.keras", "Popen", "allowlist")
+    assert not marker.exists()
+
+
+def test_an_architecture_json_is_checked_too(tmp_path, capsys):
+    import h5py
+
+    weights = tmp_path / "w.weights.h5"
+    with h5py.File(weights, "w") as f:
+        f.attrs["layer_names"] = [b"dense"]
+        f.create_group("dense")
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"class_name": "Sequential", "config": {"layers": [
+        _layer("InputLayer", "in", batch_input_shape=[None, 8, 8, 3]),
+        _layer("Lambda", "sneaky", function=["4wEAAAAAAAAA", None, None])]}}))
+    code, err, _ = _cli([weights, "--architecture", arch, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    _one_line(err, "arch.json", "sneaky (Lambda)")
+
+
+@pytest.fixture(scope="module")
+def writing_savedmodel(tmp_path_factory):
+    """A SavedModel whose serving function writes a file next to itself each time it runs."""
+    tf = pytest.importorskip("tensorflow")
+    root = tmp_path_factory.mktemp("sm")
+    marker = root / "MARKER"
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+        def serve(self, x):
+            tf.io.write_file(str(marker), "pwned")
+            return {"scores": tf.nn.softmax(tf.reduce_mean(x, axis=[1, 2]))}
+
+    m = Writer()
+    tf.saved_model.save(m, str(root / "model"), signatures={"serving_default": m.serve})
+    return root / "model", marker
+
+
+def test_a_savedmodel_that_writes_files_is_refused(writing_savedmodel, tmp_path, capsys):
+    from edgekit.convert._source import load_source
+
+    path, marker = writing_savedmodel
+    code, err, _ = _cli([path, "--out", tmp_path / "o", "--formats", "tflite_float32", "--calibration", "random"],
+                        capsys)
+    assert code == 2
+    _one_line(err, str(path), "op WriteFile", "--unsafe")
+    assert not marker.exists()
+    # The marker is real: with unsafe=True the same file writes it as soon as it runs.
+    load_source(path, unsafe=True).predict(np.zeros((1, 8, 8, 3), np.float32))
+    assert marker.read_text() == "pwned"
+    marker.unlink()
+
+
+def test_an_ordinary_savedmodel_passes_the_op_check(tmp_path):
+    import keras
+
+    from edgekit.convert.safety import savedmodel_problems
+
+    inp = keras.Input((8, 8, 3))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.BatchNormalization()(keras.layers.Conv2D(2, 3)(inp))))
+    keras.Model(inp, out).export(str(tmp_path / "sm"), verbose=False)
+    assert savedmodel_problems(tmp_path / "sm") == []
+
+
+# ---- malformed files ----------------------------------------------------------------------------------------
+def _keras_zip(path: Path, config_text: str, duplicate: bool = False) -> Path:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name we mean to write
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("config.json", config_text)
+            if duplicate:
+                z.writestr("config.json", config_text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "duplicate", "needle"), [
+    ("[" * 100_000 + "]" * 100_000, False, "nested too deeply"),
+    ("null", False, "config.json of null"),
+    ("[1, 2]", False, "JSON list, not a model architecture"),
+    ('{"class_name": "Sequential", "config": {}}', True, "duplicate entries"),
+])
+def test_malformed_keras_configs_get_one_line(tmp_path, capsys, text, duplicate, needle):
+    path = _keras_zip(tmp_path / "bad.keras", text, duplicate)
+    code, err, _ = _cli([path, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    _one_line(err, "bad.keras", needle)
+
+
+def test_a_fifo_is_not_a_model_and_does_not_block(tmp_path, capsys):
+    fifo = tmp_path / "model.h5"
+    os.mkfifo(fifo)
+    code, err, _ = _cli([fifo, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    _one_line(err, "model.h5", "not a regular file")
+
+
+# ---- numbers and output paths ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["--max-drop", "nan"], ["--min-agreement", "nan"], ["--max-drop", "inf"],
+                                  ["--mean", "nan"], ["--std", "inf"], ["--std", "-1"], ["--std", "0"],
+                                  ["--threads", "100000"], ["--calibration-images", "1e3"], ["--opset", "99"]])
+def test_non_finite_and_out_of_range_numbers_are_refused(tmp_path, capsys, args):
+    from edgekit.cli.convert import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "m.h5"), *args])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2
+    _one_line(err, args[0])
+
+
+@pytest.mark.parametrize("field", [{"max_drop": float("nan")}, {"min_agreement": float("nan")},
+                                   {"max_drop": -1}, {"threads": 100_000}, {"threads": 0},
+                                   {"overrides": {"std": (float("inf"),)}}, {"overrides": {"mean": (float("nan"),)}},
+                                   {"overrides": {"std": (-1.0,)}}, {"int8_io": "int4"}])
+def test_the_python_api_refuses_what_the_cli_refuses(field):
+    from edgekit.convert import ConvertOptions
+    from edgekit.limits import OptionError
+
+    with pytest.raises(OptionError):
+        ConvertOptions(**field)
+
+
+def test_an_unwritable_out_is_refused_before_loading(tfop_h5, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("user data")
+    for out in ["/proc/edgekit-out", blocker / "sub"]:
+        code, err, stdout = _cli([tfop_h5, "--out", out, "--formats", "tflite_float32", "--calibration", "random"],
+                                 capsys)
+        assert code == 2
+        _one_line(err, str(out) if out == "/proc/edgekit-out" else str(blocker))
+        assert "[load]" not in stdout  # refused before the model was read
+    assert blocker.read_text() == "user data"
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tfop_h5, tmp_path, capsys, monkeypatch):
+    import errno
+
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
+    code, err, _ = _cli([tfop_h5, "--out", tmp_path / "o", "--formats", "tflite_float32", "--calibration", "random",
+                         "--no-verify"], capsys)
+    assert code != 0
+    _one_line(err, "No space left on device")
+    leftovers = [p.name for p in (tmp_path / "o").glob("*")] if (tmp_path / "o").exists() else []
+    assert not [n for n in leftovers if n.endswith((".tflite", ".tmp"))], leftovers
