@@ -333,3 +333,27 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tfop_h5, tmp_path, c
     _one_line(err, "No space left on device")
     leftovers = [p.name for p in (tmp_path / "o").glob("*")] if (tmp_path / "o").exists() else []
     assert not [n for n in leftovers if n.endswith((".tflite", ".tmp"))], leftovers
+
+
+def _npy_header(shape, dtype="<f4") -> bytes:
+    header = repr({"descr": dtype, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (_npy_header((1_000_000, 224, 224, 3)) + b"\0" * 64, "truncated"),  # claims 600 GB, holds 64 bytes
+    (None, "NaN or infinite"),
+])
+def test_hostile_npy_calibration(tfop_h5, tmp_path, capsys, content, needle):
+    path = tmp_path / "cal.npy"
+    if content is None:
+        arr = np.full((8, 16, 16, 3), 0.5, np.float32)
+        arr[3, 2, 2, 1] = np.nan
+        np.save(path, arr)
+    else:
+        path.write_bytes(content)
+    code, err, _ = _cli([tfop_h5, "--out", tmp_path / "o", "--formats", "tflite_int8", "--calibration", path],
+                        capsys)
+    assert code == 2
+    _one_line(err, "cal.npy", needle)

@@ -118,14 +118,23 @@ def _from_dataset(name: str, contract: Contract) -> tuple[Samples, Samples]:
     return arrays(ds.train, "train"), arrays(ds.val, "test")
 
 
+_MAX_NPY_BYTES = 4 << 30
+
+
 def _from_npy(path: Path, contract: Contract, notes: list[str]) -> Samples:
     with open(path, "rb") as f:
         if f.read(6) != b"\x93NUMPY":
             raise InputFileError(path, "is not an .npy file (save arrays with numpy.save)")
-    try:
-        x = np.load(path, allow_pickle=False)
+    try:  # mapped, not read: the header's shape is checked before gigabytes are loaded
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise InputFileError(path, f"is not a readable .npy array ({first_line(exc)})") from exc
+        raise InputFileError(path, f"is not a readable .npy array, or is truncated ({first_line(exc)})") from exc
+    if x.nbytes > _MAX_NPY_BYTES:
+        raise InputFileError(path, f"holds {x.nbytes / 2**30:.1f} GiB of images; calibration needs a few hundred "
+                                   "(save a subset)")
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise InputFileError(path, "holds NaN or infinite values; calibration needs real images")
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) == 0:
