@@ -14,7 +14,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, printable(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
 
 
 def make_parser(prog: str, description: str) -> Parser:
@@ -26,7 +26,8 @@ def add_contract_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("for models without an embedded contract")
     g.add_argument("--labels", metavar="FILE", help="labels file, one per line")
     g.add_argument("--mean", metavar="M", type=_floats, help="normalization mean, e.g. 127.5 or 0.485,0.456,0.406")
-    g.add_argument("--std", metavar="S", type=_positive_floats, help="normalization std, e.g. 127.5 or 0.229,0.224,0.225")
+    g.add_argument("--std", metavar="S", type=_positive_floats,
+                   help="normalization std, e.g. 127.5 or 0.229,0.224,0.225")
     g.add_argument("--color-order", choices=("RGB", "BGR", "GRAY"), type=str.upper, help="input colour order")
     g.add_argument("--logits", action="store_true", default=None,
                    help="the model outputs logits (softmax, or sigmoid for one unit, is applied)")
@@ -110,6 +111,17 @@ def threads_type(text: str) -> int:
     return _argparse_type(check_threads)(text)
 
 
+def printable(text: str) -> str:
+    """``text`` on one line: newlines and other control characters in file names are escaped, as repr does."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _say(line: str) -> None:
+    print(printable(line), file=sys.stderr)
+
+
 def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
              argv: Sequence[str] | None = None) -> int:
     """Parse, run, and turn failures into one line on stderr and a non-zero exit code."""
@@ -117,10 +129,10 @@ def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse
     try:
         return int(run(args) or 0)
     except EdgekitError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        _say(f"{prog}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        _say(f"{prog}: interrupted")
         return 130
     except BrokenPipeError:
         return 0
@@ -128,15 +140,15 @@ def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse
         if os.environ.get("EDGEKIT_DEBUG"):
             raise
         where = exc.filename if exc.filename is not None else "output"
-        print(f"{prog}: error: {where}: {exc.strerror or first_line(exc)}", file=sys.stderr)
+        _say(f"{prog}: error: {where}: {exc.strerror or first_line(exc)}")
         return 2
     except MemoryError:
-        print(f"{prog}: error: out of memory (the input is too large for this machine)", file=sys.stderr)
+        _say(f"{prog}: error: out of memory (the input is too large for this machine)")
         return 2
     except Exception as exc:
         if os.environ.get("EDGEKIT_DEBUG"):
             raise
         msg = str(exc).strip().splitlines()
-        print(f"{prog}: internal error: {exc.__class__.__name__}: {msg[0] if msg else ''} "
-              "(please report it; EDGEKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        _say(f"{prog}: internal error: {exc.__class__.__name__}: {msg[0] if msg else ''} "
+             "(please report it; EDGEKIT_DEBUG=1 shows the traceback)")
         return 1

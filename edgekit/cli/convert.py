@@ -12,6 +12,7 @@ from edgekit.cli._common import (
     make_parser,
     non_negative_int,
     positive_int,
+    printable,
     run_main,
     threads_type,
 )
@@ -98,12 +99,12 @@ def run(args) -> int:
         nchw=args.nchw,
         dynamic_batch=args.dynamic_batch, threads=args.threads, verify=not args.no_verify, auto_fix=args.auto_fix,
         force=args.force, unsafe=args.unsafe, compare=tuple(args.compare), architecture=args.architecture,
-        overrides=contract_overrides(args)))
+        overrides=contract_overrides(args)), log=lambda line: print(printable(line)))
     ours = [a for a in report.artifacts if not a.format.startswith("external")]
     bad = [a for a in ours if a.status in ("fail", "error")]
     fixed = next((a for a in ours if a.format == "tflite_int8_mixed" and a.status == "pass"), None)
     for a in bad:
-        print(f"edge-convert: {a.status.upper()} {a.path.name}: {a.message}", file=sys.stderr)
+        print(printable(f"edge-convert: {a.status.upper()} {a.path.name}: {a.message}"), file=sys.stderr)
     if fixed is not None:
         print(f"edge-convert: --auto-fix: {fixed.path.name} passes; use it instead of the int8 file", file=sys.stderr)
         bad = [a for a in bad if a.format not in ("tflite_int8", "tflite_int8_mixed")]
