@@ -4,9 +4,12 @@ frame by frame, with a capture thread so inference never waits on the camera."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from edgekit.cli import _common as cli
+
+TOKEN_ENV = "EDGE_CAMERA_TOKEN"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -14,8 +17,8 @@ def _size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
-    if w < 16 or h < 16:
-        raise argparse.ArgumentTypeError(f"a camera size is at least 16x16, got {text!r}")
+    if w < 16 or h < 16 or w > 16384 or h > 16384:
+        raise argparse.ArgumentTypeError(f"a camera size is 16x16 to 16384x16384, got {text!r}")
     return w, h
 
 
@@ -34,23 +37,34 @@ def build_parser():
     out.add_argument("--headless", action="store_true", help="print one JSON line per frame, no window")
     out.add_argument("--serve", metavar="[HOST:]PORT", help="live browser view: MJPEG stream, JSON endpoint and a "
                      "page; binds 127.0.0.1 unless a host is given (0.0.0.0 for the whole network)")
+    out.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                     help="--serve answers only requests addressed (HTTP Host header) to localhost, 127.0.0.1, "
+                     "::1 and the address it listens on (on 0.0.0.0: also this machine's hostname, hostname.local "
+                     "and IP addresses), so that no other web site can read it (DNS rebinding); this adds a "
+                     "name, e.g. pi.example.org (repeatable)")
+    out.add_argument("--token", metavar="TOKEN",
+                     help="--serve requires this secret (8+ letters, digits, - . _ ~): open http://HOST:PORT/?token="
+                     "TOKEN once (the page then keeps it in a cookie) or send 'Authorization: Bearer TOKEN'; "
+                     f"others get 401. Also read from ${TOKEN_ENV}, which, unlike the command line, other users "
+                     "cannot see in the process list")
     out.add_argument("--record", metavar="FILE", help="save the annotated video (.mp4 or .avi)")
     out.add_argument("--force", action="store_true", help="overwrite the --record file")
     run = p.add_argument_group("run")
-    run.add_argument("--frames", type=cli.positive_int, help="stop after N frames")
-    run.add_argument("--duration", type=cli.float_in(0, float("inf"), low_open=True), metavar="S",
+    run.add_argument("--frames", type=cli.int_in(1, 10**9), help="stop after N frames")
+    run.add_argument("--duration", type=cli.float_in(0, 1e7, low_open=True), metavar="S",
                      help="stop after S seconds")
     run.add_argument("--realtime", action="store_true", help="play a video file at its own frame rate, as a "
                      "camera would deliver it (frames inference cannot keep up with are dropped and counted)")
-    run.add_argument("--reconnect", type=cli.non_negative_int, default=5, metavar="N",
+    run.add_argument("--reconnect", type=cli.int_in(0, 1000), default=5, metavar="N",
                      help="reconnect attempts when a camera or stream drops (default: 5; 0 to stop at once)")
     pr = p.add_argument_group("predictions")
-    pr.add_argument("--top-k", type=cli.positive_int, default=3, help="predictions per frame (default: 3)")
-    pr.add_argument("--ema", type=float, metavar="ALPHA", help="smooth scores over frames: weight of the newest "
+    pr.add_argument("--top-k", type=cli.int_in(1, 100_000), default=3, help="predictions per frame (default: 3)")
+    pr.add_argument("--ema", type=cli.float_in(0, 1, low_open=True), metavar="ALPHA",
+                   help="smooth scores over frames: weight of the newest "
                     "frame, e.g. 0.3 (default: off)")
     pr.add_argument("--threshold", type=cli.float_in(0, 1), default=0.0, help="hide predictions scoring below this "
                     "(0 to 1)")
-    p.add_argument("--threads", type=cli.positive_int, help="inference threads (default: all cores, up to 4)")
+    p.add_argument("--threads", type=cli.threads_type, help="inference threads (default: all cores, up to 4)")
     p.add_argument("--backend", choices=("litert", "tflite_runtime", "tensorflow", "onnxruntime"),
                    help="force an interpreter (default: from the file type)")
     cli.add_contract_flags(p)
@@ -58,23 +72,25 @@ def build_parser():
 
 
 def run(args) -> int:
+    from edgekit.errors import EdgekitError
     from edgekit.runtime import Classifier
     from edgekit.runtime.camera import CameraConfig, check_record_path, run_camera, source_kind
-    from edgekit.runtime.camera._overlay import Smoother
-    from edgekit.runtime.camera._server import parse_address
 
-    source_kind(args.source)  # fail before the model loads
+    if not args.serve and (args.allow_host or args.token is not None):
+        raise EdgekitError("--allow-host and --token apply to --serve, which is not given")
+    token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None) if args.serve else None
+    # every check before the model loads and before any camera opens
+    config = CameraConfig(
+        source=args.source, top_k=args.top_k, frames=args.frames, duration=args.duration, headless=args.headless,
+        serve=args.serve, record=args.record, force=args.force, realtime=args.realtime, ema=args.ema,
+        threshold=args.threshold, size=args.size, reconnect=args.reconnect, allowed_hosts=tuple(args.allow_host),
+        token=token)
+    source_kind(args.source)
     check_record_path(args.record, args.force)
-    if args.serve:
-        parse_address(args.serve)
-    Smoother(args.ema)
     clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, **cli.contract_overrides(args))
     for note in clf.notes:
         print(f"note: {note}", file=sys.stderr)
-    run_camera(clf, CameraConfig(
-        source=args.source, top_k=args.top_k, frames=args.frames, duration=args.duration, headless=args.headless,
-        serve=args.serve, record=args.record, force=args.force, realtime=args.realtime, ema=args.ema,
-        threshold=args.threshold, size=args.size, reconnect=args.reconnect))
+    run_camera(clf, config)
     return 0
 
 

@@ -11,11 +11,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.runtime.camera._sources import shown
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,46 @@ class CameraConfig:
     size: tuple[int, int] | None = None  # requested camera resolution (width, height)
     reconnect: int = 5  # reconnect attempts for a live source that drops
     frame_timeout: float = 10.0
+    allowed_hosts: tuple[str, ...] = ()  # --serve: Host names accepted besides localhost and the bound address
+    token: str | None = None  # --serve: a secret every request must carry
+
+    def __post_init__(self):
+        """The same checks as edge-camera's options (edgekit.limits), so the Python API refuses what the CLI
+        refuses; values are normalized (a whole-number string becomes an int)."""
+        from edgekit.limits import check_int, check_number
+        from edgekit.runtime.camera._server import check_allowed_hosts, check_token, parse_address
+
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.source, str) or not self.source:
+            raise EdgekitError(f"source: expected a camera index, /dev/videoN, 'picamera', a URL, a video file or "
+                               f"an image folder, got {self.source!r}")
+        put("top_k", check_int(self.top_k, "top_k", low=1, high=100_000))
+        if self.frames is not None:
+            put("frames", check_int(self.frames, "frames", low=1, high=10**9))
+        if self.duration is not None:
+            put("duration", check_number(self.duration, "duration", low=0, high=1e7, low_open=True))
+        if self.ema is not None:
+            put("ema", check_number(self.ema, "ema", low=0, high=1, low_open=True))
+        put("threshold", check_number(self.threshold, "threshold", low=0, high=1))
+        put("reconnect", check_int(self.reconnect, "reconnect", low=0, high=1000))
+        put("frame_timeout", check_number(self.frame_timeout, "frame_timeout", low=0, high=86400, low_open=True))
+        if self.size is not None:
+            try:
+                w, h = self.size
+            except (TypeError, ValueError):
+                raise EdgekitError(f"size: expected (width, height), got {self.size!r}") from None
+            put("size", (check_int(w, "size width", low=16, high=16384), check_int(h, "size height", low=16,
+                                                                                     high=16384)))
+        if self.serve is not None:
+            parse_address(self.serve)
+        if self.record is not None and (not isinstance(self.record, (str, os.PathLike)) or not str(self.record)):
+            raise EdgekitError(f"record: expected a video file name, got {self.record!r}")
+        put("allowed_hosts", check_allowed_hosts(self.allowed_hosts))
+        put("token", check_token(self.token))
+        if (self.allowed_hosts or self.token is not None) and self.serve is None:
+            raise EdgekitError("--allow-host and --token apply to --serve, which is not given")
 
 
 @dataclass
@@ -87,7 +127,23 @@ def _open(config: CameraConfig, log):
     if kind in ("camera", "url", "picamera") and config.reconnect:
         return Reconnecting(lambda: open_source(config.source, size=config.size), config.source,
                             attempts=config.reconnect, log=log)
-    return open_source(config.source, size=config.size)
+    return open_source(config.source, size=config.size, log=log)
+
+
+def _start_server(config: CameraConfig, log):
+    from edgekit.runtime.camera._server import LiveServer, parse_address
+
+    server = LiveServer(*parse_address(config.serve), allowed_hosts=config.allowed_hosts, token=config.token)
+    log(f"edge-camera: serving {server.url} (stream {server.url}stream.mjpg, JSON {server.url}predictions.json)")
+    if server.token is not None:
+        log(f"edge-camera: the view needs the token: open {server.url}?token=TOKEN once in the browser")
+    if server.wildcard:
+        log(f"edge-camera: note: {server.hosts_note()}")
+    if not server.loopback and server.token is None:
+        where = f"port {server.port}" if server.wildcard else f"{server.url[len('http://'):-1]}"
+        log(f"edge-camera: warning: anyone on the network who can reach {where} can watch this view and its "
+            "predictions; add --token TOKEN to require a secret")
+    return server
 
 
 class _StopOnSignals:
@@ -118,20 +174,23 @@ def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
     """Classify frames until the source ends, a bound is reached, or a signal asks to stop."""
     from edgekit.runtime.camera._capture import FrameGrabber
     from edgekit.runtime.camera._overlay import Recorder, Smoother, draw
-    from edgekit.runtime.camera._server import LiveServer, parse_address
 
     out = out or sys.stdout
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     smoother = Smoother(config.ema)
-    address = parse_address(config.serve) if config.serve else None
     recorder = Recorder(config.record, 30.0, force=config.force) if config.record else None
     window = None if (config.headless or config.serve or config.record) else _Window()
-    source = _open(config, log)
+    server = _start_server(config, log) if config.serve else None  # a port in use fails before the camera opens
+    try:
+        source = _open(config, log)
+    except BaseException:
+        if server is not None:
+            server.close()
+        if window is not None:
+            window.close()
+        raise
     if recorder is not None and source.fps:
         recorder.fps = source.fps
-    server = LiveServer(*address) if address else None
-    if server is not None:
-        log(f"edge-camera: serving {server.url} (stream {server.url}stream.mjpg, JSON {server.url}predictions.json)")
     grabber = FrameGrabber(source, realtime=config.realtime)
     pre_ms: list[float] = []
     inf_ms: list[float] = []
@@ -193,9 +252,9 @@ def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
             server.close()
         saved = recorder.close() if recorder is not None else None
         if saved:
-            log(f"edge-camera: recorded {saved}")
+            log(f"edge-camera: recorded {shown(saved)}")
     if n == 0 and stopped_by == "end":
-        raise EdgekitError(f"{config.source}: no frames could be read")
+        raise EdgekitError(f"{shown(config.source)}: no frames could be read")
     stats = RunStats(n, seconds, grabber.dropped, getattr(source, "reconnects", 0),
                      float(np.median(pre_ms)) if pre_ms else 0.0, float(np.median(inf_ms)) if inf_ms else 0.0,
                      stopped_by)
@@ -204,10 +263,7 @@ def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
 
 
 def check_record_path(path: str | None, force: bool) -> None:
-    """Fail before the model loads when --record would overwrite a file."""
-    from edgekit.errors import InputFileError, OutputExistsError
+    """Fail before the model loads (and before any camera opens) when --record cannot be written."""
+    from edgekit.runtime.camera._overlay import check_record_path as check
 
-    if path and Path(path).is_dir():
-        raise InputFileError(path, "is a folder; --record takes a video file name (.mp4 or .avi)")
-    if path and Path(path).exists() and not force:
-        raise OutputExistsError(path)
+    check(path, force)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, OutputExistsError
+from edgekit.runtime.camera._sources import quiet_opencv, shown
 
 
 class Smoother:
     """Exponential moving average of the class scores over frames (``alpha`` = weight of the newest)."""
 
     def __init__(self, alpha: float | None):
-        if alpha is not None and not 0 < alpha <= 1:
-            raise EdgekitError(f"--ema must be in (0, 1], got {alpha}")
+        from edgekit.limits import OptionError, check_number
+
+        if alpha is not None:
+            try:
+                alpha = check_number(alpha, "--ema", low=0, high=1, low_open=True)
+            except OptionError as exc:
+                raise EdgekitError(f"--ema must be in (0, 1], got {alpha!r}") from exc
         self.alpha = alpha
         self._state: np.ndarray | None = None
 
@@ -47,36 +54,149 @@ def draw(frame: np.ndarray, predictions: list[dict], stats: str) -> None:
         y += int(28 * scale / 0.7)
 
 
+RECORD_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
+
+#: Frames the file read back may hold fewer than were written. OpenCV's frame count comes from the
+#: container, or, when the container has none, from duration x fps, rounded, which can be one off; and an
+#: encoder with a delay may drop the final frame at release on some FFmpeg builds. One frame (1/30 s) is
+#: within that; a full disk loses the index (mp4: the file does not open; avi: no frame count) or everything
+#: after the point where it filled, far more than one frame.
+FRAME_TOLERANCE = 1
+
+
+def check_record_path(path, force: bool) -> Path | None:
+    """Fail before any model or camera is opened when --record cannot be written: a folder, a name that
+    exists (without --force, or that is not a regular file), a missing or unwritable folder, a suffix
+    OpenCV does not write."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise EdgekitError(f"--record: expected a video file name, got {path!r}")
+    p = Path(path)
+    name = shown(p)
+    if p.is_dir():
+        raise InputFileError(name, "is a folder; --record takes a video file name (.mp4 or .avi)")
+    if p.suffix.lower() not in RECORD_SUFFIXES:
+        raise InputFileError(name, "--record writes .mp4 or .avi")
+    if p.exists() or p.is_symlink():
+        if not force:
+            raise OutputExistsError(name)
+        if p.exists() and not p.is_file():
+            raise InputFileError(name, "exists and is not a regular file; --record will not replace it")
+    folder = p.parent
+    if not folder.exists():
+        raise InputFileError(name, "its folder does not exist")
+    if not folder.is_dir():
+        raise InputFileError(name, f"{shown(folder)} is not a folder")
+    try:  # the only test that also holds for root and for read-only file systems
+        fd, probe = tempfile.mkstemp(prefix=".edge-camera-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputFileError(name, f"cannot write in its folder ({exc.strerror or exc})") from None
+    return p
+
+
 class Recorder:
-    """The annotated video, written to a temporary file and renamed into place when the run ends."""
+    """The annotated video, written to a temporary file in the same folder and renamed into place when the
+    run ends, once the file has been read back and holds the frames written. OpenCV's VideoWriter reports no
+    write errors (a full disk left a broken file behind), so that check is the only way to know."""
 
     def __init__(self, path: str | Path, fps: float, *, force: bool = False):
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise InputFileError(self.path, "is a folder; --record takes a video file name (.mp4 or .avi)")
-        if self.path.exists() and not force:
-            raise OutputExistsError(self.path)
-        if self.path.suffix.lower() not in (".mp4", ".avi"):
-            raise InputFileError(self.path, "--record writes .mp4 or .avi")
-        if not self.path.parent.is_dir():
-            raise InputFileError(self.path, "its folder does not exist")
+        self.path = check_record_path(path, force)
         self.fps = fps
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.frames = 0  # frames handed to the writer
+        self._tmp: Path | None = None
         self._writer = None
+        self._size: tuple[int, int] | None = None
 
     def write(self, frame: np.ndarray) -> None:
         import cv2
 
         if self._writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"))
-            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
+            quiet_opencv(cv2)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
+                                       dir=self.path.parent)
+            os.close(fd)
+            self._tmp = Path(tmp)
+            self._size = (frame.shape[1], frame.shape[0])
+            fps = self.fps if self.fps and 0 < self.fps < 1000 else 30.0
+            fourcc = cv2.VideoWriter_fourcc(*RECORD_SUFFIXES[self.path.suffix.lower()])
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, fps, self._size)
             if not self._writer.isOpened():
-                raise InputFileError(self.path, "OpenCV cannot write this video format here")
+                self._discard()
+                raise InputFileError(shown(self.path), "OpenCV cannot write this video format here")
+        if (frame.shape[1], frame.shape[0]) != self._size:  # an image folder's files differ in size
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(frame)
+        self.frames += 1
+
+    def _discard(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.release()
+            except Exception:
+                pass
+            self._writer = None
+        if self._tmp is not None:
+            try:
+                self._tmp.unlink()
+            except FileNotFoundError:
+                pass
+            self._tmp = None
+
+    def _problem(self) -> str | None:
+        """Why the written file is not the recording, or None."""
+        import cv2
+
+        try:
+            size = self._tmp.stat().st_size
+        except OSError:
+            return "the file is missing"
+        if size == 0:
+            return "the file is empty"
+        cap = cv2.VideoCapture(str(self._tmp))
+        try:
+            if not cap.isOpened():
+                return f"the file cannot be read back ({size} bytes for {self.frames} frames)"
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            if count == self.frames:  # the container's count agrees: check that the last frame is there
+                if count > 1:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, count - 1)
+                if cap.grab():
+                    return None
+            cap.release()
+            cap = cv2.VideoCapture(str(self._tmp))  # count the frames that can actually be read
+            count = 0
+            while count <= self.frames and cap.grab():
+                count += 1
+            if count == 0 or not self.frames - FRAME_TOLERANCE <= count <= self.frames:
+                return f"it holds {count} of the {self.frames} frames written"
+            return None
+        finally:
+            cap.release()
 
     def close(self) -> Path | None:
+        """Finish the file and rename it into place; the final path, or None when no frame was written.
+        Raises (and removes the temporary file) when the file does not hold the frames written."""
         if self._writer is None:
+            self._discard()
             return None
-        self._writer.release()
-        os.replace(self._tmp, self.path)
+        try:
+            self._writer.release()
+            self._writer = None
+            problem = self._problem()
+            if problem:
+                raise EdgekitError(f"{shown(self.path)}: the recording could not be written completely "
+                                   f"(disk full?): {problem}; nothing was saved")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp made it private; a video is an ordinary file
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        except OSError as exc:
+            raise EdgekitError(f"{shown(self.path)}: the recording could not be saved "
+                               f"({exc.strerror or exc}); nothing was saved") from None
+        finally:
+            self._discard()
         return self.path

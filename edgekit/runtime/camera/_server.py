@@ -1,13 +1,38 @@
 """--serve: a live browser view. An MJPEG stream, a JSON endpoint with the latest predictions and stats,
-and a small HTML page. Binds to 127.0.0.1 unless another host is asked for."""
+and a small HTML page. Binds to 127.0.0.1 unless another host is asked for.
+
+Two guards, checked on every request (page, JSON, snapshot, stream):
+
+- the Host header must name this server: localhost, 127.0.0.1, ::1, the address it listens on, or a name
+  given with ``allowed_hosts`` (--allow-host). On a wildcard address (0.0.0.0, ::) the machine's hostname
+  (and hostname.local) and IP-address literals are accepted too. Anything else, or no Host at all, gets
+  403: a web page on another site cannot read the view by pointing its own name at this machine (DNS
+  rebinding), because its requests carry that name in Host. An IP literal cannot be rebound, so it is safe.
+- with ``token`` (--token), the request must carry it: ``?token=...``, ``Authorization: Bearer ...``, or
+  the cookie this server sets on the first request that had a valid ``?token=``, so that the page's own
+  requests (the JSON poll, the MJPEG <img>) work. Otherwise 401.
+"""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import re
+import socket
+import string
 import threading
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 from edgekit.errors import EdgekitError
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARDS = ("", "0.0.0.0", "::")
+TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-._~")  # URL-, header- and cookie-safe
+TOKEN_MIN, TOKEN_MAX = 8, 512
+_HOST_RE = re.compile(r"[A-Za-z0-9._%:-]{1,253}")
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>edge-camera</title>
@@ -39,20 +64,154 @@ poll();
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """'8080' -> ('127.0.0.1', 8080); 'HOST:PORT' as given (0.0.0.0 only when asked for)."""
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        number = int(port)
-    except ValueError:
-        raise EdgekitError(f"--serve {text!r}: expected PORT or HOST:PORT, e.g. 8080 or 0.0.0.0:8080") from None
+    """'8080' -> ('127.0.0.1', 8080); 'HOST:PORT' and '[IPv6]:PORT' as given (0.0.0.0 only when asked for)."""
+    usage = f"--serve {text!r}: expected PORT or HOST:PORT, e.g. 8080, 0.0.0.0:8080 or [::1]:8080"
+    if not isinstance(text, str):
+        raise EdgekitError(usage)
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":") or ":" not in host:
+            raise EdgekitError(usage)
+        port = rest[1:]
+    else:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise EdgekitError(f"--serve {text!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
+    host = host or "127.0.0.1"
+    if not (port.isascii() and port.isdigit()) or not _HOST_RE.fullmatch(host):
+        raise EdgekitError(usage)
+    number = int(port)
     if not 0 <= number <= 65535:
         raise EdgekitError(f"--serve {text!r}: port must be 0..65535")
     return host, number
 
 
+def _normal(host: str) -> str:
+    return host.strip("[]").rstrip(".").lower()
+
+
+def host_of(value: str | None) -> str | None:
+    """The host named by a Host header ('name', 'name:port', '[v6]:port'), lower-case; None when malformed."""
+    if not value or not value.isascii():
+        return None
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not (rest[0] == ":" and (rest[1:] == "" or rest[1:].isdigit()))):
+            return None
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+        if port and not port.isdigit():
+            return None
+    else:
+        host = value  # a name, or a bare IPv6 address (not valid HTTP, but it can only match itself)
+    host = _normal(host)
+    return host if host and _HOST_RE.fullmatch(host) else None
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    if _normal(host) == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(_normal(host)).is_loopback
+    except ValueError:
+        return False
+
+
+def check_allowed_hosts(hosts) -> tuple[str, ...]:
+    """--allow-host values: host names or IP addresses (a port, if given, is ignored), normalized."""
+    if hosts is None:
+        return ()
+    if isinstance(hosts, str):
+        hosts = (hosts,)
+    out = []
+    for h in hosts:
+        name = host_of(h) if isinstance(h, str) else None
+        if name is None:
+            raise EdgekitError(f"--allow-host {h!r}: expected a host name or IP address, e.g. pi.local or "
+                               "192.168.1.20")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def check_token(token) -> str | None:
+    """--token: None, or TOKEN_MIN..TOKEN_MAX characters from A-Z a-z 0-9 - . _ ~ (safe in a URL, a header
+    and a cookie without escaping)."""
+    if token is None:
+        return None
+    hint = "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe())'"
+    if not isinstance(token, str) or not TOKEN_MIN <= len(token) <= TOKEN_MAX:
+        raise EdgekitError(f"--token: use {TOKEN_MIN} to {TOKEN_MAX} characters, {hint}")
+    if not set(token) <= TOKEN_CHARS:
+        raise EdgekitError(f"--token: use only letters, digits and - . _ ~, {hint}")
+    return token
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """At most ``max_connections`` requests at once (one thread each); further connections are closed. A
+    client that goes away mid-answer is not an error worth a traceback."""
+
+    daemon_threads = True
+    max_connections = 64
+
+    def __init__(self, *args, **kwargs):
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
 class LiveServer:
-    def __init__(self, host: str, port: int):
+    """The browser view on ``host``:``port``. ``allowed_hosts``: extra names accepted in the Host header;
+    ``token``: a secret every request must carry (see the module's docstring). Both are checked here,
+    before anything listens."""
+
+    def __init__(self, host: str, port: int, *, allowed_hosts=(), token: str | None = None):
+        allowed = check_allowed_hosts(allowed_hosts)
+        self.token = check_token(token)
+        if not isinstance(host, str) or not _HOST_RE.fullmatch(_normal(host) or "0.0.0.0"):
+            raise EdgekitError(f"--serve: bad host {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise EdgekitError(f"--serve: port must be 0..65535, got {port!r}")
+        self.wildcard = _normal(host) in WILDCARDS or host == "::"
+        names = list(LOOPBACK_NAMES)
+        if self.wildcard:
+            me = socket.gethostname().lower().rstrip(".")
+            names += [me, f"{me.split('.', 1)[0]}.local"] if me else []
+        else:
+            names.append(_normal(host))
+        names += allowed
+        self.allowed_hosts: tuple[str, ...] = tuple(dict.fromkeys(n for n in names if n))
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
         self._latest: dict = {}
@@ -61,38 +220,82 @@ class LiveServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 30  # a client that sends nothing (or stops reading the stream) is dropped
+
             def log_message(self, *args):  # no per-request lines on stderr
                 pass
 
             def do_GET(self):
-                path = self.path.split("?", 1)[0]
+                hosts = self.headers.get_all("Host") or []
+                if len(hosts) != 1 or not server.host_allowed(hosts[0]):
+                    self._send(403, "text/plain; charset=utf-8",
+                               b"403 forbidden: this Host is not accepted (edge-camera --allow-host NAME adds one)\n")
+                    return
+                url = urlsplit(self.path)
+                query_token = server._query_token(url.query)
+                if server.token is not None and not (
+                        server._token_matches(query_token)
+                        or server._token_matches(self._bearer())
+                        or server._token_matches(self._cookie())):
+                    self._send(401, "text/plain; charset=utf-8",
+                               b"401 unauthorized: open /?token=TOKEN once, or send Authorization: Bearer TOKEN\n",
+                               {"WWW-Authenticate": 'Bearer realm="edge-camera"'})
+                    return
+                extra = {}
+                if server.token is not None and server._token_matches(query_token):
+                    extra["Set-Cookie"] = f"{server.cookie_name}={server.token}; Path=/; HttpOnly; SameSite=Strict"
+                path = url.path
                 if path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", _PAGE.encode())
+                    self._send(200, "text/html; charset=utf-8", _PAGE.encode(), extra)
                 elif path in ("/predictions.json", "/api/latest"):
                     with server._cond:
                         body = json.dumps(server._latest).encode()
-                    self._send(200, "application/json", body)
+                    self._send(200, "application/json", body, extra)
                 elif path == "/snapshot.jpg":
                     with server._cond:
                         jpeg = server._jpeg
-                    self._send(200, "image/jpeg", jpeg) if jpeg else self._send(503, "text/plain", b"no frame yet")
+                    if jpeg:
+                        self._send(200, "image/jpeg", jpeg, extra)
+                    else:
+                        self._send(503, "text/plain", b"no frame yet", extra)
                 elif path == "/stream.mjpg":
-                    self._stream()
+                    self._stream(extra)
                 else:
-                    self._send(404, "text/plain", b"not found")
+                    self._send(404, "text/plain", b"not found", extra)
 
-            def _send(self, code, ctype, body):
+            def _bearer(self) -> str | None:
+                scheme, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
+                return value.strip() if scheme.lower() == "bearer" else None
+
+            def _cookie(self) -> str | None:
+                jar = SimpleCookie()
+                for header in self.headers.get_all("Cookie") or ():
+                    try:
+                        jar.load(header)
+                    except CookieError:
+                        continue
+                morsel = jar.get(server.cookie_name)
+                return morsel.value if morsel is not None else None
+
+            def _headers(self, extra):
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                self.send_header("Referrer-Policy", "no-referrer")
+                for key, value in (extra or {}).items():
+                    self.send_header(key, value)
+
+            def _send(self, code, ctype, body, extra=None):
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
+                self._headers(extra)
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _stream(self):
+            def _stream(self, extra):
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.send_header("Cache-Control", "no-store")
+                self._headers(extra)
                 self.end_headers()
                 seen = -1
                 try:
@@ -108,22 +311,57 @@ class LiveServer:
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                          + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
                         self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
-                    return  # the browser went away
+                except OSError:  # the browser went away, or stopped reading for ``timeout`` seconds
+                    return
 
+        cls = _HTTPServer6 if ":" in host else _HTTPServer
         try:
-            self._httpd = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:
-            raise EdgekitError(f"--serve {host}:{port}: cannot listen ({exc.strerror or exc})") from exc
-        self._httpd.daemon_threads = True
+            self._httpd = cls((host, port), Handler)
+        except (OSError, OverflowError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            if isinstance(exc, PermissionError) and port < 1024:
+                why += "; ports below 1024 need root, use 8080 or another port above 1023"
+            raise EdgekitError(f"--serve {host}:{port}: cannot listen ({why})") from None
         self.host, self.port = host, self._httpd.server_address[1]
+        self.cookie_name = f"edge_camera_token_{self.port}"  # cookies ignore ports: one per server
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="edgekit-serve", daemon=True)
         self._thread.start()
 
+    def host_allowed(self, header: str | None) -> bool:
+        host = host_of(header)
+        if host is None:
+            return False
+        return host in self.allowed_hosts or (self.wildcard and is_ip(host))
+
+    @staticmethod
+    def _query_token(query: str) -> str | None:
+        try:
+            values = parse_qs(query, max_num_fields=20).get("token")
+        except ValueError:
+            return None
+        return values[0] if values else None
+
+    def _token_matches(self, candidate: str | None) -> bool:
+        if self.token is None or candidate is None:
+            return False
+        return hmac.compare_digest(candidate.encode("utf-8", "replace"), self.token.encode())
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if self.wildcard:
+            host = "[::1]" if ":" in self.host else "127.0.0.1"
+        else:
+            host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
+
+    def hosts_note(self) -> str:
+        """Which Host names are answered, and how to add one (said when serving on a wildcard address)."""
+        return (f"the view answers requests addressed to {', '.join(self.allowed_hosts)} or an IP address; "
+                "add another name with --allow-host NAME")
 
     def publish(self, frame, record: dict, quality: int = 80) -> None:
         import cv2

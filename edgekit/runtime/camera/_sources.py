@@ -7,40 +7,67 @@ B, G, R in memory, so its frames pass through unchanged.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, InputFileError, MissingDependencyError
+from edgekit.errors import EdgekitError, InputFileError, MissingDependencyError, first_line
 
 PICAMERA = ("picamera", "csi", "picamera2")
 
 
-def _quiet_opencv(cv2) -> None:
-    """OpenCV and FFmpeg print native warnings for every probe; our errors say what went wrong."""
+#: Highest camera index accepted (OpenCV's indexes are small; a huge one made OpenCV raise).
+MAX_CAMERA_INDEX = 9999
+
+
+def quiet_opencv(cv2) -> None:
+    """OpenCV and FFmpeg print native warnings for every probe, corrupt image and failed write (one line per
+    frame on a full disk); our one-line errors say what went wrong."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def shown(value) -> str:
+    """A file name or other user text for a one-line, plain-text message: as is when printable, else in
+    Python's repr form, so that a newline or a terminal escape in a name cannot split or forge a line. A
+    URL's password (rtsp://user:secret@camera/) is replaced by ***, so that logs do not keep it."""
+    text = str(value)
+    if "://" in text and "@" in text:
+        text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", text)
+    return text if text.isprintable() else repr(text)
 
 
 def source_kind(spec: str) -> str:
     """'camera', 'url', 'picamera', 'folder' or 'file'; fails early when the source cannot exist."""
-    if spec.isdigit():
+    if not isinstance(spec, str) or not spec:
+        raise InputFileError(shown(spec), "expected a camera index, /dev/videoN, 'picamera', a URL, a video file "
+                                          "or an image folder")
+    if spec.isascii() and spec.isdigit():
+        if int(spec) > MAX_CAMERA_INDEX:
+            raise InputFileError(shown(spec), f"camera index out of range (0 to {MAX_CAMERA_INDEX})")
         return "camera"
     if spec.lower() in PICAMERA:
         return "picamera"
     if "://" in spec:
         return "url"
     p = Path(spec)
-    if p.is_dir():
-        return "folder"
-    if p.is_file():
-        return "file"
-    if spec.startswith("/dev/video"):
-        return "camera"
-    raise InputFileError(spec, "no such camera index, video file, URL or folder")
+    try:
+        if p.is_dir():
+            return "folder"
+        if p.is_file():
+            return "file"
+        if spec.startswith("/dev/video") and (not p.exists() or p.is_char_device()):
+            return "camera"
+        exists = p.exists()
+    except (OSError, ValueError):  # a name too long, a NUL byte, a loop of links
+        exists = False
+    if exists:  # a FIFO, a socket, a device that is not a camera: opening it could block or read garbage
+        raise InputFileError(shown(spec), "is not a video file, an image folder or a camera (/dev/videoN)")
+    raise InputFileError(shown(spec), "no such camera index, video file, URL or folder")
 
 
 class Source:
@@ -61,15 +88,18 @@ class OpenCVSource(Source):
     def __init__(self, spec: str, kind: str, size: tuple[int, int] | None = None):
         import cv2
 
-        _quiet_opencv(cv2)
+        quiet_opencv(cv2)
         self.spec, self.kind = spec, kind
-        target = int(spec) if spec.isdigit() else spec
-        self._cap = cv2.VideoCapture(target)
+        target = int(spec) if spec.isascii() and spec.isdigit() else spec
+        what = {"camera": "cannot open this camera (is it connected, and not used by another program?)",
+                "url": "cannot open this stream (check the URL and that the server is reachable)",
+                "file": "cannot open this video (unsupported or corrupt file)"}[kind]
+        try:
+            self._cap = cv2.VideoCapture(target)
+        except (cv2.error, OverflowError, ValueError) as exc:
+            raise InputFileError(shown(spec), f"{what}: {first_line(exc)}") from None
         if not self._cap.isOpened():
-            what = {"camera": "cannot open this camera (is it connected, and not used by another program?)",
-                    "url": "cannot open this stream (check the URL and that the server is reachable)",
-                    "file": "cannot open this video (unsupported or corrupt file)"}[kind]
-            raise InputFileError(spec, what)
+            raise InputFileError(shown(spec), what)
         if size and kind == "camera":
             self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
             self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
@@ -78,30 +108,84 @@ class OpenCVSource(Source):
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
 
     def read(self):
-        ok, frame = self._cap.read()
-        return frame if ok else None
+        import cv2
+
+        try:
+            ok, frame = self._cap.read()
+        except cv2.error as exc:  # a corrupt stream: OpenCV usually returns False, but may raise
+            if self.live:
+                return None  # a drop: Reconnecting reopens the camera
+            raise InputFileError(shown(self.spec), f"cannot read a frame ({first_line(exc)})") from None
+        return frame if ok and frame is not None and frame.size else None
 
     def close(self):
         self._cap.release()
 
 
+def _image_too_large(path: Path) -> str | None:
+    """Why ``path`` must not be decoded (over edgekit.limits.MAX_IMAGE_PIXELS), read from its header only;
+    None when it is small enough or when Pillow cannot read the header (OpenCV then decides)."""
+    import warnings
+
+    from PIL import Image
+
+    from edgekit.limits import MAX_IMAGE_PIXELS, check_pixels
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:
+        return f"image is over edgekit's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; downscale it first"
+    except Exception:  # not an image Pillow knows: OpenCV's decoder gets the last word
+        return None
+    try:
+        check_pixels(width, height, path)
+    except EdgekitError as exc:
+        return getattr(exc, "problem", str(exc))
+    return None
+
+
 class FolderSource(Source):
+    """Every image in a folder (recursively), in order. A file that cannot be read is skipped with one line
+    on stderr (through ``log``), and the run goes on."""
+
     live = False
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, log=None):
         from edgekit.runtime.classifier import collect_images
 
         self._files = iter(collect_images([folder]))
+        self.skipped = 0
+        self._log = log or (lambda m: print(m, file=sys.stderr, flush=True))
 
-    def read(self):
+    def _load(self, f: Path):
+        """(frame, None) or (None, why it was skipped)."""
         import cv2
 
-        for f in self._files:
+        quiet_opencv(cv2)
+        problem = _image_too_large(f)
+        if problem:
+            return None, problem
+        try:
             frame = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        except MemoryError:
+            return None, "too large to decode in this machine's memory"
+        except (cv2.error, OSError, ValueError) as exc:
+            return None, f"not a readable image ({first_line(exc)})"
+        if frame is None or frame.size == 0:
+            return None, "not a readable image"
+        return frame, None
+
+    def read(self):
+        for f in self._files:
+            frame, problem = self._load(f)
             if frame is not None:
                 self.name = str(f)
                 return frame
-            print(f"edge-camera: skipped {f}: not a readable image", file=sys.stderr)
+            self.skipped += 1
+            self._log(f"edge-camera: skipped {shown(f)}: {problem}")
         return None
 
 
@@ -117,19 +201,23 @@ class PiCameraSource(Source):
                 "--system-site-packages so that it is visible") from exc
         except ValueError as exc:  # "numpy.dtype size changed": apt's simplejpeg is built for NumPy 1
             raise MissingDependencyError(
-                f"picamera2 cannot load ({exc}): Raspberry Pi OS's simplejpeg was built for NumPy 1 and this venv "
-                "has NumPy 2; fix it with: pip install --force-reinstall simplejpeg (inside the venv)") from exc
+                f"picamera2 cannot load ({first_line(exc)}): Raspberry Pi OS's simplejpeg was built for NumPy 1 "
+                "and this venv has NumPy 2; fix it with: pip install --force-reinstall simplejpeg (inside the venv)"
+            ) from exc
         try:
             self._cam = Picamera2()
             config = self._cam.create_video_configuration(main={"size": size or (640, 480), "format": "RGB888"})
             self._cam.configure(config)
             self._cam.start()
         except Exception as exc:  # libcamera raises RuntimeError, IndexError (no camera) and others
-            raise InputFileError("picamera", f"cannot start the CSI camera ({exc}); is it enabled and connected?") \
-                from exc
+            raise InputFileError("picamera", f"cannot start the CSI camera ({first_line(exc)}); is it enabled and "
+                                             "connected?") from exc
 
     def read(self):
-        frame = self._cam.capture_array()  # "RGB888" is B, G, R in memory: already OpenCV's order
+        try:
+            frame = self._cam.capture_array()  # "RGB888" is B, G, R in memory: already OpenCV's order
+        except Exception:  # libcamera's errors when the camera stops: a drop, which Reconnecting handles
+            return None
         return None if frame is None else np.ascontiguousarray(frame[..., :3])
 
     def close(self):
@@ -139,10 +227,10 @@ class PiCameraSource(Source):
             self._cam.close()
 
 
-def open_source(spec: str, *, size: tuple[int, int] | None = None) -> Source:
+def open_source(spec: str, *, size: tuple[int, int] | None = None, log=None) -> Source:
     kind = source_kind(spec)
     if kind == "folder":
-        return FolderSource(spec)
+        return FolderSource(spec, log=log)
     if kind == "picamera":
         return PiCameraSource(size)
     return OpenCVSource(spec, kind, size)
@@ -165,7 +253,7 @@ class Reconnecting(Source):
         frame = self._src.read() if self._src else None
         if frame is not None or not self.live:
             return frame
-        self.log(f"edge-camera: {self.spec}: lost the camera; reconnecting")
+        self.log(f"edge-camera: {shown(self.spec)}: lost the camera; reconnecting")
         for attempt in range(1, self.attempts + 1):
             if self._src is not None:
                 self._src.close()
@@ -179,15 +267,15 @@ class Reconnecting(Source):
             try:
                 self._src = self._opener()
             except EdgekitError as exc:
-                self.log(f"edge-camera: reconnect {attempt}/{self.attempts} failed: {exc}")
+                self.log(f"edge-camera: reconnect {attempt}/{self.attempts} failed: {first_line(exc)}")
                 continue
             frame = self._src.read()
             if frame is not None:
                 self.reconnects += 1
-                self.log(f"edge-camera: {self.spec}: reconnected (attempt {attempt})")
+                self.log(f"edge-camera: {shown(self.spec)}: reconnected (attempt {attempt})")
                 return frame
             self.log(f"edge-camera: reconnect {attempt}/{self.attempts}: opened but no frames")
-        raise InputFileError(self.spec, f"camera lost and {self.attempts} reconnect attempts failed")
+        raise InputFileError(shown(self.spec), f"camera lost and {self.attempts} reconnect attempts failed")
 
     def close(self):
         self.stopped = True
