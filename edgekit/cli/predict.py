@@ -5,9 +5,18 @@ per-class accuracy and a confusion matrix."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
-from edgekit.cli._common import add_contract_flags, contract_overrides, make_parser, positive_int, run_main
+from edgekit.cli._common import (
+    add_contract_flags,
+    contract_overrides,
+    make_parser,
+    positive_int,
+    run_main,
+    threads_type,
+)
 
 
 def build_parser():
@@ -19,7 +28,7 @@ def build_parser():
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON lines: one object per image, then a summary")
     fmt.add_argument("--csv", action="store_true", help="CSV: one row per image (the summary goes to stderr)")
-    p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores, up to 4)")
+    p.add_argument("--threads", type=threads_type, help="inference threads (default: all cores, up to 4)")
     p.add_argument("--backend", choices=("litert", "tflite_runtime", "tensorflow", "onnxruntime"),
                    help="force an interpreter (default: from the file type)")
     p.add_argument("--image-library", choices=("auto", "pillow", "opencv"), default="auto",
@@ -28,20 +37,82 @@ def build_parser():
     return p
 
 
+@contextlib.contextmanager
+def _stdout_for_data_only():
+    """For --json and --csv: stdout carries the data and nothing else. File descriptor 1 is pointed at stderr
+    while the model loads and runs (native libraries such as onnxruntime and LiteRT log there from C++), and
+    Python's sys.stdout writes to the original stdout through a descriptor of its own."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a StringIO or pytest's capture: no native code reaches it
+        fd = None
+    if fd != 1:
+        yield
+        return
+    original = sys.stdout
+    original.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    data = os.fdopen(saved, "w", buffering=1 if original.line_buffering else -1, encoding=original.encoding,
+                     errors=original.errors)
+    sys.stdout = data
+    try:
+        yield
+    finally:
+        try:
+            data.flush()
+        except OSError:  # a closed pipe (| head): nothing more to say
+            pass
+        os.dup2(saved, 1)
+        sys.stdout = original
+        try:
+            data.close()
+        except OSError:
+            pass
+
+
+def _csv_text(text: str) -> str:
+    """A file name for the CSV: the csv module quotes newlines and commas; bytes that are not valid text in the
+    output's encoding (an undecodable file name) are written in repr form."""
+    from edgekit.runtime.evaluate import printable
+
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+        return text
+    except UnicodeEncodeError:
+        return printable(text)
+
+
 def run(args) -> int:
+    from edgekit.errors import InputFileError
+    from edgekit.runtime.evaluate import printable
+
+    try:
+        if args.json or args.csv:
+            with _stdout_for_data_only():
+                return _run(args)
+        return _run(args)
+    except InputFileError as exc:  # a file name with a newline or an escape sequence must not split the line
+        if printable(exc.path) != exc.path:
+            raise InputFileError(printable(exc.path), exc.problem) from None
+        raise
+
+
+def _run(args) -> int:
     import csv
     import json
     from pathlib import Path
 
     from edgekit.errors import InputFileError
     from edgekit.runtime import Classifier, collect_images
-    from edgekit.runtime.evaluate import Evaluation, labelled_roots, labelled_truth
+    from edgekit.runtime.evaluate import Evaluation, labelled_roots, labelled_truth, printable
 
-    images = collect_images(args.inputs)  # check the inputs before loading the model
+    # check the inputs before loading the model; broken entries inside folders are reported one by one below
+    images = collect_images(args.inputs, keep_irregular=True)
     clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, image_library=args.image_library,
                           **contract_overrides(args))
     for note in clf.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {printable(note)}", file=sys.stderr)
     roots, notes = labelled_roots(args.inputs, clf.contract.labels)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -49,13 +120,18 @@ def run(args) -> int:
     writer = csv.writer(sys.stdout) if args.csv else None
     if writer:
         writer.writerow(["image", "truth", *[f"{k}{i + 1}" for i in range(args.top_k) for k in ("label", "score")]])
-    width = max(len(str(p)) for p in images)
+    shown = {p: printable(p) for p in images}
+    width = max(len(v) for v in shown.values())
     failed = 0
     for path in images:
         try:
             preds = clf.classify(path, top_k=args.top_k)
         except InputFileError as exc:  # one bad file does not stop the rest
-            print(f"edge-predict: error: {exc}", file=sys.stderr)
+            print(f"edge-predict: error: {printable(exc.path)}: {exc.problem}", file=sys.stderr)
+            failed += 1
+            continue
+        except MemoryError:
+            print(f"edge-predict: error: {shown[path]}: too large to decode in this machine's memory", file=sys.stderr)
             failed += 1
             continue
         truth = labelled_truth(Path(path), roots)
@@ -69,10 +145,13 @@ def run(args) -> int:
                 row["truth"] = truth_label
             print(json.dumps(row))
         elif writer:
-            writer.writerow([str(path), truth_label, *[v for p in preds for v in (p.label, f"{p.score:.6f}")]])
+            writer.writerow([_csv_text(str(path)), _csv_text(truth_label),
+                             *[v for p in preds for v in (_csv_text(p.label), f"{p.score:.6f}")]])
         else:
-            mark = "" if truth is None else ("  ok" if truth == preds[0].index else f"  WRONG (is {truth_label})")
-            print(f"{path!s:<{width}}  " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds) + mark)
+            mark = ("" if truth is None else
+                    ("  ok" if truth == preds[0].index else f"  WRONG (is {printable(truth_label)})"))
+            print(f"{shown[path]:<{width}}  " + ", ".join(f"{printable(p.label)} {p.score:.3f}" for p in preds)
+                  + mark)
     if ev.count:
         if args.json:
             print(json.dumps({"summary": ev.to_dict()}))

@@ -29,9 +29,15 @@ def label_index(classes: tuple[str, ...] | list[str], labels: tuple[str, ...]) -
 
 def match_labels(classes, labels: tuple[str, ...]) -> dict[str, int]:
     """The classes that name one of ``labels`` (as ``label_index`` matches them): {class: label index}."""
-    exact = {c: labels.index(c) for c in classes if c in labels}
-    normed = [_norm(lab) for lab in labels]
+    first: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        first.setdefault(lab, i)
+    exact = {c: first[c] for c in classes if c in first}
+    normed: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        normed.setdefault(_norm(lab), []).append(i)
     for c in classes:
-        if c not in exact and normed.count(_norm(c)) == 1:
-            exact[c] = normed.index(_norm(c))
+        hits = normed.get(_norm(c), [])
+        if c not in exact and len(hits) == 1:  # ambiguous once normalized: not scored
+            exact[c] = hits[0]
     return exact

@@ -34,6 +34,10 @@ def derive_contract(tensor: TensorInfo, num_outputs: int) -> tuple[Contract, lis
         lo, hi = (0 - shift - tensor.zero_point) * tensor.scale, (255 - shift - tensor.zero_point) * tensor.scale
         notes.append(f"{tensor.dtype} input fed raw pixels (scale {tensor.scale:.6g}, zero point "
                      f"{tensor.zero_point}: model range {lo:.3g}..{hi:.3g})")
+    elif np.issubdtype(tensor.dtype, np.integer):  # integer input without quantization: the values as they are
+        shift = 128 if tensor.dtype == np.int8 else 0
+        norm = Normalization.scale_offset(1.0, -float(shift))
+        notes.append(f"{tensor.dtype} input without quantization fed raw pixels" + (" - 128" if shift else ""))
     else:
         norm = Normalization.scale_offset(1 / 255, 0.0)
         notes.append("float input scaled to 0..1 (x/255); pass --mean/--std if it was trained otherwise")

@@ -4,23 +4,52 @@ Both reproduce Keras' training resize (``tf.image.resize`` bilinear: half-pixel 
 antialiasing) within one LSB: OpenCV's INTER_LINEAR, and Pillow's affine transform with a bilinear
 filter. Pillow's ``Image.resize(BILINEAR)`` antialiases when it shrinks (up to 95 LSB away on a 720p
 photo) and is used only when the contract asks for antialiasing.
+
+OpenCV is imported on first use, through ``opencv()``, which caps its decoders first (see there).
 """
 
 from __future__ import annotations
 
-import cv2
+import os
+import sys
+
 import numpy as np
 
 from edgekit.contract import ColorOrder, Contract, Interpolation, Layout, ResizePolicy
 from edgekit.errors import EdgekitError
 from edgekit.runtime._backends import TensorInfo
 
-_CV2_INTERP = {
-    Interpolation.BILINEAR: cv2.INTER_LINEAR,
-    Interpolation.NEAREST: cv2.INTER_NEAREST_EXACT,  # half-pixel centres, as TF and Pillow
-    Interpolation.BICUBIC: cv2.INTER_CUBIC,
-    Interpolation.AREA: cv2.INTER_AREA,
-}
+_cv2 = None
+_INTERP: dict[Interpolation, int] = {}
+
+
+def opencv():
+    """OpenCV, imported once. Before the first import, OPENCV_IO_MAX_IMAGE_PIXELS (which OpenCV reads when the
+    library loads) is capped at ``edgekit.limits.MAX_IMAGE_PIXELS``: a backstop behind the header check that
+    every image path makes before decoding. A lower value already in the environment is kept."""
+    global _cv2
+    if _cv2 is None:
+        if "cv2" not in sys.modules:
+            from edgekit.limits import MAX_IMAGE_PIXELS
+
+            current = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()
+            if not (current.isdigit() and 0 < int(current) <= MAX_IMAGE_PIXELS):
+                os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_IMAGE_PIXELS)
+        import cv2
+
+        _INTERP.update({
+            Interpolation.BILINEAR: cv2.INTER_LINEAR,
+            Interpolation.NEAREST: cv2.INTER_NEAREST_EXACT,  # half-pixel centres, as TF and Pillow
+            Interpolation.BICUBIC: cv2.INTER_CUBIC,
+            Interpolation.AREA: cv2.INTER_AREA,
+        })
+        _cv2 = cv2
+    return _cv2
+
+
+def _cv2_interp(interp: Interpolation) -> int:
+    opencv()
+    return _INTERP[interp]
 
 
 def to_color_order(img: np.ndarray, src: ColorOrder, dst: ColorOrder) -> np.ndarray:
@@ -31,6 +60,7 @@ def to_color_order(img: np.ndarray, src: ColorOrder, dst: ColorOrder) -> np.ndar
         img, src = img[..., 0], ColorOrder.GRAY
     if src == dst:
         return img
+    cv2 = opencv()
     if src == ColorOrder.GRAY:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)  # grey is the same in RGB and BGR order
     if dst == ColorOrder.GRAY:
@@ -77,7 +107,7 @@ def _resize_exact(img: np.ndarray, th: int, tw: int, contract: Contract) -> np.n
         pil = {Interpolation.BILINEAR: Image.BILINEAR, Interpolation.BICUBIC: Image.BICUBIC,
                Interpolation.NEAREST: Image.NEAREST, Interpolation.AREA: Image.BOX}[contract.interpolation]
         return np.asarray(Image.fromarray(img).resize((tw, th), pil))
-    out = cv2.resize(img, (tw, th), interpolation=_CV2_INTERP[contract.interpolation])
+    out = opencv().resize(img, (tw, th), interpolation=_cv2_interp(contract.interpolation))
     return out if out.ndim == img.ndim else out[..., None]
 
 
@@ -107,19 +137,34 @@ class Preprocessor:
     def __init__(self, contract: Contract, tensor: TensorInfo):
         self.contract = contract
         self.tensor = tensor
+        self._cv2 = opencv()
         c = contract
+        self._interp = _cv2_interp(c.interpolation)
         a, b = c.normalization.affine(c.channels)
-        if tensor.quantized:  # fold quantization into the affine map: q = x / s + zp
-            a, b = a / tensor.scale, b / tensor.scale + tensor.zero_point
+        if np.issubdtype(tensor.dtype, np.integer):
+            # fold quantization into the affine map: q = x / s + zp. An integer input without quantization
+            # parameters takes the values as they are (scale 1, zero point 0).
+            scale, zp = (tensor.scale, tensor.zero_point) if tensor.quantized else (1.0, 0)
+            if not (np.isfinite(scale) and scale > 0):
+                raise EdgekitError(f"input quantization scale {scale!r} is not a positive number")
+            with np.errstate(all="ignore"):
+                a, b = a / scale, b / scale + zp
             info = np.iinfo(tensor.dtype)
             self._clip: tuple[int, int] | None = (info.min, info.max)
         else:
             self._clip = None
         # Pixels are uint8, so normalization, quantization, rounding and clipping are one lookup table per
         # channel: the whole step is a single cv2.LUT into the tensor.
-        values = np.arange(256, dtype=np.float64)[:, None] * a[None, :] + b[None, :]
+        with np.errstate(all="ignore"):
+            values = np.arange(256, dtype=np.float64)[:, None] * a[None, :] + b[None, :]
         if self._clip is not None:
             values = np.clip(np.rint(values), *self._clip)
+        if not np.isfinite(values).all():
+            raise EdgekitError(f"the normalization ({c.normalization.describe()}) and the input's quantization give "
+                               "values that are not finite numbers")
+        if self._clip is None and tensor.dtype == np.float16 and np.abs(values).max() > np.finfo(np.float16).max:
+            raise EdgekitError(f"the normalization ({c.normalization.describe()}) gives values beyond float16's "
+                               "range")
         self._lut = values.astype(tensor.dtype).reshape(256, 1, c.channels)
         table = self._lut[:, 0, :].astype(np.int64)
         ramp = np.arange(256)[:, None]
@@ -132,6 +177,9 @@ class Preprocessor:
         else:
             self._mode = "float"
             self._a, self._b = a.astype(np.float32), b.astype(np.float32)
+            if not (np.isfinite(self._a).all() and np.isfinite(self._b).all()):
+                raise EdgekitError(f"the normalization ({c.normalization.describe()}) gives values beyond float32's "
+                                   "range")
         size = (c.height, c.width)
         self._rgb = None if c.channels == 1 else np.empty((*size, 3), np.uint8)  # resize output
         self._swap = np.empty((*size, 3), np.uint8)  # colour-converted (RGB <-> BGR, grey -> colour)
@@ -151,8 +199,7 @@ class Preprocessor:
             return img
         if c.resize == ResizePolicy.SQUASH and not (c.antialias and c.interpolation != Interpolation.NEAREST):
             dst = self._rgb if img.ndim == 3 and img.shape[2] == 3 and self._rgb is not None else None
-            out = cv2.resize(img, (c.width, c.height), dst=dst, interpolation=_CV2_INTERP[c.interpolation])
-            return out
+            return self._cv2.resize(img, (c.width, c.height), dst=dst, interpolation=self._interp)
         return resize(img, c)
 
     def _resize_pil(self, im):
@@ -180,6 +227,8 @@ class Preprocessor:
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8:
                 raise EdgekitError(f"images must be uint8 arrays, got {image.dtype}")
+            if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))) or 0 in image.shape:
+                raise EdgekitError(f"images must be HxW or HxWx3 (or HxWx1) arrays, got shape {image.shape}")
             img = self._convert(self._resize_cv2(image), ColorOrder(color_order), direct)
             if img is direct:
                 return self._out  # converted straight into the tensor: nothing left to do
@@ -197,9 +246,9 @@ class Preprocessor:
             np.multiply(img, self._a, out=dst, casting="unsafe")
             dst += self._b
         elif dst.shape[2] == 3:
-            cv2.LUT(img, self._lut, dst=dst)
+            self._cv2.LUT(img, self._lut, dst=dst)
         else:
-            dst[..., 0] = cv2.LUT(img[..., 0], self._lut[..., 0])
+            dst[..., 0] = self._cv2.LUT(img[..., 0], self._lut[..., 0])
         if self._out_hwc is not None:
             np.copyto(self._out_hwc, self._hwc)
         return self._out
@@ -215,6 +264,7 @@ class Preprocessor:
         if src == dst:
             return np.ascontiguousarray(img)
         img = np.ascontiguousarray(img)
+        cv2 = self._cv2
         if dst == ColorOrder.GRAY:
             code = cv2.COLOR_RGB2GRAY if src == ColorOrder.RGB else cv2.COLOR_BGR2GRAY
             return cv2.cvtColor(img, code, dst=self._grey)

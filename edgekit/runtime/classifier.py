@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,16 +15,17 @@ import numpy as np
 from edgekit.contract import (
     ColorOrder,
     Contract,
+    Layout,
     OutputKind,
+    check_regular_file,
     class_scores,
-    contract_from_metadata,
     read_sidecar,
-    read_tflite_contract,
 )
-from edgekit.errors import EdgekitError, InputFileError
+from edgekit.errors import EdgekitError, InputFileError, first_line
+from edgekit.limits import MAX_IMAGE_PIXELS, check_pixels, check_threads
 from edgekit.runtime._backends import open_backend
-from edgekit.runtime._derive import _layout_and_size, apply_overrides, derive_contract
-from edgekit.runtime._preprocess import RESIZERS, Preprocessor, resize_fidelity
+from edgekit.runtime._derive import apply_overrides, derive_contract
+from edgekit.runtime._preprocess import RESIZERS, Preprocessor, opencv, resize_fidelity
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,12 @@ class Classifier:
             note = resize_fidelity(lib, contract)
             if note:
                 self.notes.append(note)
-        self._pre = Preprocessor(contract, backend.input)
+        try:
+            self._pre = Preprocessor(contract, backend.input)
+        except EdgekitError as exc:  # quantization or normalization that maps pixels to no finite number
+            if self.path is None or isinstance(exc, InputFileError):
+                raise
+            raise InputFileError(self.path, str(exc)) from None
         out = backend.output
         self._out_scale = out.scale if out.quantized else 0.0
         self._out_zp = out.zero_point
@@ -72,19 +82,23 @@ class Classifier:
         ``image_library`` "pillow" decodes and resizes with Pillow, "opencv" with OpenCV; "auto" decodes files
         with Pillow (EXIF, palettes, 16-bit) and resizes with OpenCV. Both resizes reproduce the training
         resize within 1 LSB."""
+        if image_library not in ("auto", *RESIZERS):
+            raise EdgekitError(f"image_library must be auto, opencv or pillow, got {image_library!r}")
         p = Path(path)
-        be = open_backend(p, threads=threads, backend=backend)
+        be = open_backend(p, threads=check_threads(threads), backend=backend)
         notes: list[str] = list(getattr(be, "notes", []))
+        embedded = getattr(be, "embedded", None)
         if contract is not None:
             source = "given"
+        elif embedded is not None:
+            contract, source = embedded.contract, "embedded"
         else:
-            contract = (contract_from_metadata(be.metadata) if hasattr(be, "metadata")
-                        else read_tflite_contract(p))
-            source = "embedded"
+            contract, source = read_sidecar(p), "sidecar"
             if contract is None:
-                contract, source = read_sidecar(p), "sidecar"
-            if contract is None:
-                contract, derived_notes = derive_contract(be.input, int(np.prod(be.output.shape)))
+                try:
+                    contract, derived_notes = derive_contract(be.input, _output_size(be))
+                except EdgekitError as exc:
+                    raise InputFileError(p, str(exc)) from None
                 source = "derived"
                 notes.append("no edgekit contract in the model; assumed " + ", ".join(derived_notes))
         given = [name for name, v in (("--labels", labels), ("--mean", mean), ("--std", std),
@@ -94,15 +108,20 @@ class Classifier:
         contract, override_notes = apply_overrides(contract, labels=labels, mean=mean, std=std,
                                                    color_order=color_order, logits=logits)
         notes += override_notes
-        channels = _layout_and_size(be.input.shape)[3] if len(be.input.shape) in (3, 4) else contract.channels
-        if channels != contract.channels:
-            raise EdgekitError(f"{p}: the model takes {channels}-channel images, but the colour order "
-                               f"{contract.color_order} has {contract.channels}")
-        n_out = int(np.prod(be.output.shape))
+        _check_input_fits(p, be.input.shape, contract, source, color_order is not None)
+        n_out = _output_size(be)
         if contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT):
+            if n_out != 1:
+                raise InputFileError(p, f"the contract says {contract.output} (one output unit) but the model has "
+                                        f"{n_out} outputs")
             n_out = 2  # [1 - p, p]
         if contract.labels and len(contract.labels) != n_out:
-            raise EdgekitError(f"{p}: the model has {n_out} outputs but {len(contract.labels)} labels were given")
+            labels_file = getattr(labels, "path", None) if labels is not None else None
+            if labels_file:
+                raise InputFileError(labels_file, f"has {len(contract.labels)} labels, but the model {p.name} has "
+                                                  f"{n_out} outputs (one label per line, in output order)")
+            whose = "were given" if labels is not None else f"are in its {source} contract"
+            raise InputFileError(p, f"the model has {n_out} outputs but {len(contract.labels)} labels {whose}")
         if not contract.labels:
             contract = replace(contract, labels=tuple(f"class_{i}" for i in range(n_out)))
             if source == "derived" or labels is None:
@@ -115,12 +134,14 @@ class Classifier:
         that will resize it. "auto" decodes files with Pillow and resizes with OpenCV (the closest match to
         the training resize); "pillow" does both with Pillow; "opencv" both with OpenCV."""
         lib = self.image_library
-        if isinstance(image, (str, Path)):
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            size = image_size(path)  # the header only: refuses a decompression bomb before it is decoded
             if lib == "opencv":
-                return _cv2_read(Path(image)), ColorOrder.BGR
-            from edgekit.data.folders import open_rgb
-
-            im = open_rgb(image)
+                return _cv2_read(path), ColorOrder.BGR
+            if size is None:
+                raise InputFileError(path, "not an image file edgekit can read (JPEG, PNG, BMP, GIF, WebP, TIFF, ...)")
+            im = _pil_read(path)
             return (im, ColorOrder.RGB) if lib == "pillow" else (np.asarray(im), ColorOrder.RGB)
         if isinstance(image, np.ndarray):
             if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
@@ -161,7 +182,10 @@ class Classifier:
         else:
             y = y.astype(np.float32, copy=False)
         if self.contract.output != OutputKind.PROBABILITIES:
-            y = class_scores(y, self.contract.output)
+            with np.errstate(all="ignore"):
+                y = class_scores(y, self.contract.output)
+        if not np.isfinite(y).all():  # NaN would sort anywhere, and is not JSON
+            raise InputFileError(self.path or "model", "inference gave NaN or infinite scores; the model is broken")
         return y
 
     def scores(self, image, *, color_order=None) -> np.ndarray:
@@ -178,34 +202,144 @@ class Classifier:
         return [self.classify(im, top_k=top_k, color_order=color_order) for im in images]
 
 
-def _cv2_read(path: Path) -> np.ndarray:
-    import cv2
+def _output_size(be) -> int:
+    n = getattr(be, "output_size", None)
+    return int(n) if n is not None else int(np.prod(be.output.shape))
 
-    if not path.is_file():
-        raise InputFileError(path, "no such file" if not path.exists() else "not a file")
+
+def _check_input_fits(p: Path, shape: tuple[int, ...], c: Contract, source: str, color_given: bool) -> None:
+    """The contract's size, channels and layout must be the model input's: a contract that belongs to another
+    model (or was altered) would feed the wrong image, or fail inside the interpreter."""
+    if len(shape) == 3:  # [1, H, W]: grey
+        expected, channels = ((1, c.height, c.width) if c.channels == 1 else None), 1
+    elif c.layout == Layout.NCHW:
+        expected, channels = (1, c.channels, c.height, c.width), shape[1]
+    else:
+        expected, channels = (1, c.height, c.width, c.channels), shape[3]
+    if tuple(shape) == expected:
+        return
+    if channels != c.channels and (color_given or source == "derived"):
+        raise InputFileError(p, f"the model takes {channels}-channel images, but the colour order {c.color_order} "
+                                f"has {c.channels}")
+    where = {"embedded": "its embedded contract", "sidecar": "its contract file", "given": "the given contract",
+             "derived": "the derived contract"}[source]
+    raise InputFileError(p, f"the model's input is {list(shape)} but {where} says {c.width}x{c.height}, "
+                            f"{c.channels} channel(s), {c.layout}; the contract belongs to another model")
+
+
+_BOMB = re.compile(r"\((\d+) pixels\)")
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, without decoding it; None when Pillow does not know the
+    format. First the file must be a readable, non-empty regular file (a FIFO or device is refused without being
+    opened: opening a FIFO blocks), then no larger than ``edgekit.limits.MAX_IMAGE_PIXELS``."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):  # from collect_images(keep_irregular)
+        raise InputFileError(path, "this folder cannot be read (permission denied)")
+    check_regular_file(path, "image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning, corrupt EXIF: our checks say what matters
+            with Image.open(path) as im:
+                width, height = im.size
+    except UnidentifiedImageError:
+        return None
+    except Image.DecompressionBombError as exc:
+        m = _BOMB.search(str(exc))
+        size = f"{int(m.group(1)) / 1e6:.0f} megapixels" if m else "larger than Pillow's decompression-bomb limit"
+        raise InputFileError(path, f"image is {size}, over edgekit's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                   "megapixels; downscale it first") from None
+    except MemoryError:
+        raise InputFileError(path, "image header is too large to read") from None
+    except Exception as exc:  # OSError, or a decoder's own exception on a malformed header
+        raise InputFileError(path, f"not a readable image ({getattr(exc, 'strerror', None) or first_line(exc)})") \
+            from None
+    check_pixels(width, height, path)
+    return width, height
+
+
+def _pil_read(path: Path):
+    """Decode with Pillow (``open_rgb``: EXIF orientation, transparency, 16-bit, palettes), every failure one line."""
+    from edgekit.data.folders import open_rgb
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return open_rgb(path)
+    except InputFileError as exc:
+        cause = exc.__cause__
+        if cause is not None and str(cause).strip():  # say what the decoder said, not only its class
+            raise InputFileError(path, f"not a readable image ({first_line(cause)})") from None
+        raise
+    except MemoryError:
+        raise InputFileError(path, "too large to decode in this machine's memory") from None
+    except Exception as exc:  # a decoder's own exception on a malformed file
+        raise InputFileError(path, f"not a readable image ({first_line(exc)})") from None
+
+
+def _cv2_read(path: Path) -> np.ndarray:
+    cv2 = opencv()
+    check_regular_file(path, "image")
     from edgekit._lazy import native_stderr_silenced
 
-    with native_stderr_silenced():  # libjpeg prints "Premature end of JPEG file" itself; our error says it
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
-    if frame is None:
+    try:
+        with native_stderr_silenced():  # libjpeg prints "Premature end of JPEG file" itself; our error says it
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
+    except MemoryError:
+        raise InputFileError(path, "too large to decode in this machine's memory") from None
+    except (cv2.error, UnicodeError, ValueError, TypeError, OSError) as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise InputFileError(path, f"image is over edgekit's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
+                                       "downscale it first") from None
+        raise InputFileError(path, f"not an image OpenCV can read ({first_line(exc)})") from None
+    if frame is None or frame.size == 0:
         raise InputFileError(path, "not an image OpenCV can read")
     return frame
 
 
-def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of image files."""
+def _walk_images(root: Path, keep_irregular: bool) -> list[Path]:
     from edgekit.data.folders import IMAGE_SUFFIXES
 
+    found: list[Path] = []
+
+    def unreadable(err: OSError) -> None:
+        if err.filename is not None and Path(err.filename) == root:
+            raise InputFileError(root, f"this folder cannot be read ({err.strerror or err})")
+        if keep_irregular and err.filename is not None:
+            found.append(Path(err.filename))  # reported with the images: the run goes on
+
+    for dirpath, _dirs, files in os.walk(root, onerror=unreadable):  # symlinked folders are not followed
+        for name in files:
+            q = Path(dirpath) / name
+            if q.suffix.lower() in IMAGE_SUFFIXES and (keep_irregular or q.is_file()):
+                found.append(q)
+    return sorted(found)
+
+
+def collect_images(inputs: Iterable[str | Path], *, keep_irregular: bool = False) -> list[Path]:
+    """Expand files and folders (recursively; symlinked folders are not followed) into a sorted list of image
+    files. An input that is missing, a broken link or a loop of links, a FIFO or a device is a one-line
+    InputFileError (nothing is opened: opening a FIFO blocks). Inside folders, image-named entries that are not
+    regular files (FIFOs, devices, broken links) and subfolders that cannot be read are skipped, or with
+    ``keep_irregular`` returned too, so that the caller reports each one and goes on."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            mode = os.stat(p).st_mode
+        except (OSError, ValueError):
+            mode = 0
+        if stat.S_ISDIR(mode):
+            found = _walk_images(p, keep_irregular)
             if not found:
                 raise InputFileError(p, "folder contains no images")
             out += found
-        elif p.is_file():
-            out.append(p)
+        elif stat.S_ISREG(mode):
+            out.append(p)  # empty or unreadable: reported when it is classified, and the rest go on
         else:
-            raise InputFileError(p, "no such file or folder")
+            check_regular_file(p, "file or folder", allow_empty=True)  # raises: says what it is instead
+            out.append(p)
     return out
