@@ -394,18 +394,24 @@ def check_regular_file(path: str | Path, noun: str = "file", *, allow_empty: boo
     return st
 
 
+def _read_capped(path: Path, what: str, error: type[InputFileError]) -> bytes:
+    """The bytes of a small text file (labels, a contract), refusing one over MAX_CONTRACT_BYTES."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONTRACT_BYTES + 1)
+    except OSError as exc:
+        raise error(path, f"cannot read the {what} ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONTRACT_BYTES:
+        raise error(path, f"{what} is over {MAX_CONTRACT_BYTES >> 20} MB; is it really a {what}?")
+    return raw
+
+
 def read_labels(path: str | Path) -> Labels:
     """One label per line; blank and whitespace-only lines are ignored. Accepts 'index label' lines too.
     The result remembers the file (``.path``), so a count that does not fit the model names it."""
     p = Path(path)
     check_regular_file(p, "labels file", allow_empty=True)
-    try:
-        with open(p, "rb") as f:
-            raw = f.read(MAX_CONTRACT_BYTES + 1)
-    except OSError as exc:
-        raise InputFileError(p, f"cannot read the labels file ({exc.strerror or exc})") from None
-    if len(raw) > MAX_CONTRACT_BYTES:
-        raise InputFileError(p, f"labels file is over {MAX_CONTRACT_BYTES >> 20} MB; is it really a labels file?")
+    raw = _read_capped(p, "labels file", InputFileError)
     try:
         text = raw.decode("utf-8-sig")  # a BOM from Windows Notepad is not part of the first label
     except UnicodeDecodeError:
@@ -836,13 +842,7 @@ def read_sidecar(artifact: str | Path) -> Contract | None:
     for cand in (sidecar_path(p), p.parent / "contract.json", p / "contract.json"):
         if not cand.is_file():  # folders, FIFOs and devices are not sidecars
             continue
-        try:
-            with open(cand, "rb") as f:
-                raw = f.read(MAX_CONTRACT_BYTES + 1)
-        except OSError as exc:
-            raise ContractFileError(cand, f"cannot read the contract ({exc.strerror or exc})") from None
-        if len(raw) > MAX_CONTRACT_BYTES:
-            raise ContractFileError(cand, f"contract file is over {MAX_CONTRACT_BYTES >> 20} MB")
+        raw = _read_capped(cand, "contract file", ContractFileError)
         try:
             return Contract.from_json(raw)
         except ContractError as exc:
