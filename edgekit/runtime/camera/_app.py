@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.runtime._preprocess import opencv
 from edgekit.runtime.camera._sources import shown
 
 
@@ -100,7 +101,7 @@ class _Window:
     """An OpenCV window, or a clear error when this OpenCV build or machine cannot show one."""
 
     def __init__(self):
-        import cv2
+        cv2 = opencv()
 
         self.cv2 = cv2
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, OutputExistsError
+from edgekit.runtime._preprocess import opencv
 from edgekit.runtime.camera._sources import quiet_opencv, shown
 
 
@@ -39,7 +40,7 @@ class Smoother:
 
 def draw(frame: np.ndarray, predictions: list[dict], stats: str) -> None:
     """Top-k labels and scores, then one line of speed, in place; outlined so they read on any background."""
-    import cv2
+    cv2 = opencv()
 
     h = frame.shape[0]
     scale = max(0.45, h / 900)
@@ -111,7 +112,7 @@ class Recorder:
         self._size: tuple[int, int] | None = None
 
     def write(self, frame: np.ndarray) -> None:
-        import cv2
+        cv2 = opencv()
 
         if self._writer is None:
             quiet_opencv(cv2)
@@ -147,7 +148,7 @@ class Recorder:
 
     def _problem(self) -> str | None:
         """Why the written file is not the recording, or None."""
-        import cv2
+        cv2 = opencv()
 
         try:
             size = self._tmp.stat().st_size

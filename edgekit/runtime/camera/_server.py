@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from edgekit.errors import EdgekitError
+from edgekit.runtime._preprocess import opencv
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("", "0.0.0.0", "::")
@@ -364,7 +365,7 @@ class LiveServer:
                 "add another name with --allow-host NAME")
 
     def publish(self, frame, record: dict, quality: int = 80) -> None:
-        import cv2
+        cv2 = opencv()
 
         ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
         with self._cond:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, MissingDependencyError, first_line
+from edgekit.runtime._preprocess import opencv
 
 PICAMERA = ("picamera", "csi", "picamera2")
 
@@ -86,7 +87,7 @@ class Source:
 
 class OpenCVSource(Source):
     def __init__(self, spec: str, kind: str, size: tuple[int, int] | None = None):
-        import cv2
+        cv2 = opencv()
 
         quiet_opencv(cv2)
         self.spec, self.kind = spec, kind
@@ -108,7 +109,7 @@ class OpenCVSource(Source):
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
 
     def read(self):
-        import cv2
+        cv2 = opencv()
 
         try:
             ok, frame = self._cap.read()
@@ -162,7 +163,7 @@ class FolderSource(Source):
 
     def _load(self, f: Path):
         """(frame, None) or (None, why it was skipped)."""
-        import cv2
+        cv2 = opencv()
 
         quiet_opencv(cv2)
         problem = _image_too_large(f)
