@@ -357,3 +357,19 @@ def test_hostile_npy_calibration(tfop_h5, tmp_path, capsys, content, needle):
                         capsys)
     assert code == 2
     _one_line(err, "cal.npy", needle)
+
+
+def test_an_unreadable_image_in_a_folder_is_skipped_with_a_note(tfop_h5, tmp_path, capsys):
+    from tests.conftest import png_header_only, write_png
+
+    for cls, colour in (("a", (200, 30, 30)), ("b", (30, 200, 30)), ("c", (30, 30, 200))):
+        for i in range(4):
+            write_png(tmp_path / "val" / cls / f"{i}.png", colour=colour)
+    png_header_only(tmp_path / "val" / "a" / "bomb.png", 20000, 20000)
+    (tmp_path / "val" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, err, out = _cli([tfop_h5, "--out", tmp_path / "o", "--formats", "tflite_float32", "--calibration",
+                           "random", "--validation", tmp_path / "val"], capsys)
+    assert (tmp_path / "o" / "course_float32.tflite").is_file(), err
+    assert "skipped 2 unreadable image(s)" in out and "bomb.png" in out, out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["validation"]["count"] == 12

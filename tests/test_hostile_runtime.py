@@ -12,11 +12,9 @@ import io
 import json
 import os
 import resource
-import struct
 import subprocess
 import sys
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,7 @@ from edgekit.contract import (
     read_labels,
 )
 from edgekit.errors import ContractError, EdgekitError, InputFileError
-from tests.conftest import write_png
+from tests.conftest import png_header_only, write_png
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -123,17 +121,6 @@ def tflite_model(h=8, w=8, *, dtype="float32", scale=None, zero_point=0, resize_
     b = flatbuffers.Builder(1024)
     b.Finish(model.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
-
-
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims width x height; a decoder that believed it would allocate width*height bytes."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 # ---- running it --------------------------------------------------------------------------------------------

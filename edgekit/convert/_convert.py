@@ -206,7 +206,7 @@ def _choose_data(contract: Contract, options: ConvertOptions, log) -> _Data:
     val = None
     if options.validation is not None:
         log(f"reading validation images from {options.validation}")
-        v_all, v_split = load_samples(options.validation, contract, role="validation")
+        v_all, v_split = load_samples(options.validation, contract, role="validation", notes=notes)
         val = v_split if v_split is not None else v_all
         if cal is not None and not random_cal:
             cal, val = _separate(cal, val, options.calibration_images, notes)

@@ -65,23 +65,51 @@ class Samples:
         return d
 
 
-def _prepare(images, contract: Contract) -> np.ndarray:
-    """RGB uint8 images (arrays or paths) -> [N, H, W, C] at the contract's size and colour order."""
+def _pixels(img, contract: Contract) -> np.ndarray:
+    """One RGB uint8 image (an array or a path) -> [H, W, C] at the contract's size and colour order."""
     from edgekit.runtime._preprocess import resize, to_color_order
 
-    def one(img):
-        arr = load_rgb(img) if isinstance(img, str | Path) else img
-        out = resize(to_color_order(arr, ColorOrder.RGB, contract.color_order), contract)
-        return out if out.ndim == 3 else out[..., None]
+    arr = load_rgb(img) if isinstance(img, str | Path) else img
+    out = resize(to_color_order(arr, ColorOrder.RGB, contract.color_order), contract)
+    return out if out.ndim == 3 else out[..., None]
 
+
+def _map(fn, items) -> list:
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        arrs = list(pool.map(one, images))
+        return list(pool.map(fn, items))
+
+
+def _prepare(images, contract: Contract) -> np.ndarray:
+    """RGB uint8 images (arrays or paths) -> [N, H, W, C] at the contract's size and colour order."""
+    arrs = _map(lambda img: _pixels(img, contract), images)
     if not arrs:
         return np.zeros((0, contract.height, contract.width, contract.channels), np.uint8)
     return np.stack(arrs)
 
 
-def _from_folder(root: Path, contract: Contract) -> tuple[Samples, Samples | None]:
+def _decoded(paths: list[Path], contract: Contract, where: Path, notes: list[str]) -> tuple[np.ndarray, list[int]]:
+    """Decode image files, skipping unreadable ones with a note; (pixels, indices of the files kept)."""
+    skipped: list[str] = []
+
+    def one(path):
+        try:
+            return _pixels(path, contract)
+        except InputFileError as exc:  # corrupt, over the pixel limit, not an image: one file, not the run
+            skipped.append(str(exc))
+            return None
+
+    arrs = _map(one, paths)
+    kept = [i for i, a in enumerate(arrs) if a is not None]
+    skipped.sort()
+    if not kept:
+        raise InputFileError(where, f"none of its {len(paths)} images could be read ({skipped[0]})")
+    if skipped:
+        notes.append(f"skipped {len(skipped)} unreadable image(s) in {where}: {skipped[0]}"
+                     + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
+    return np.stack([arrs[i] for i in kept]), kept
+
+
+def _from_folder(root: Path, contract: Contract, notes: list[str]) -> tuple[Samples, Samples | None]:
     """A class-folder tree (with or without train/ and val/) or a flat folder of images."""
     train_dir, val_dir = find_split(root)
     if val_dir is None and train_dir == root:  # only a test/ (or val/) split, like ../shared/data/mnist
@@ -94,16 +122,17 @@ def _from_folder(root: Path, contract: Contract) -> tuple[Samples, Samples | Non
         files = list_images(train_dir)
         if not files:
             raise InputFileError(root, "contains no images (expected images, or one subfolder per class)")
-        return Samples(_prepare(files, contract), None, (), str(root.resolve()),
-                       tuple(f.name for f in files)), None
-    return _folder_samples(ImageFolder.open(train_dir), root, contract), (
-        _folder_samples(ImageFolder.open(val_dir), root, contract) if val_dir else None)
+        pixels, kept = _decoded(files, contract, train_dir, notes)
+        return Samples(pixels, None, (), str(root.resolve()), tuple(files[i].name for i in kept)), None
+    return _folder_samples(ImageFolder.open(train_dir), root, contract, notes), (
+        _folder_samples(ImageFolder.open(val_dir), root, contract, notes) if val_dir else None)
 
 
-def _folder_samples(folder: ImageFolder, root: Path, contract: Contract) -> Samples:
+def _folder_samples(folder: ImageFolder, root: Path, contract: Contract, notes: list[str]) -> Samples:
     paths = [p for p, _ in folder.samples]
-    return Samples(_prepare(paths, contract), np.array([i for _, i in folder.samples], np.int64), folder.classes,
-                   str(root.resolve()), tuple(str(p.relative_to(root)) for p in paths))
+    pixels, kept = _decoded(paths, contract, folder.root, notes)
+    return Samples(pixels, np.array([folder.samples[i][1] for i in kept], np.int64), folder.classes,
+                   str(root.resolve()), tuple(str(paths[i].relative_to(root)) for i in kept))
 
 
 def _from_dataset(name: str, contract: Contract) -> tuple[Samples, Samples]:
@@ -169,7 +198,7 @@ def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibrati
     p = Path(spec)
     if p.exists():
         if p.is_dir():
-            return _from_folder(p, contract)
+            return _from_folder(p, contract, notes)
         if p.suffix.lower() == ".npy" and role == "calibration":
             return _from_npy(p, contract, notes), None
         kinds = "a folder of images, an .npy array or a dataset name" if role == "calibration" else \
