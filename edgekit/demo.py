@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit import _io
-from edgekit.errors import OutputExistsError
+from edgekit.errors import InputFileError, OutputExistsError
 
 SUMMARY_SCHEMA = 1
 
@@ -34,30 +34,87 @@ class DemoConfig:
     force: bool = False
     verbose: int = 1
 
+    def __post_init__(self) -> None:
+        """Refuse, as edge-demo does, what is not finite or outside the documented ranges (edgekit.limits)."""
+        from edgekit.data.synthetic import MAX_PER_CLASS
+        from edgekit.limits import check_int, check_number, check_threads
+
+        def put(name: str, value) -> None:
+            object.__setattr__(self, name, value)
+
+        put("train_per_class", check_int(self.train_per_class, "train_per_class (--train-per-class)", low=1,
+                                         high=MAX_PER_CLASS))
+        put("val_per_class", check_int(self.val_per_class, "val_per_class (--val-per-class)", low=1,
+                                       high=MAX_PER_CLASS))
+        put("image_size", check_int(self.image_size, "image_size (--size)", low=32, high=512))
+        put("alpha", check_number(self.alpha, "alpha", low=0, high=4, low_open=True))
+        put("epochs", check_int(self.epochs, "epochs (--epochs)", low=1, high=10_000))
+        put("seed", check_int(self.seed, "seed (--seed)", low=0, high=2**32 - 1))
+        put("threads", check_threads(self.threads, "threads (--threads)"))
+        put("bench_runs", check_int(self.bench_runs, "bench_runs (--bench-runs)", low=1, high=1_000_000))
+        put("verbose", check_int(self.verbose, "verbose", low=0, high=2))
+
+    def train_config(self, data: Path):
+        from edgekit.train import Augmentation, TrainConfig
+
+        return TrainConfig(data=data, out=Path(self.out) / "run", model="mobilenet_v2", alpha=self.alpha,
+                           image_size=self.image_size, epochs=self.epochs, seed=self.seed,
+                           augment=Augmentation(flip="both"), force=self.force, verbose=self.verbose)
+
+
+REPORT_FILES = ("latency_size.png", "report.md", "report.html", "summary.json")
+
+
+def check_outputs(config: DemoConfig) -> None:
+    """Every output of the demo checked before anything is written: without ``force`` the folder must be new
+    or empty; with it, nothing in the way may be a file where a folder goes (or the reverse), and the folder
+    must be writable."""
+    from edgekit.data.synthetic import check_synthetic_target
+    from edgekit.train._fit import check_outputs as check_run
+
+    out = Path(config.out)
+    if out.is_symlink() and not out.exists():
+        raise InputFileError(out, "is a broken symbolic link; --out must be a folder")
+    if out.exists() and not out.is_dir():
+        raise InputFileError(out, "is a file; --out must be a folder")
+    if out.is_dir() and not config.force:
+        try:
+            holds = any(out.iterdir())
+        except OSError as exc:
+            raise InputFileError(out, f"cannot be read ({exc.strerror or exc})") from None
+        if holds:
+            raise OutputExistsError(out)
+    for name in ("artifacts",):
+        if (out / name).exists() and not (out / name).is_dir():
+            raise InputFileError(out / name, "is a file, not a folder; the demo writes its artifacts there")
+    for name in REPORT_FILES:
+        if (out / name).is_dir():
+            raise InputFileError(out / name, "is a folder; cannot write a file there")
+    check_synthetic_target(out / "data", force=config.force)
+    _io.probe_folder(out)
+    check_run(config.train_config(out / "data"))
+
 
 def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict:
     from edgekit.convert import ConvertOptions, convert
     from edgekit.data import make_synthetic_dataset
-    from edgekit.train import Augmentation, TrainConfig, train
+    from edgekit.train import train
 
     out = Path(config.out)
-    if out.exists() and any(out.iterdir()) and not config.force:
-        raise OutputExistsError(out)
+    check_outputs(config)  # before any work
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
     log(f"[1/4] generating the synthetic dataset in {out / 'data'}")
     t = time.perf_counter()
     data = make_synthetic_dataset(out / "data", train_per_class=config.train_per_class,
-                                  val_per_class=config.val_per_class, size=config.image_size, seed=config.seed)
+                                  val_per_class=config.val_per_class, size=config.image_size, seed=config.seed,
+                                  force=config.force)
     timings["data"] = time.perf_counter() - t
 
     log("[2/4] training a MobileNetV2 from scratch (no pretrained weights)")
     t = time.perf_counter()
-    result = train(TrainConfig(data=data, out=out / "run", model="mobilenet_v2", alpha=config.alpha,
-                               image_size=config.image_size, epochs=config.epochs, seed=config.seed,
-                               augment=Augmentation(flip="both"), force=config.force, verbose=config.verbose),
-                   log=log)
+    result = train(config.train_config(data), log=log)
     timings["train"] = time.perf_counter() - t
 
     log("[3/4] converting to TFLite and ONNX, float32 and int8; verifying each against the Keras model")

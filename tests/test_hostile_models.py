@@ -367,7 +367,7 @@ def test_an_unreadable_image_in_a_folder_is_skipped_with_a_note(tfop_h5, tmp_pat
             write_png(tmp_path / "val" / cls / f"{i}.png", colour=colour)
     png_header_only(tmp_path / "val" / "a" / "bomb.png", 20000, 20000)
     (tmp_path / "val" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    code, err, out = _cli([tfop_h5, "--out", tmp_path / "o", "--formats", "tflite_float32", "--calibration",
+    _, err, out = _cli([tfop_h5, "--out", tmp_path / "o", "--formats", "tflite_float32", "--calibration",
                            "random", "--validation", tmp_path / "val"], capsys)
     assert (tmp_path / "o" / "course_float32.tflite").is_file(), err
     assert "skipped 2 unreadable image(s)" in out and "bomb.png" in out, out

@@ -295,9 +295,9 @@ def test_convert_verifies_on_exactly_the_images_training_held_out(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--lr", "nan"], "--lr must be a positive number"),
-    (["--seed", "-5"], "--seed must be zero or more"),
-    (["--alpha", "-3"], "--alpha must be a positive number"),
+    (["--lr", "nan"], "--lr: must be a finite number"),
+    (["--seed", "-5"], "--seed: must be 0 or more"),
+    (["--alpha", "-3"], "--alpha: must be more than 0"),
     (["--weights", str(Path(__file__))], "is not an HDF5"),
     (["--weights", "/nope/w.h5"], "no such weights file"),
 ])

@@ -54,7 +54,9 @@ def _runtime(spec: dict) -> dict:
     cycle = iter(range(10**9))
     e2e = measure_latency(lambda: clf.classify(images[next(cycle) % len(images)], top_k=5), **timing)
     preds = [int(np.argmax(clf.scores(p))) for p in spec.get("data", [])]
-    return {"backend": be.name, "threads": be.threads, "labels": list(clf.contract.labels), "load_ms": load_ms,
+    fmt = clf.contract.provenance.artifact_format or None  # tflite_int8, onnx_float32, ... when embedded
+    return {"format": fmt, "backend": be.name, "threads": be.threads, "labels": list(clf.contract.labels),
+            "load_ms": load_ms,
             "first_inference_ms": first_ms, "model_only": model_only, "end_to_end": e2e, "predictions": preds,
             "notes": clf.notes}
 
@@ -103,7 +105,7 @@ def _keras(spec: dict) -> dict:
     for i in range(0, len(data), 64):  # batched through the traced function: accuracy, not speed, is wanted here
         batch = _model_input(contract, np.stack([pixels(p) for p in data[i:i + 64]]))
         preds += class_scores(source.predict(batch), contract.output).argmax(1).tolist()
-    return {"backend": "keras-predict" if spec.get("keras_predict") else "keras", "threads": None,
+    return {"format": "keras", "backend": "keras-predict" if spec.get("keras_predict") else "keras", "threads": None,
             "labels": list(contract.labels), "load_ms": load_ms, "first_inference_ms": first_ms,
             "model_only": model_only, "end_to_end": e2e, "predictions": preds,
             "notes": [n for n in notes if "labels from" not in n]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from edgekit import _io
@@ -138,10 +139,18 @@ def render_html(doc: dict) -> str:
     return html_page("edge-bench", blocks)
 
 
-def write_outputs(doc: dict, out: str | Path, *, force: bool = False) -> list[Path]:
-    out = Path(out)
+def render_outputs(doc: dict) -> dict[str, str]:
+    """The four files' contents, all rendered before any is written."""
     json_doc = {**doc, "rows": [{k: v for k, v in r.items() if k != "predictions"} for r in doc["rows"]]}
-    return [_io.write_json(out / "bench.json", json_doc, force=force),
-            _io.write_text(out / "bench.csv", render_csv(doc), force=force),
-            _io.write_text(out / "bench.md", render_markdown(doc), force=force),
-            _io.write_text(out / "bench.html", render_html(doc), force=force)]
+    return {"bench.json": json.dumps(json_doc, indent=2, sort_keys=False) + "\n", "bench.csv": render_csv(doc),
+            "bench.md": render_markdown(doc), "bench.html": render_html(doc)}
+
+
+def write_rendered(files: dict[str, str], out: str | Path, *, force: bool = False) -> list[Path]:
+    """Each file written atomically (a full disk is a one-line error naming the file)."""
+    out = Path(out)
+    return [_io.write_text(out / name, text, force=force) for name, text in files.items()]
+
+
+def write_outputs(doc: dict, out: str | Path, *, force: bool = False) -> list[Path]:
+    return write_rendered(render_outputs(doc), out, force=force)

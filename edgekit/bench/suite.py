@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, InputFileError
+from edgekit.errors import EdgekitError, InputFileError, first_line
 
 SCHEMA_VERSION = 1
 MODEL_SUFFIXES = (".tflite", ".onnx", ".keras", ".h5")
@@ -32,6 +32,58 @@ class BenchOptions:
     keras_predict: bool = True  # for .keras/.h5: a model.predict row besides model(x)
     overrides: dict | None = None  # labels/mean/std/color_order/logits for models without a contract
     timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        """Refuse, as edge-bench does, what is not finite or outside the documented ranges (edgekit.limits)."""
+        from edgekit.limits import OptionError, check_int, check_number, check_threads
+
+        def put(name: str, value) -> None:
+            object.__setattr__(self, name, value)
+
+        put("runs", check_int(self.runs, "runs (--runs)", low=1, high=1_000_000))
+        put("warmup", check_int(self.warmup, "warmup (--warmup)", low=0, high=1_000_000))
+        put("min_seconds", check_number(self.min_seconds, "min_seconds (--min-seconds)", low=0, high=86_400))
+        threads = (self.threads,) if self.threads is None or isinstance(self.threads, int | str) else self.threads
+        try:
+            threads = tuple(threads)
+        except TypeError:
+            raise OptionError(f"threads (--threads): expected thread counts, got {self.threads!r}") from None
+        if not threads:
+            raise OptionError("threads (--threads): expected one or more thread counts (or None for the default)")
+        put("threads", tuple(check_threads(t, "threads (--threads)") for t in threads))
+        backends = (self.backends,) if isinstance(self.backends, str) else tuple(self.backends)
+        for b in backends:
+            if b not in BACKENDS:
+                raise OptionError(f"backends (--backend): unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
+        put("backends", backends)
+        put("max_images", check_int(self.max_images, "max_images (--max-images)", low=0, high=10_000_000))
+        put("timeout", check_number(self.timeout, "timeout", low=0, high=7 * 86_400, low_open=True))
+        if self.overrides is not None and not isinstance(self.overrides, dict):
+            raise OptionError(f"overrides: expected a dict, got {self.overrides!r}")
+
+
+BACKENDS = ("litert", "tflite_runtime", "tensorflow", "onnxruntime")
+MAX_RESULTS_BYTES = 64 << 20  # a bench.json is a few kB per row; far larger is not one
+
+
+def check_models(models: list[str | Path]) -> list[Path]:
+    """What cannot be a model is refused before anything is measured: one line naming the file."""
+    paths = [Path(m) for m in models]
+    for p in paths:
+        if not p.exists():
+            raise InputFileError(p, "no such file" if not p.is_symlink() else "is a broken symbolic link")
+        if p.suffix.lower() not in MODEL_SUFFIXES:
+            raise InputFileError(p, f"not a model edge-bench measures ({', '.join(MODEL_SUFFIXES)})")
+        if p.is_dir():
+            raise InputFileError(p, "is a folder, not a model file")
+        if not p.is_file():
+            raise InputFileError(p, "is not a regular file (a pipe or a device?)")
+        try:
+            with open(p, "rb"):
+                pass
+        except OSError as exc:
+            raise InputFileError(p, f"cannot be read ({exc.strerror or exc})") from None
+    return paths
 
 
 def _data_images(data: str | Path, max_images: int) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
@@ -91,25 +143,8 @@ def _worker(spec: dict, timeout: float) -> dict:
             + (f": {tail[-1][:200]}" if tail else "")}
 
 
-def _format_of(path: Path) -> str:
-    """tflite_int8, onnx_float32, ... from the embedded contract; else the file type."""
-    if path.suffix.lower() in (".keras", ".h5"):
-        return "keras"
-    try:
-        from edgekit.contract import contract_from_metadata, read_tflite_contract
-
-        if path.suffix.lower() == ".tflite":
-            c = read_tflite_contract(path)
-        else:
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            c = contract_from_metadata(sess.get_modelmeta().custom_metadata_map)
-        if c and c.provenance.artifact_format:
-            return c.provenance.artifact_format
-    except Exception:  # an unreadable file still gets its row; the worker reports why it fails
-        return path.suffix.lstrip(".").lower()
-    return path.suffix.lstrip(".").lower()
+def _suffix_format(path: Path) -> str:
+    return "keras" if path.suffix.lower() in (".keras", ".h5") else path.suffix.lstrip(".").lower()
 
 
 def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
@@ -119,12 +154,7 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
     from edgekit.data.labels import match_labels
 
     options = options or BenchOptions()
-    paths = [Path(m) for m in models]
-    for p in paths:  # what cannot be a model is refused before anything is measured
-        if not p.exists():
-            raise InputFileError(p, "no such file")
-        if p.suffix.lower() not in MODEL_SUFFIXES:
-            raise InputFileError(p, f"not a model edge-bench measures ({', '.join(MODEL_SUFFIXES)})")
+    paths = check_models(models)
     data_images, truth, classes = ([], None, ())
     if options.data is not None:
         data_images, truth, classes = _data_images(options.data, options.max_images)
@@ -132,10 +162,11 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
     env = bench_environment()
     before = device_state()
     rows: list[dict] = []
+    said: set[str] = set()  # notes already logged (a thread sweep repeats them on every row)
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         e2e_images = [str(p) for p in data_images[:20]] or [str(_sample_image(Path(tmp)))]
         for p in paths:
-            fmt = _format_of(p)
+            failed: dict[object, dict] = {}  # backend -> the result of a run that failed: the others would too
             for extra in _runs_for(p, options):
                 spec = {"path": str(p), "runs": options.runs, "warmup": options.warmup,
                         "min_seconds": options.min_seconds, "images": e2e_images,
@@ -144,8 +175,11 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
                 log(f"measuring {p.name}" + (f" ({what})" if what else "")
                     + (f" with {extra['threads']} thread{'s' if extra['threads'] > 1 else ''}"
                        if extra.get("threads") else ""))
-                result = _worker(spec, options.timeout)
-                row = {"path": str(p), "model": p.name, "format": fmt, "size_bytes": p.stat().st_size,
+                result = failed.get(extra.get("backend")) or _worker(spec, options.timeout)
+                if result["status"] != "ok":  # said once, by the caller, from the rows
+                    failed[extra.get("backend")] = result
+                row = {"path": str(p), "model": p.name, "format": result.get("format") or _suffix_format(p),
+                       "size_bytes": p.stat().st_size,
                        "backend": result.get("backend", extra.get("backend")),
                        "threads": result.get("threads", extra.get("threads")), "status": result["status"],
                        "error": result.get("error")}
@@ -173,9 +207,9 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
                                                 + ("; their images are not scored" if scored.any() else
                                                    "; no accuracy"))
                     for note in row["notes"]:
-                        log(f"  note: {note}")
-                else:
-                    log(f"  error: {row['error']}")
+                        if note not in said:
+                            said.add(note)
+                            log(f"  note: {note}")
                 rows.append(row)
     _agreement(rows)
     return {"schema_version": SCHEMA_VERSION, "environment": env, "device_before": before,
@@ -211,6 +245,10 @@ def compare_results(current: dict, baseline: dict, *, threshold: float = 0.10,
                     accuracy_points: float = 1.0) -> list[dict]:
     """Rows slower than the baseline by more than ``threshold`` (p50), or less accurate by more than
     ``accuracy_points``; matched by model file name, backend and threads."""
+    from edgekit.limits import check_number
+
+    threshold = check_number(threshold, "threshold (--threshold)", low=0, high=10)
+    accuracy_points = check_number(accuracy_points, "accuracy_points", low=0, high=100)
     base = {_key(r): r for r in baseline.get("rows", []) if r.get("status") == "ok"}
     found = []
     for r in current.get("rows", []):
@@ -238,11 +276,13 @@ def merge_results(documents: list[dict], sources: list[str] | None = None) -> di
     if not documents:
         raise EdgekitError("--merge needs at least one bench.json")
     sources = sources or [f"run {i + 1}" for i in range(len(documents))]
+    if len(sources) != len(documents):
+        raise EdgekitError(f"--merge: {len(documents)} documents but {len(sources)} sources")
+    for doc, src in zip(documents, sources, strict=True):
+        check_results(doc, src)
     names = [device_name(d.get("environment", {})) for d in documents]
     rows, envs = [], []
     for doc, name, src in zip(documents, names, sources, strict=True):
-        if doc.get("schema_version") != SCHEMA_VERSION or "rows" not in doc:
-            raise EdgekitError(f"{src}: not an edge-bench bench.json (schema {doc.get('schema_version')!r})")
         if names.count(name) > 1:
             name = f"{name} [{src}]"
         envs.append({"device": name, "environment": doc["environment"], "device_before": doc.get("device_before"),
@@ -253,15 +293,105 @@ def merge_results(documents: list[dict], sources: list[str] | None = None) -> di
 
 
 def load_results(path: str | Path) -> dict:
+    """A bench.json (or a folder holding one), read and checked field by field, so that a damaged or foreign
+    file is a one-line error naming it now, before anything is measured, not a crash afterwards."""
     p = Path(path)
     if p.is_dir():
+        if not (p / "bench.json").exists():
+            raise InputFileError(p, "is a folder without a bench.json")
         p = p / "bench.json"
+    if not p.exists():
+        raise InputFileError(p, "no such file" if not p.is_symlink() else "is a broken symbolic link")
+    if not p.is_file():  # a FIFO would block the read forever
+        raise InputFileError(p, "is not a regular file (a pipe or a device?); expected a bench.json")
     try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputFileError(p, "no such file") from None
+        if p.stat().st_size > MAX_RESULTS_BYTES:
+            raise InputFileError(p, f"is over {MAX_RESULTS_BYTES >> 20} MB; not an edge-bench bench.json")
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputFileError(p, f"cannot be read ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise InputFileError(p, "is not an edge-bench bench.json (JSON nested too deeply)") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InputFileError(p, f"is not JSON ({exc.__class__.__name__})") from exc
-    if not isinstance(doc, dict) or "rows" not in doc:
-        raise InputFileError(p, "is not an edge-bench bench.json (no rows)")
+        raise InputFileError(p, f"is not JSON ({exc.__class__.__name__}: {first_line(exc, 80)})") from None
+    return check_results(doc, p)
+
+
+def check_results(doc, where) -> dict:
+    """``doc`` if it is an edge-bench document with every field the comparison, merging and the reports read;
+    else an InputFileError naming ``where`` and the first problem found."""
+    import math
+
+    def bad(why: str):
+        raise InputFileError(where, f"is not an edge-bench bench.json ({why})")
+
+    def number(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def opt(v, kind) -> bool:
+        return v is None or isinstance(v, kind)
+
+    if not isinstance(doc, dict):
+        bad(f"a JSON {type(doc).__name__}, not an object")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        bad(f"schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    if not isinstance(doc.get("rows"), list):
+        bad("no rows list")
+    env = doc.get("environment")
+    if not isinstance(env, dict):
+        bad("no environment object")
+    for key, kind in (("packages", dict), ("thread_variables", dict), ("isa", list), ("cpu", str),
+                      ("device_model", str), ("os", str), ("platform", str), ("python", str)):
+        if not opt(env.get(key), kind):
+            bad(f"environment.{key} is {type(env.get(key)).__name__}")
+    if not all(isinstance(x, str) for x in env.get("isa") or []):
+        bad("environment.isa is not a list of names")
+    if not opt(env.get("cpu_count"), int):
+        bad("environment.cpu_count is not a number")
+    for key in ("device_before", "device_after"):
+        if not opt(doc.get(key), dict):
+            bad(f"{key} is not an object")
+    for i, r in enumerate(doc["rows"]):
+        at = f"rows[{i}]"
+        if not isinstance(r, dict):
+            bad(f"{at} is not an object")
+        if not isinstance(r.get("model"), str) or not r["model"]:
+            bad(f"{at}.model is missing")
+        if not isinstance(r.get("status"), str):
+            bad(f"{at}.status is missing")
+        if not number(r.get("size_bytes")) or r["size_bytes"] < 0:
+            bad(f"{at}.size_bytes is missing or not a number")
+        if not isinstance(r.get("format"), str):
+            bad(f"{at}.format is missing")
+        for key in ("backend", "device", "error", "path", "reference"):
+            if not opt(r.get(key), str):
+                bad(f"{at}.{key} is {type(r.get(key)).__name__}, not text")
+        threads = r.get("threads")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            bad(f"{at}.threads is {threads!r}")
+        for key in ("load_ms", "first_inference_ms", "peak_rss_mb", "accuracy", "top1_agreement",
+                    "accuracy_drop_points", "fps"):
+            if r.get(key) is not None and not number(r[key]):
+                bad(f"{at}.{key} is {r[key]!r}, not a number")
+        lat = r.get("latency_ms")
+        if r["status"] == "ok" or lat is not None:
+            if not isinstance(lat, dict):
+                bad(f"{at}.latency_ms is missing")
+            for key in ("p50", "p90", "p99", "spread"):
+                if not number(lat.get(key)) or lat[key] < 0:
+                    bad(f"{at}.latency_ms.{key} is {lat.get(key)!r}, not a number")
+            if not all(number(v) for k, v in lat.items() if k != "outliers" and v is not None):
+                bad(f"{at}.latency_ms holds a value that is not a number")
+            if not opt(lat.get("outliers"), int):
+                bad(f"{at}.latency_ms.outliers is not a count")
+        e2e = r.get("end_to_end_ms")
+        if e2e is not None and not (isinstance(e2e, dict) and all(number(v) for v in e2e.values() if v is not None)):
+            bad(f"{at}.end_to_end_ms is not an object of numbers")
+        if not (opt(r.get("samples_ms"), list) and all(number(v) for v in r.get("samples_ms") or [])):
+            bad(f"{at}.samples_ms is not a list of numbers")
+        if not (opt(r.get("notes"), list) and all(isinstance(v, str) for v in r.get("notes") or [])):
+            bad(f"{at}.notes is not a list of text")
+        pca = r.get("per_class_accuracy")
+        if pca is not None and not (isinstance(pca, dict) and all(number(v) for v in pca.values())):
+            bad(f"{at}.per_class_accuracy is not an object of numbers")
     return doc

@@ -15,8 +15,10 @@ def _threads(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected thread counts like 1,2,4, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"thread counts must be 1 or more, got {text!r}")
+    from edgekit.limits import max_threads
+
+    if not values or min(values) < 1 or max(values) > max_threads():
+        raise argparse.ArgumentTypeError(f"thread counts must be 1 to {max_threads()}, got {text!r}")
     return values
 
 
@@ -29,11 +31,11 @@ def build_parser():
     p.add_argument("models", nargs="*", metavar="MODEL", help=".keras, .h5, .tflite or .onnx files")
     p.add_argument("--data", metavar="DIR", help="class folders: accuracy, per-class accuracy, and top-1 agreement "
                    "with the first model")
-    p.add_argument("--max-images", type=cli.non_negative_int, default=500, help="--data images, class-balanced; 0 "
+    p.add_argument("--max-images", type=cli.int_in(0, 10_000_000), default=500, help="--data images, class-balanced; 0 "
                    "for all (default: 500)")
-    p.add_argument("--runs", type=cli.positive_int, default=100, help="timed runs per model (default: 100)")
-    p.add_argument("--warmup", type=cli.non_negative_int, default=10, help="untimed warm-up runs (default: 10)")
-    p.add_argument("--min-seconds", type=cli.float_in(0, float("inf")), default=0.0,
+    p.add_argument("--runs", type=cli.int_in(1, 1_000_000), default=100, help="timed runs per model (default: 100)")
+    p.add_argument("--warmup", type=cli.int_in(0, 1_000_000), default=10, help="untimed warm-up runs (default: 10)")
+    p.add_argument("--min-seconds", type=cli.float_in(0, 86_400), default=0.0,
                    help="keep timing until this many seconds passed")
     p.add_argument("--threads", type=_threads, help="thread counts to sweep, e.g. 1,2,4 (default: the runtime's: "
                    "all cores, up to 4)")
@@ -50,14 +52,41 @@ def build_parser():
     return p
 
 
+def _load_all(paths: list[str]) -> list[dict]:
+    """Every --merge file read and checked; a problem in several is one line for each."""
+    from edgekit.bench.suite import load_results
+    from edgekit.errors import EdgekitError
+
+    docs, errors = [], []
+    for path in paths:
+        try:
+            docs.append(load_results(path))
+        except EdgekitError as exc:
+            errors.append(exc)
+    for exc in errors[:-1]:
+        print(f"edge-bench: error: {exc}", file=sys.stderr)
+    if errors:
+        raise errors[-1]
+    return docs
+
+
 def run(args) -> int:
     from pathlib import Path
 
     from edgekit import _io
-    from edgekit.bench.report import OUTPUTS, write_outputs
-    from edgekit.bench.suite import BenchOptions, compare_results, load_results, merge_results, run_bench
-    from edgekit.errors import EdgekitError
+    from edgekit.bench.report import OUTPUTS, render_outputs, write_rendered
+    from edgekit.bench.suite import (
+        BACKENDS,
+        BenchOptions,
+        check_models,
+        compare_results,
+        load_results,
+        merge_results,
+        run_bench,
+    )
+    from edgekit.errors import EdgekitError, InputFileError
 
+    # everything that can be refused is refused here, before anything is measured or written
     if args.merge:
         if args.models:
             raise EdgekitError("give either MODEL files or --merge, not both")
@@ -65,38 +94,43 @@ def run(args) -> int:
             raise EdgekitError("--merge needs --out DIR for the combined report")
     elif not args.models:
         raise EdgekitError("give one or more MODEL files (or --merge BENCH_JSON...)")
-    if args.out:  # refuse before measuring anything
+    backends = tuple(b.strip() for b in args.backend.split(",")) if args.backend else ()
+    for b in backends:
+        if b not in BACKENDS:
+            raise EdgekitError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
+    if not args.merge:
+        check_models(args.models)
+    if args.data and not Path(args.data).is_dir():
+        raise EdgekitError(f"{args.data}: --data must be a folder with one subfolder per class")
+    baseline = load_results(args.compare) if args.compare else None
+    merged = _load_all(args.merge) if args.merge else None
+    overrides = {k: v for k, v in cli.contract_overrides(args).items() if v is not None}
+    if args.out:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise EdgekitError(f"{out}: exists and is not a folder (--out names the output folder)")
         for name in OUTPUTS:
             _io.check_writable(out / name, force=args.force)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EdgekitError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
-    baseline = load_results(args.compare) if args.compare else None
-    if args.data and not Path(args.data).is_dir():
-        raise EdgekitError(f"{args.data}: --data must be a folder with one subfolder per class")
+            if (out / name).is_dir():
+                raise InputFileError(out / name, "is a folder; cannot write a file there")
+        _io.probe_folder(out)
 
-    if args.merge:
-        doc = merge_results([load_results(p) for p in args.merge], [str(p) for p in args.merge])
+    if merged is not None:
+        doc = merge_results(merged, [str(p) for p in args.merge])
     else:
-        backends = tuple(b.strip() for b in args.backend.split(",")) if args.backend else ()
-        for b in backends:
-            if b not in ("litert", "tflite_runtime", "tensorflow", "onnxruntime"):
-                raise EdgekitError(f"unknown backend {b!r}; choose from litert, tflite_runtime, tensorflow, "
-                                   "onnxruntime")
         doc = run_bench(args.models, BenchOptions(
             runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads or (None,),
             backends=backends, data=args.data, max_images=args.max_images,
-            keras_predict=not args.no_keras_predict, overrides={k: v for k, v in cli.contract_overrides(args).items()
-                                                                if v is not None}),
+            keras_predict=not args.no_keras_predict, overrides=overrides),
             log=lambda m: print(m, file=sys.stderr))
+    said: set[str] = set()  # a model that fails fails on every thread count and backend: said once
     for r in doc["rows"]:
         if r["status"] != "ok":
-            err = r.get("error") or ""
-            print(f"edge-bench: error: {err if r['model'] in err else r['model'] + ': ' + err}", file=sys.stderr)
+            err = r.get("error") or "failed"
+            line = f"edge-bench: error: {err if r['model'] in err else r['model'] + ': ' + err}"
+            if line not in said:
+                said.add(line)
+                print(line, file=sys.stderr)
             continue
         lat = r["latency_ms"]
         acc = f", accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else ""
@@ -127,7 +161,7 @@ def run(args) -> int:
         if bad:
             code = 3
     if args.out:
-        for path in write_outputs(doc, args.out, force=args.force):
+        for path in write_rendered(render_outputs(doc), args.out, force=args.force):
             print(f"wrote {path}", file=sys.stderr)
     return code
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import sys
 
-from edgekit.cli._common import make_parser, positive_int, run_main
+from edgekit.cli._common import int_in, make_parser, run_main, threads_type
 
 
 def build_parser():
     p = make_parser("edge-demo", __doc__ + "\n\nexample: edge-demo --out demo-out")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--epochs", type=positive_int, default=16, help="training epochs (default: 16)")
-    p.add_argument("--train-per-class", type=positive_int, default=1000, help="training images per class")
-    p.add_argument("--val-per-class", type=positive_int, default=100, help="validation images per class")
-    p.add_argument("--size", type=positive_int, default=64, help="input size in pixels (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for data and training")
-    p.add_argument("--threads", type=positive_int, help="inference threads for verification and latency")
-    p.add_argument("--bench-runs", type=positive_int, default=100, help="timed runs per artifact")
+    p.add_argument("--epochs", type=int_in(1, 10_000), default=16, help="training epochs (default: 16)")
+    p.add_argument("--train-per-class", type=int_in(1, 100_000), default=1000, help="training images per class")
+    p.add_argument("--val-per-class", type=int_in(1, 100_000), default=100, help="validation images per class")
+    p.add_argument("--size", type=int_in(32, 512), default=64, help="input size in pixels (default: 64)")
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="random seed for data and training")
+    p.add_argument("--threads", type=threads_type, help="inference threads for verification and latency")
+    p.add_argument("--bench-runs", type=int_in(1, 1_000_000), default=100, help="timed runs per artifact")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar "
                    "(automatic when output is not a terminal)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from edgekit.cli._common import make_parser, non_negative_int, positive_int, run_main
+from edgekit.cli._common import float_in, int_in, make_parser, run_main
 
 
 def build_parser():
@@ -26,34 +26,39 @@ def build_parser():
     p.add_argument("--out", default="run", help="run folder (default: run)")
     p.add_argument("--model", "--backbone", dest="model", default="mobilenet_v2", choices=sorted(BACKBONES),
                    help="backbone (default: mobilenet_v2)")
-    p.add_argument("--alpha", type=float, default=0.35, help="width multiplier for MobileNets (default: 0.35)")
-    p.add_argument("--size", type=positive_int, help="input size in pixels (default: the backbone's: 224, or 32 "
+    p.add_argument("--alpha", type=float_in(0, 4, low_open=True), default=0.35,
+                   help="width multiplier for MobileNets (default: 0.35)")
+    p.add_argument("--size", type=int_in(8, 1024), help="input size in pixels (default: the backbone's: 224, or 32 "
                    "for the cnn family)")
     p.add_argument("--weights", default="none", help="'none' (default), 'imagenet' (needs the network) or a local "
                    ".h5 weights file for the backbone without its top")
-    p.add_argument("--epochs", type=positive_int, default=10, help="phase-1 epochs (default: 10)")
-    p.add_argument("--fine-tune-epochs", type=non_negative_int,
+    p.add_argument("--epochs", type=int_in(1, 10_000), default=10, help="phase-1 epochs (default: 10)")
+    p.add_argument("--fine-tune-epochs", type=int_in(0, 10_000),
                    help="phase-2 epochs fine-tuning the backbone (default: 3 with pretrained weights, else 0)")
     p.add_argument("--fine-tune-from", metavar="LAYER", help="first backbone layer to unfreeze in phase 2")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default: 32)")
-    p.add_argument("--lr", type=float, help="phase-1 learning rate (default: 3e-3 from scratch, 1e-3 for a head)")
-    p.add_argument("--fine-tune-lr", type=float, default=5e-5, help="phase-2 learning rate (default: 5e-5)")
-    p.add_argument("--patience", type=non_negative_int, default=0,
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=32, help="batch size (default: 32)")
+    p.add_argument("--lr", type=float_in(0, 10, low_open=True),
+                   help="phase-1 learning rate (default: 3e-3 from scratch, 1e-3 for a head)")
+    p.add_argument("--fine-tune-lr", type=float_in(0, 10, low_open=True), default=5e-5,
+                   help="phase-2 learning rate (default: 5e-5)")
+    p.add_argument("--patience", type=int_in(0, 10_000), default=0,
                    help="stop a phase after N epochs without a better val_accuracy, keeping the best (default: off)")
     c = p.add_argument_group("the cnn1/cnn2/cnn3 course baselines")
-    c.add_argument("--cnn-dropout", type=float, default=0.2, help="dropout after each block (default: 0.2)")
+    c.add_argument("--cnn-dropout", type=float_in(0, 1, high_open=True), default=0.2,
+                   help="dropout after each block (default: 0.2)")
     c.add_argument("--no-batchnorm", action="store_true", help="no BatchNormalization in the blocks")
-    c.add_argument("--l2", type=float, default=0.0, help="L2 weight decay on the convolutions (default: 0)")
+    c.add_argument("--l2", type=float_in(0, 1), default=0.0, help="L2 weight decay on the convolutions (default: 0)")
     g = p.add_argument_group("augmentation (training images only; never exported)")
     g.add_argument("--augment", action="store_true", help="the course recipe: horizontal flips, rotation 0.11, "
                    "zoom 0.2, shifts 0.2")
     g.add_argument("--flip", choices=FLIPS, help="random flips")
     for name, what in (("rotation", "fraction of a full turn"), ("zoom", "fraction"), ("translate", "fraction"),
                        ("contrast", "factor"), ("brightness", "fraction of the range")):
-        g.add_argument(f"--{name}", type=float, metavar="F", help=f"random {name} ({what})")
+        g.add_argument(f"--{name}", type=float_in(0, 1, high_open=True), metavar="F", help=f"random {name} ({what})")
     g.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every phase-1 epoch")
-    p.add_argument("--val-split", type=float, default=0.2, help="validation fraction when there is no val/ folder")
-    p.add_argument("--seed", type=int, default=0, help="random seed, for repeatable runs (default: 0)")
+    p.add_argument("--val-split", type=float_in(0, 1, low_open=True, high_open=True), default=0.2,
+                   help="validation fraction when there is no val/ folder")
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="random seed, for repeatable runs (default: 0)")
     p.add_argument("--force", action="store_true", help="overwrite files in an existing run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same options)")
     return p
@@ -78,26 +83,31 @@ def run(args) -> int:
     ensure_available("tensorflow", "matplotlib", extra="train")
     augment = augmentation_from_args(args)
     from edgekit.train import TrainConfig, train
+    from edgekit.train._fit import preflight
 
-    data = args.data
-    if data == "synthetic":
-        from edgekit.data import make_synthetic_dataset
-
-        data = Path(args.out) / "data"
-        if not args.resume:
-            print(f"generating the synthetic dataset in {data}")
-            make_synthetic_dataset(data, size=args.size or 96, seed=args.seed)
+    synthetic = args.data == "synthetic" and not Path("synthetic").exists()  # a local folder wins over the name
+    data = Path(args.out) / "data" if synthetic else args.data
     weights = None if args.weights == "none" else args.weights
     fine_tune_epochs = args.fine_tune_epochs if args.fine_tune_epochs is not None else (3 if weights else 0)
-    train(TrainConfig(data=data, out=args.out, model=args.model, alpha=args.alpha, image_size=args.size,
-                      epochs=args.epochs,
-                      fine_tune_epochs=fine_tune_epochs, fine_tune_from=args.fine_tune_from,
-                      batch_size=args.batch_size, learning_rate=args.lr, fine_tune_lr=args.fine_tune_lr,
-                      weights=weights, augment=augment, cache_features=not args.no_feature_cache,
-                      patience=args.patience, val_split=args.val_split, seed=args.seed, force=args.force,
-                      resume=args.resume, verbose=1 if sys.stdout.isatty() else 2,
-                      cnn_dropout=args.cnn_dropout, cnn_batchnorm=not args.no_batchnorm,
-                      l2=args.l2))
+    config = TrainConfig(data=data, out=args.out, model=args.model, alpha=args.alpha, image_size=args.size,
+                         epochs=args.epochs,
+                         fine_tune_epochs=fine_tune_epochs, fine_tune_from=args.fine_tune_from,
+                         batch_size=args.batch_size, learning_rate=args.lr, fine_tune_lr=args.fine_tune_lr,
+                         weights=weights, augment=augment, cache_features=not args.no_feature_cache,
+                         patience=args.patience, val_split=args.val_split, seed=args.seed, force=args.force,
+                         resume=args.resume, verbose=1 if sys.stdout.isatty() else 2,
+                         cnn_dropout=args.cnn_dropout, cnn_batchnorm=not args.no_batchnorm,
+                         l2=args.l2)
+    # every output (the generated data, the run folder's files, the checkpoints) is checked before any is written
+    if synthetic and not args.resume:
+        from edgekit.data.synthetic import check_synthetic_target, make_synthetic_dataset
+
+        check_synthetic_target(data, force=args.force)
+    preflight(config)
+    if synthetic and not args.resume:
+        print(f"generating the synthetic dataset in {data}")
+        make_synthetic_dataset(data, size=args.size or 96, seed=args.seed, force=args.force)
+    train(config)
     return 0
 
 

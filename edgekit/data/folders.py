@@ -33,10 +33,14 @@ class ImageFolder:
             raise InputFileError(root, "no such folder")
         if not root.is_dir():
             raise InputFileError(root, "not a folder (expected one subfolder per class)")
-        classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
-        if not classes:
-            raise InputFileError(root, "has no class subfolders (expected root/<class>/<image>)")
-        samples = tuple((p, i) for i, c in enumerate(classes) for p in list_images(root / c))
+        try:
+            classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
+            if not classes:
+                raise InputFileError(root, "has no class subfolders (expected root/<class>/<image>)")
+            samples = tuple((p, i) for i, c in enumerate(classes) for p in list_images(root / c))
+        except OSError as exc:
+            raise InputFileError(getattr(exc, "filename", None) or root,
+                                 f"cannot be read ({exc.strerror or exc})") from None
         if not samples:
             raise InputFileError(root, "has class subfolders but no images in them")
         return cls(root, classes, samples)
@@ -90,11 +94,14 @@ def open_rgb(path: str | Path):
     16-bit greyscale scaled to 8 bits, palette and CMYK converted."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from edgekit.limits import check_pixels
+
     p = Path(path)
     if not p.is_file():
         raise InputFileError(p, "no such file" if not p.exists() else "not a file")
     try:
         with Image.open(p) as im:
+            check_pixels(*im.size, p)  # from the header, before a decompression bomb is decoded
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, np.float64)
@@ -107,7 +114,7 @@ def open_rgb(path: str | Path):
             im = im.convert("RGB")
             im.load()
             return im
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputFileError(p, f"not a readable image ({exc.__class__.__name__})") from exc
 
 

@@ -14,6 +14,10 @@ deterministic: the same seed gives byte-identical PNG files.
 from __future__ import annotations
 
 import math
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +111,51 @@ def render_sample(texture: str, rng: np.random.Generator, size: int = 96) -> np.
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
+#: Most images per class and split make_synthetic_dataset writes (5 classes x 100,000 PNGs is already gigabytes).
+MAX_PER_CLASS = 100_000
+
+
+def _check_settings(train_per_class, val_per_class, size, seed, classes) -> tuple[int, int, int, int, tuple[str, ...]]:
+    from edgekit.limits import OptionError, check_int
+
+    classes = tuple(classes)
+    unknown = [c for c in classes if c not in TEXTURES]
+    if unknown or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise OptionError(f"classes: expected two or more distinct textures from {', '.join(TEXTURES)}, "
+                          f"got {list(classes)}")
+    return (check_int(train_per_class, "train_per_class", low=1, high=MAX_PER_CLASS),
+            check_int(val_per_class, "val_per_class", low=1, high=MAX_PER_CLASS),
+            check_int(size, "size", low=8, high=1024), check_int(seed, "seed", low=0, high=2**32 - 1), classes)
+
+
+def check_synthetic_target(out: str | Path, *, force: bool = False) -> Path:
+    """Refuse, before anything is written, a target that is a file, or a folder that already holds files
+    (unless ``force``: then edgekit's own images there are regenerated and every other file is kept)."""
+    from edgekit.errors import InputFileError
+
+    out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise InputFileError(out, "is a broken symbolic link; cannot write the synthetic dataset there")
+    if out.exists() and not out.is_dir():
+        raise InputFileError(out, "is a file, not a folder; cannot write the synthetic dataset there")
+    if out.is_dir() and not force:
+        try:
+            holds = any(out.iterdir())
+        except OSError as exc:
+            raise InputFileError(out, f"cannot be read ({exc.strerror or exc})") from None
+        if holds:
+            raise InputFileError(out, "already exists and holds files (use --force to regenerate edgekit's "
+                                      "synthetic images there; other files are kept)")
+    return out
+
+
+def _is_generated(path: Path, split: str, classes: tuple[str, ...]) -> bool:
+    """Whether ``path`` (relative to the dataset root) is named like one of our images: split/<c>/<c>_00000.png."""
+    parts = path.parts
+    return (len(parts) == 3 and parts[0] == split and parts[1] in classes
+            and re.fullmatch(rf"{re.escape(parts[1])}_\d{{5}}\.png", parts[2]) is not None)
+
+
 def make_synthetic_dataset(
     out: str | Path,
     *,
@@ -115,18 +164,72 @@ def make_synthetic_dataset(
     size: int = 96,
     seed: int = 0,
     classes: tuple[str, ...] = TEXTURES,
+    force: bool = False,
 ) -> Path:
     """Write the set as ``out/train/<class>/*.png`` and ``out/val/<class>/*.png``.
 
     Every image gets its own random stream derived from (seed, split, class, index), so
     a larger set extends a smaller one and the result never depends on write order.
+
+    The images are rendered into a temporary folder beside ``out`` and moved into place at the end, so an
+    interruption or a full disk never leaves a half-written set under ``out``. A folder that already holds
+    files is refused unless ``force``; then only edgekit's own images (``<split>/<class>/<class>_NNNNN.png``)
+    are replaced or removed, and every other file is left as it is.
     """
-    out = Path(out)
-    for split_id, (split, count) in enumerate((("train", train_per_class), ("val", val_per_class))):
-        for class_id, name in enumerate(classes):
-            d = out / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                rng = np.random.default_rng([seed, split_id, class_id, TEXTURES.index(name), i])
-                Image.fromarray(render_sample(name, rng, size)).save(d / f"{name}_{i:05d}.png")
+    from edgekit.errors import InputFileError
+
+    train_per_class, val_per_class, size, seed, classes = _check_settings(train_per_class, val_per_class, size,
+                                                                          seed, classes)
+    out = check_synthetic_target(out, force=force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise InputFileError(out.parent, f"cannot write the synthetic dataset here ({exc.strerror or exc})") from None
+    try:
+        written: set[Path] = set()
+        for split_id, (split, count) in enumerate((("train", train_per_class), ("val", val_per_class))):
+            for class_id, name in enumerate(classes):
+                d = tmp / split / name
+                d.mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    rng = np.random.default_rng([seed, split_id, class_id, TEXTURES.index(name), i])
+                    Image.fromarray(render_sample(name, rng, size)).save(d / f"{name}_{i:05d}.png")
+                    written.add(Path(split, name, f"{name}_{i:05d}.png"))
+        _move_into_place(tmp, out, written, classes)
+    except OSError as exc:
+        raise InputFileError(out, f"cannot write the synthetic dataset ({exc.strerror or exc}); nothing under it "
+                                  "was changed") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _move_into_place(tmp: Path, out: Path, written: set[Path], classes: tuple[str, ...]) -> None:
+    from edgekit.errors import InputFileError
+
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    try:
+        out.rmdir()  # an empty folder: the fresh set simply takes its place
+        os.rename(tmp, out)
+        return
+    except OSError:
+        pass  # not empty (--force): merge, touching only our own files
+    for rel in sorted(written):
+        dest = out / rel
+        if dest.is_dir() or (dest.parent.exists() and not dest.parent.is_dir()):
+            raise InputFileError(dest if dest.is_dir() else dest.parent, "is in the way of a generated image; "
+                                                                         "move it away first")
+    for rel in sorted(written):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, out / rel)
+    for split in ("train", "val"):  # our images from an earlier, larger set would otherwise be trained on
+        for name in classes:
+            d = out / split / name
+            if d.is_dir():
+                for p in d.iterdir():
+                    rel = p.relative_to(out)
+                    if rel not in written and p.is_file() and _is_generated(rel, split, classes):
+                        p.unlink()

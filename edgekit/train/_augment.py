@@ -22,10 +22,11 @@ class Augmentation:
     def __post_init__(self) -> None:
         if self.flip not in FLIPS:
             raise EdgekitError(f"unknown flip {self.flip!r}; choose from {', '.join(FLIPS)}")
+        from edgekit.limits import check_number
+
         for name in ("rotation", "zoom", "translate", "contrast", "brightness"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise EdgekitError(f"augmentation {name} must be in [0, 1), got {v}")
+            object.__setattr__(self, name, check_number(getattr(self, name), f"--{name}", low=0, high=1,
+                                                        high_open=True))
 
     @classmethod
     def course(cls) -> Augmentation:

@@ -1,0 +1,599 @@
+"""Hostile input to edge-train, edge-demo and edge-bench: every bad input is one line on stderr naming the file,
+a non-zero exit, and nothing of the user's lost (no file replaced without --force, nothing broken under a final
+name). Each test builds its own tiny input."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.errors import EdgekitError, InputFileError
+from tests.conftest import write_png
+
+BIN = Path(sys.executable).parent
+QUIET = {"log": lambda s: None}
+
+
+def cli(tool: str, *args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def one_line(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """The run failed with exactly one error line on stderr, holding every needle, and no traceback."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode not in (0, 1), (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert len(lines) == 1, r.stderr
+    for needle in needles:
+        assert needle in lines[0], r.stderr
+    return lines[0]
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``root`` (hidden ones too) with its bytes and mtime."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def colour_folder(root: Path, per_class=4) -> Path:
+    rng = np.random.default_rng(0)
+    for sub in ("train", "val"):
+        for cls, base in (("blue", (20, 30, 220)), ("red", (220, 30, 20))):
+            for i in range(per_class):
+                colour = tuple(int(np.clip(c + rng.integers(-20, 20), 0, 255)) for c in base)
+                write_png(root / sub / cls / f"{i}.png", colour=colour, size=(20, 16))
+    return root
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A tiny filesystem to fill up (we run as root in CI); skipped where mounting is not allowed."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+
+    def mount(size: str) -> Path:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs to fill up ({r.stderr.strip() or 'not root'})")
+        return mnt
+
+    def remount(size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
+
+    mount.remount = remount
+    yield mount
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+# ---- edge-train: every output checked before anything is written ------------------------------------------
+def test_synthetic_data_never_replaces_a_users_file(tmp_path):
+    out = tmp_path / "run"
+    mine = out / "data" / "train" / "dots" / "dots_00000.png"  # named exactly like a generated image
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"the user's own picture")
+    before = snapshot(tmp_path)
+    r = cli("edge-train", "--data", "synthetic", "--out", out, "--model", "cnn1", "--size", "32", "--epochs", "1")
+    one_line(r, str(out / "data"), "--force")
+    assert snapshot(tmp_path) == before  # nothing written, not even a temporary folder
+
+
+def test_a_second_synthetic_run_refuses_before_regenerating(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.keras").write_bytes(b"a model from an earlier run")
+    before = snapshot(tmp_path)
+    r = cli("edge-train", "--data", "synthetic", "--out", out, "--model", "cnn1", "--size", "32", "--epochs", "1")
+    one_line(r, str(out / "model.keras"), "already exists")
+    assert snapshot(tmp_path) == before and not (out / "data").exists()
+
+
+@pytest.mark.parametrize("leftover", ["checkpoints/best.weights.h5", "checkpoints/last.weights.h5", "curves.png",
+                                      "confusion.png", "model.h5"])
+def test_every_run_file_and_checkpoint_is_checked_first(tmp_path, leftover):
+    from edgekit.errors import OutputExistsError
+    from edgekit.train import TrainConfig
+    from edgekit.train._fit import preflight
+
+    out = tmp_path / "run"
+    (out / leftover).parent.mkdir(parents=True, exist_ok=True)
+    (out / leftover).write_bytes(b"keep me")
+    before = snapshot(out)
+    with pytest.raises(OutputExistsError, match="already exists"):
+        preflight(TrainConfig(data=tmp_path, out=out, model="cnn1", image_size=32))
+    (out / leftover).unlink()
+    (out / leftover).mkdir()  # a folder where a file goes: refused even with --force
+    with pytest.raises(InputFileError, match="is a folder"):
+        preflight(TrainConfig(data=tmp_path, out=out, model="cnn1", image_size=32, force=True))
+    (out / leftover).rmdir()
+    assert snapshot(out) == {k: v for k, v in before.items() if k != leftover}
+
+
+def test_synthetic_force_regenerates_only_edgekits_images(tmp_path):
+    from edgekit.data import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "data", train_per_class=3, val_per_class=1, size=8,
+                                  classes=("dots", "rings"))
+    note = root / "train" / "dots" / "notes.txt"
+    note.write_text("mine")
+    with pytest.raises(InputFileError, match="already exists and holds files"):
+        make_synthetic_dataset(root, train_per_class=2, val_per_class=1, size=8, classes=("dots", "rings"))
+    make_synthetic_dataset(root, train_per_class=2, val_per_class=1, size=8, classes=("dots", "rings"), force=True)
+    assert note.read_text() == "mine"
+    assert sorted(p.name for p in (root / "train" / "dots").iterdir()) == ["dots_00000.png", "dots_00001.png",
+                                                                           "notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # the temporary folder is gone
+
+
+@pytest.mark.parametrize("failure", ["interrupt", "disk full"])
+def test_synthetic_generation_that_fails_leaves_nothing(tmp_path, monkeypatch, failure):
+    from PIL import Image
+
+    from edgekit.data import make_synthetic_dataset
+
+    calls = []
+    original = Image.Image.save
+
+    def save(self, fp, *a, **k):
+        calls.append(fp)
+        if len(calls) == 3:
+            if failure == "interrupt":
+                raise KeyboardInterrupt
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    with pytest.raises(KeyboardInterrupt if failure == "interrupt" else InputFileError) as err:
+        make_synthetic_dataset(tmp_path / "data", train_per_class=3, val_per_class=1, size=8)
+    if failure == "disk full":
+        assert str(err.value).startswith(str(tmp_path / "data")) and "No space left on device" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+OUT_CASES = [("afile", "--out must be a folder"), ("afile/sub", "is a file, not a folder"),
+             ("/proc/edgekit-test/run", "cannot write here")]
+
+
+@pytest.mark.parametrize("out, needle", OUT_CASES)
+@pytest.mark.parametrize("tool", ["edge-train", "edge-demo"])
+def test_out_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path, tool, out, needle):
+    from edgekit.demo import DemoConfig, check_outputs
+    from edgekit.train import TrainConfig
+    from edgekit.train._fit import preflight
+
+    (tmp_path / "afile").write_text("x")
+    target = Path(out) if out.startswith("/") else tmp_path / out
+    with pytest.raises(InputFileError, match=needle):
+        if tool == "edge-train":
+            preflight(TrainConfig(data=tmp_path, out=target, model="cnn1", image_size=32))
+        else:
+            check_outputs(DemoConfig(out=target, image_size=32))
+    assert (tmp_path / "afile").read_text() == "x" and not Path("/proc/edgekit-test").exists()
+
+
+@pytest.mark.parametrize("tool", ["edge-train", "edge-demo"])
+def test_out_under_a_file_is_one_line_from_the_cli(tmp_path, tool):
+    (tmp_path / "afile").write_text("x")
+    data = colour_folder(tmp_path / "d", per_class=2)
+    args = ["--data", data, "--model", "cnn1", "--size", "32"] if tool == "edge-train" else ["--size", "32"]
+    r = cli(tool, *args, "--out", tmp_path / "afile" / "run", "--epochs", "1")
+    one_line(r, str(tmp_path / "afile"), "is a file")
+    assert "decoding" not in r.stdout and "generating" not in r.stdout
+
+
+def test_demo_refuses_a_folder_that_holds_files(tmp_path):
+    out = tmp_path / "demo"
+    (out / "data" / "train" / "dots").mkdir(parents=True)
+    (out / "data" / "train" / "dots" / "dots_00000.png").write_bytes(b"mine")
+    before = snapshot(out)
+    one_line(cli("edge-demo", "--out", out, "--epochs", "1", "--size", "32"), str(out), "already exists")
+    assert snapshot(out) == before
+
+
+def test_demo_disk_full_while_generating_is_one_line(tmpfs):
+    mnt = tmpfs("64k")
+    r = cli("edge-demo", "--out", mnt / "demo", "--epochs", "1", "--size", "32", "--train-per-class", "200",
+            "--val-per-class", "10")
+    one_line(r, str(mnt / "demo" / "data"), "No space left on device")
+    assert not (mnt / "demo" / "data").exists() and not any(p.name.endswith(".tmp") for p in mnt.rglob("*"))
+
+
+# ---- the Python API refuses what the CLI refuses -----------------------------------------------------------
+@pytest.mark.parametrize("field, value", [
+    ("learning_rate", float("nan")), ("learning_rate", 0.0), ("fine_tune_lr", float("inf")), ("alpha", 0),
+    ("alpha", float("nan")), ("image_size", 100_000), ("image_size", 4), ("epochs", 0), ("epochs", 10**9),
+    ("batch_size", 0), ("val_split", 1.0), ("val_split", float("nan")), ("seed", -1), ("cnn_dropout", 1.0),
+    ("l2", float("nan")), ("patience", -1), ("verbose", 7), ("model", "resnet9000"),
+])
+def test_train_config_refuses_what_the_cli_refuses(tmp_path, field, value):
+    from edgekit.train import TrainConfig
+
+    with pytest.raises(EdgekitError) as err:
+        TrainConfig(**{"data": tmp_path, "out": tmp_path / "run", "model": "cnn1", field: value})
+    assert "\n" not in str(err.value)
+    assert field.split("_")[0] in str(err.value) or "resnet9000" in str(err.value)
+
+
+@pytest.mark.parametrize("name, value", [("rotation", 1.0), ("zoom", float("nan")), ("brightness", -0.1)])
+def test_augmentation_refuses_out_of_range_fractions(name, value):
+    from edgekit.train import Augmentation
+
+    with pytest.raises(EdgekitError, match=f"--{name}"):
+        Augmentation(**{name: value})
+
+
+def test_backbone_minimum_size(tmp_path):
+    from edgekit.train import TrainConfig
+
+    with pytest.raises(EdgekitError, match="too small for efficientnet_b0; use --size 32"):
+        TrainConfig(data=tmp_path, out=tmp_path / "run", model="efficientnet_b0", image_size=8)
+    data = colour_folder(tmp_path / "d", per_class=2)
+    one_line(cli("edge-train", "--data", data, "--out", tmp_path / "run", "--model", "efficientnet_b0", "--size", "8"),
+             "too small for efficientnet_b0")
+    one_line(cli("edge-train", "--data", data, "--out", tmp_path / "run", "--size", "100000"), "--size")
+
+
+@pytest.mark.parametrize("field, value", [("image_size", 100_000), ("image_size", 16), ("threads", 0),
+                                          ("threads", 10**6), ("seed", -1), ("epochs", 0), ("train_per_class", 0),
+                                          ("bench_runs", 0), ("alpha", float("inf"))])
+def test_demo_config_refuses_what_the_cli_refuses(field, value):
+    from edgekit.demo import DemoConfig
+
+    with pytest.raises(EdgekitError, match=field.split("_")[0]):
+        DemoConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("runs", 0), ("warmup", -1), ("min_seconds", float("nan")),
+                                          ("threads", (1, 0)), ("threads", (10**6,)), ("threads", ()),
+                                          ("backends", ("magic",)), ("timeout", 0)])
+def test_bench_options_refuse_what_the_cli_refuses(field, value):
+    from edgekit.bench.suite import BenchOptions
+
+    with pytest.raises(EdgekitError, match=field.rstrip("s")):
+        BenchOptions(**{field: value})
+
+
+def test_compare_threshold_is_checked():
+    from edgekit.bench.suite import compare_results
+
+    with pytest.raises(EdgekitError, match="threshold"):
+        compare_results({"rows": []}, {"rows": []}, threshold=float("nan"))
+
+
+# ---- --resume: a damaged state is named; an interrupted final save is finished ----------------------------
+def _state(config, **changes) -> dict:
+    state = {"fingerprint": config.fingerprint(), "settings": config.resume_settings(), "stage": "train",
+             "done": {"phase1": 1}, "best": 0.5,
+             "history": {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0], "val_accuracy": [0.5], "phase": [1]},
+             "epoch_seconds": {"phase1": [0.1]}}
+    state.update(changes)
+    return state
+
+
+def _damage(tmp_path: Path, damage: str):
+    """A run folder whose checkpoints/state.json (or last checkpoint) is damaged; returns (config, damaged file)."""
+    from edgekit.train import TrainConfig
+
+    data = colour_folder(tmp_path / "d", per_class=2)
+    config = TrainConfig(data=data, out=tmp_path / "run", model="cnn1", image_size=32, epochs=1, resume=True)
+    ck = tmp_path / "run" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "last.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    state = ck / "state.json"
+    damaged = {"not json": "{not json", "a list": "[1, 2]", "empty": "", "deep": "[" * 100_000,
+               "wrong types": json.dumps(_state(config, done={"phase1": "one"})),
+               "short history": json.dumps(_state(config, done={"phase1": 3})),
+               "nan history": json.dumps(_state(config, history={"val_accuracy": ["x"]})),
+               "bad checkpoint": json.dumps(_state(config))}
+    if damage == "a folder":
+        state.mkdir()
+    else:
+        state.write_text(damaged[damage])
+    if damage == "bad checkpoint":
+        (ck / "last.weights.h5").write_bytes(b"PK\x03\x04 not hdf5")
+        return config, ck / "last.weights.h5"
+    return config, state
+
+
+DAMAGE = ["not json", "a list", "empty", "deep", "wrong types", "short history", "nan history", "a folder",
+          "bad checkpoint"]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_resume_state_is_named(tmp_path, damage):
+    from edgekit.train._fit import preflight
+
+    config, named = _damage(tmp_path, damage)
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(InputFileError) as err:
+        preflight(config)
+    msg = str(err.value)
+    assert msg.startswith(f"{named}: is corrupt (") and "--force instead of --resume" in msg and "\n" not in msg
+    assert snapshot(tmp_path / "run") == before
+
+
+@pytest.mark.parametrize("damage", ["not json", "bad checkpoint"])
+def test_a_damaged_resume_state_is_one_line_from_the_cli(tmp_path, damage):
+    config, named = _damage(tmp_path, damage)
+    before = snapshot(tmp_path / "run")
+    r = cli("edge-train", "--data", config.data, "--out", config.out, "--model", "cnn1", "--size", "32", "--epochs",
+            "1", "--resume")
+    one_line(r, f"{named}: is corrupt", "--force")
+    assert snapshot(tmp_path / "run") == before and "decoding" not in r.stdout
+
+
+@pytest.mark.tf
+def test_a_checkpoint_that_cannot_be_loaded_is_one_line(tmp_path):
+    from edgekit.train import TrainConfig, train
+
+    data = colour_folder(tmp_path / "d", per_class=2)
+    config = TrainConfig(data=data, out=tmp_path / "run", model="cnn1", image_size=32, epochs=2, resume=True,
+                         verbose=0)
+    ck = tmp_path / "run" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "state.json").write_text(json.dumps(_state(config)))
+    (ck / "last.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # the signature, then nothing
+    with pytest.raises(InputFileError) as err:
+        train(config, **QUIET)
+    assert str(err.value).startswith(f"{ck / 'last.weights.h5'}: is corrupt (") and "\n" not in str(err.value)
+    assert sorted(p.name for p in ck.iterdir()) == ["last.weights.h5", "state.json"]
+
+
+@pytest.mark.tf
+def test_resume_finishes_a_run_whose_final_save_was_interrupted(tmp_path, monkeypatch):
+    from edgekit.train import TrainConfig, _fit, train
+    from edgekit.train._fit import RUN_FILES, TrainingInterrupted
+
+    data = colour_folder(tmp_path / "d", per_class=2)
+    out = tmp_path / "run"
+    config = TrainConfig(data=data, out=out, model="cnn1", image_size=32, epochs=1, verbose=0)
+
+    def killed(*a, **k):  # the process dies after model.keras, while model.h5 is written
+        (out / ".model.partial.h5").write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(_fit, "_save_h5_checked", killed)
+        with pytest.raises(TrainingInterrupted, match="--resume finishes it"):
+            train(config, **QUIET)
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["stage"] == "export" and state["done"] == {"phase1": 1}
+    assert (out / "model.keras").is_file() and not (out / "model.h5").exists()
+    with pytest.raises(EdgekitError, match="--resume"):  # without --resume it is not silently started over
+        train(config, **QUIET)
+    messages = []
+    r = train(TrainConfig(**{**config.__dict__, "resume": True}), log=messages.append)
+    assert any("writing the run folder" in m for m in messages)
+    assert r.history["phase"] == [1]  # no epoch trained again
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoints" / "state.json").exists()
+    assert not [p.name for p in out.rglob("*") if ".partial" in p.name]
+
+
+@pytest.mark.tf
+def test_sigterm_during_a_checkpoint_waits_for_it_then_stops(tmp_path, monkeypatch):
+    """SIGTERM (and Ctrl-C) are held while a checkpoint is written, then stop training as Ctrl-C does."""
+    from edgekit.train import TrainConfig, _fit, train
+    from edgekit.train._fit import TrainingInterrupted
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("something else handles SIGTERM in this process")
+    original = _fit._save_weights
+
+    def save_weights(model, path):
+        if path.name == "last.weights.h5":
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of writing the checkpoint
+        original(model, path)
+
+    monkeypatch.setattr(_fit, "_save_weights", save_weights)
+    data = colour_folder(tmp_path / "d", per_class=2)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match=r"1 finished epoch\(s\) are saved"):
+        train(TrainConfig(data=data, out=out, model="cnn1", image_size=32, epochs=3, verbose=0), **QUIET)
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["done"] == {"phase1": 1} and (out / "checkpoints" / "last.weights.h5").is_file()
+    assert not (out / "model.keras").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is taken down again
+
+
+@pytest.mark.tf
+def test_disk_full_while_training_is_one_line_and_resume_finishes(tmpfs, tmp_path):
+    from edgekit.train import TrainConfig, train
+    from edgekit.train._fit import RUN_FILES
+
+    data = colour_folder(tmp_path / "d", per_class=2)
+    mnt = tmpfs("560k")  # the checkpoints fit (about 3 x 175 kB); the run folder's models do not
+    out = mnt / "run"
+    config = TrainConfig(data=data, out=out, model="cnn1", image_size=32, epochs=1, verbose=0)
+    with pytest.raises(InputFileError) as err:
+        train(config, **QUIET)
+    msg = str(err.value)
+    assert "No space left on device" in msg and "\n" not in msg
+    named = Path(msg.split(": cannot write")[0])
+    assert named.parent in (out, out / "checkpoints") and not named.exists()  # nothing half-written there
+    assert not [p.name for p in mnt.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+    if not (out / "checkpoints" / "state.json").exists():
+        pytest.skip("this Keras writes larger checkpoints: the disk filled before the first epoch was saved")
+    tmpfs.remount("4m")
+    train(TrainConfig(**{**config.__dict__, "resume": True}), **QUIET)
+    assert all((out / name).is_file() for name in RUN_FILES)
+
+
+@pytest.mark.slow
+def test_sigterm_to_edge_train_keeps_the_finished_epochs(tmp_path):
+    data = colour_folder(tmp_path / "d", per_class=2)
+    out = tmp_path / "run"
+    p = subprocess.Popen([str(BIN / "edge-train"), "--data", str(data), "--out", str(out), "--model", "cnn1",
+                          "--size", "32", "--epochs", "10000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        state = out / "checkpoints" / "state.json"
+        for _ in range(1200):
+            if state.exists() or p.poll() is not None:
+                break
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert "finished epoch(s) are saved" in err and "--resume" in err
+    assert json.loads(state.read_text())["done"]["phase1"] >= 1
+    assert not (out / "model.keras").exists()
+    assert not [q.name for q in out.rglob("*") if ".partial" in q.name]
+
+
+# ---- edge-bench -------------------------------------------------------------------------------------------
+def _good_doc() -> dict:
+    lat = {"p50": 1.0, "p90": 1.2, "p99": 1.5, "spread": 0.1, "fps": 1000.0, "outliers": 0, "mean": 1.0}
+    return {"schema_version": 1, "environment": {"cpu": "x", "cpu_count": 2, "packages": {}},
+            "rows": [{"model": "rgb.onnx", "format": "onnx", "status": "ok", "size_bytes": 10, "backend": None,
+                      "threads": None,
+                      "latency_ms": lat, "samples_ms": [1.0, 1.1]}]}
+
+
+def _baseline(path: Path, kind: str) -> Path:
+    doc = _good_doc()
+    if kind == "not json":
+        path.write_text("{oops")
+    elif kind == "a list":
+        path.write_text("[]")
+    elif kind == "no schema":
+        path.write_text(json.dumps({"rows": []}))
+    elif kind == "row without latency":
+        del doc["rows"][0]["latency_ms"]
+        path.write_text(json.dumps(doc))
+    elif kind == "nan p50":
+        path.write_text(json.dumps(doc).replace('"p50": 1.0', '"p50": NaN'))
+    elif kind == "text size":
+        doc["rows"][0]["size_bytes"] = "big"
+        path.write_text(json.dumps(doc))
+    elif kind == "rows not a list":
+        doc["rows"] = {"a": 1}
+        path.write_text(json.dumps(doc))
+    elif kind == "environment not an object":
+        doc["environment"] = "laptop"
+        path.write_text(json.dumps(doc))
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "deep":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    elif kind == "binary":
+        path.write_bytes(b"\xff\xfe\x00garbage")
+    return path
+
+
+BASELINES = [("not json", "is not JSON"), ("a list", "not an object"), ("no schema", "schema_version"),
+             ("row without latency", "rows[0].latency_ms is missing"), ("nan p50", "rows[0].latency_ms.p50"),
+             ("text size", "rows[0].size_bytes"), ("rows not a list", "no rows list"),
+             ("environment not an object", "no environment"), ("folder", "is a folder without a bench.json"),
+             ("fifo", "is not a regular file"), ("deep", "nested too deeply"), ("binary", "is not JSON")]
+
+
+@pytest.mark.parametrize("kind, needle", BASELINES)
+def test_a_bad_bench_json_is_named(tmp_path, kind, needle):
+    from edgekit.bench.suite import load_results
+
+    path = _baseline(tmp_path / "base.json", kind)
+    with pytest.raises(InputFileError) as err:
+        load_results(path)
+    assert str(err.value).startswith(str(path)) and needle in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["not json", "fifo", "row without latency"])
+def test_a_bad_compare_baseline_is_refused_before_measuring(rgb_onnx, tmp_path, kind):
+    base = _baseline(tmp_path / "base.json", kind)
+    r = cli("edge-bench", rgb_onnx, "--runs", "2", "--compare", base, "--out", tmp_path / "o", timeout=60)
+    one_line(r, str(base), dict(BASELINES)[kind])
+    assert "measuring" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_minimal_good_bench_json_passes_the_check_and_renders(tmp_path):
+    from edgekit.bench.report import render_outputs
+    from edgekit.bench.suite import compare_results, load_results, merge_results
+
+    (tmp_path / "b.json").write_text(json.dumps(_good_doc()))
+    doc = load_results(tmp_path / "b.json")
+    assert compare_results(doc, doc)[0]["problems"] == []
+    files = render_outputs(merge_results([doc, doc], ["a", "b"]))
+    assert set(files) == {"bench.json", "bench.csv", "bench.md", "bench.html"}
+
+
+def test_merge_names_every_bad_file_once(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_good_doc()))
+    (tmp_path / "a.json").write_text("not json")
+    (tmp_path / "b.json").write_text(json.dumps({"schema_version": 1, "rows": [1], "environment": {}}))
+    r = cli("edge-bench", "--merge", good, tmp_path / "a.json", tmp_path / "b.json", "--out", tmp_path / "m")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(lines) == 2, r.stderr
+    assert str(tmp_path / "a.json") in lines[0] and str(tmp_path / "b.json") in lines[1]
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_model_that_fails_is_reported_once(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    r = cli("edge-bench", bad, "--runs", "2", "--threads", "1,2", "--out", tmp_path / "o")
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    assert r.returncode == 2 and len(errors) == 1 and "bad.onnx" in errors[0] and "Traceback" not in r.stderr
+    rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]
+    assert [row["threads"] for row in rows] == [1, 2] and all(row["status"] == "error" for row in rows)
+
+
+@pytest.mark.parametrize("kind, needle", [("folder", "is a folder"), ("fifo", "is not a regular file"),
+                                          ("missing", "no such file")])
+def test_a_model_that_is_not_a_file_is_refused_before_measuring(tmp_path, kind, needle):
+    model = tmp_path / "m.onnx"
+    if kind == "folder":
+        model.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(model)
+    one_line(cli("edge-bench", model, "--out", tmp_path / "o", timeout=60), str(model), needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_disk_full_is_one_line_naming_the_file(rgb_onnx, tmpfs):
+    mnt = tmpfs("16k")
+    r = cli("edge-bench", rgb_onnx, "--runs", "3", "--out", mnt / "b")
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "No space left on device" in errors[0] and str(mnt / "b") in errors[0]
+    named = Path(errors[0].split("error: ", 1)[1].split(": cannot write")[0])
+    assert not named.exists() and not [p.name for p in mnt.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.tf
+def test_saving_through_a_path_is_atomic_too(tmp_path, monkeypatch):
+    """The fallback for a Keras that cannot save to memory: written under a temporary name, renamed, and a disk
+    that clearly cannot hold the file is refused before Keras (and HDF5) start writing."""
+    import collections
+    import shutil
+
+    import keras
+
+    from edgekit.train import _fit
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    monkeypatch.setattr(_fit, "_serialize", lambda model, name: None)
+    _fit._save_keras(model, tmp_path / "model.keras", force=False)
+    _fit._save_weights(model, tmp_path / "last.weights.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.weights.h5", "model.keras"]
+    keras.models.load_model(tmp_path / "model.keras", compile=False)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 20, 1 << 20, 0))
+    with pytest.raises(InputFileError, match=r"model\.h5: cannot write \(No space left on device"):
+        _fit._save_h5_checked(model, tmp_path / "model.h5", force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.weights.h5", "model.keras"]
