@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -100,3 +102,37 @@ def sha256_file(path: str | os.PathLike) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular_file(path: str | Path, noun: str = "file", *, allow_empty: bool = False) -> os.stat_result:
+    """Stat ``path`` without opening it (opening a FIFO blocks) and refuse anything but a readable, non-empty
+    regular file with a one-line InputFileError: missing, a broken or looping link, a folder, a FIFO or device,
+    empty, unreadable."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise InputFileError(p, f"is a broken symbolic link (to {os.readlink(p)!r})") from None
+        raise InputFileError(p, f"no such {noun if 'file' in noun else 'file'}") from None
+    except (OSError, ValueError) as exc:
+        code = getattr(exc, "errno", None)
+        problem = {errno.ELOOP: "is a loop of symbolic links", errno.EACCES: "permission denied",
+                   errno.EPERM: "permission denied", errno.ENAMETOOLONG: "file name too long",
+                   errno.ENOTDIR: "no such file (a part of the path is not a folder)"}.get(code)
+        raise InputFileError(p, problem or f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    a = "an" if noun[:1] in "aeiou" else "a"
+    if stat.S_ISDIR(st.st_mode):
+        raise InputFileError(p, f"is a folder, not {a} {noun}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a file")
+        raise InputFileError(p, f"not a regular file ({kind})")
+    if st.st_size == 0 and not allow_empty:
+        raise InputFileError(p, f"is empty (0 bytes), not {a} {noun}")
+    if not os.access(p, os.R_OK):
+        raise InputFileError(p, "permission denied")
+    return st

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 import warnings
 from collections.abc import Iterable
@@ -21,8 +20,9 @@ from edgekit.contract import (
     class_scores,
     read_sidecar,
 )
+from edgekit.data.folders import image_size
 from edgekit.errors import EdgekitError, InputFileError, first_line
-from edgekit.limits import MAX_IMAGE_PIXELS, check_pixels, check_threads
+from edgekit.limits import MAX_IMAGE_PIXELS, check_threads
 from edgekit.runtime._backends import open_backend
 from edgekit.runtime._derive import apply_overrides, derive_contract
 from edgekit.runtime._preprocess import RESIZERS, Preprocessor, opencv, resize_fidelity
@@ -227,38 +227,6 @@ def _check_input_fits(p: Path, shape: tuple[int, ...], c: Contract, source: str,
                             f"{c.channels} channel(s), {c.layout}; the contract belongs to another model")
 
 
-_BOMB = re.compile(r"\((\d+) pixels\)")
-
-
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from an image file's header, without decoding it; None when Pillow does not know the
-    format. First the file must be a readable, non-empty regular file (a FIFO or device is refused without being
-    opened: opening a FIFO blocks), then no larger than ``edgekit.limits.MAX_IMAGE_PIXELS``."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):  # from collect_images(keep_irregular)
-        raise InputFileError(path, "this folder cannot be read (permission denied)")
-    check_regular_file(path, "image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning, corrupt EXIF: our checks say what matters
-            with Image.open(path) as im:
-                width, height = im.size
-    except UnidentifiedImageError:
-        return None
-    except Image.DecompressionBombError as exc:
-        m = _BOMB.search(str(exc))
-        size = f"{int(m.group(1)) / 1e6:.0f} megapixels" if m else "larger than Pillow's decompression-bomb limit"
-        raise InputFileError(path, f"image is {size}, over edgekit's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} "
-                                   "megapixels; downscale it first") from None
-    except MemoryError:
-        raise InputFileError(path, "image header is too large to read") from None
-    except Exception as exc:  # OSError, or a decoder's own exception on a malformed header
-        raise InputFileError(path, f"not a readable image ({getattr(exc, 'strerror', None) or first_line(exc)})") \
-            from None
-    check_pixels(width, height, path)
-    return width, height
 
 
 def _pil_read(path: Path):
