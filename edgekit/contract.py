@@ -208,6 +208,9 @@ class Provenance:
     val_split: float | None = None  # with seed: the held-out fraction when the dataset had no val folder
     seed: int = 0
     notes: tuple[str, ...] = ()
+    # For models that came without a contract: how their preprocessing was found (edgekit.convert.preprocessing's
+    # Evidence.to_dict(): kind graph|labelled|unlabelled|flags, the choice, a detail line, candidates' scores).
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

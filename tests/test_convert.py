@@ -444,7 +444,7 @@ def test_dataset_names_for_calibration_and_validation(monkeypatch, tmp_path, cap
     m.save(tmp_path / "digits.keras")
     monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: ((x_train, y_train), (x_test, y_test)))
     report = _convert(tmp_path / "digits.keras", tmp_path / "o", formats=("tflite_int8",), calibration="mnist",
-                      validation="mnist", validation_images=0)
+                      validation="mnist", validation_images=0, allow_low_accuracy=True)  # an untrained model
     assert report.calibration["source"] == "keras.datasets.mnist" and report.calibration["count"] == 60
     assert report.validation["count"] == 40 and report.contract.labels == tuple("0123456789")
 
@@ -492,10 +492,16 @@ def test_compare_files_are_checked_before_any_work(keras3_model, tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
-def test_a_model_at_chance_gets_a_loud_warning(keras3_model, colours, tmp_path):
-    """The colour model fed BGR (a wrong --color-order) mistakes red for blue: about chance."""
+def test_a_model_at_chance_fails_unless_allowed(keras3_model, colours, tmp_path, capsys):
+    """The colour model fed BGR (a wrong --color-order) mistakes red for blue: about chance. That fails the
+    conversion (exit 3) before anything is written; --allow-low-accuracy turns it into a loud warning."""
+    code, err = _cli([keras3_model, "--out", tmp_path / "x", "--formats", "tflite_float32", "--validation",
+                      colours / "val", "--color-order", "BGR"], capsys)
+    assert code == 3
+    _one_line(err, "colours.keras", "about chance", "--allow-low-accuracy")
+    assert not (tmp_path / "x" / "colours_float32.tflite").exists()
     report = _convert(keras3_model, tmp_path / "o", formats=("tflite_float32",), validation=colours / "val",
-                      overrides={"color_order": "BGR"})
+                      overrides={"color_order": "BGR"}, allow_low_accuracy=True)
     assert report.reference_accuracy < 0.5
     assert report.notes[0].startswith("WARNING: the source model itself scores") and "--mean/--std" in report.notes[0]
     assert "WARNING" in (tmp_path / "o" / "report.md").read_text()

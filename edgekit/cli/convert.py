@@ -37,7 +37,8 @@ def build_parser():
                     "  edge-convert keras_model.h5 --calibration photos/train --validation photos/val "
                     "--mean 127.5 --std 127.5\n"
                     "  edge-convert mnist_cnn.h5 --calibration digits.npy --validation mnist --std 255")
-    p.add_argument("model", help="a .keras or .h5 file, or a SavedModel folder")
+    p.add_argument("model", help="a .keras or .h5 file or a SavedModel folder; or a .tflite/.onnx without an edgekit "
+                   "contract, to find its preprocessing and write a copy with the contract embedded")
     p.add_argument("--out", help="output folder (default: ./<model name>_edgekit)")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
                    help=f"comma-separated, or 'all', from: {', '.join(TARGETS)} (default: %(default)s)")
@@ -66,6 +67,9 @@ def build_parser():
     g.add_argument("--min-agreement", type=float_in(0, 1), metavar="F", help="fail an artifact whose top-1 predictions "
                    "agree with the source model's on less than this fraction of images, even if accuracy held "
                    "(default: 0.995 for float32, 0.90 for the others)")
+    g.add_argument("--allow-low-accuracy", action="store_true", help="convert even when the source model "
+                   "scores about chance on the labelled validation images (normally a sign of wrong preprocessing, "
+                   "and exit code 3)")
     g.add_argument("--auto-fix", action="store_true", help="when int8 fails, write a selectively quantized "
                    "model that keeps the worst layers in float")
     g.add_argument("--compare", metavar="FILE", action="append", default=[],
@@ -89,7 +93,10 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path.cwd() / f"{artifact_stem(src)}_edgekit"
     formats = parse_formats(args.formats)
     onnx = any(get_target(f).is_onnx for f in formats)
-    ensure_available("tensorflow", "tf_keras", *(["tf2onnx", "onnx"] if onnx else []), extra="convert")
+    if src.suffix.lower() == ".onnx":  # an ONNX model gets its contract embedded: no TensorFlow needed
+        ensure_available("onnx", extra="convert")
+    elif src.suffix.lower() != ".tflite":
+        ensure_available("tensorflow", "tf_keras", *(["tf2onnx", "onnx"] if onnx else []), extra="convert")
     from edgekit.convert import ConvertOptions, convert
 
     report = convert(src, out, ConvertOptions(
@@ -98,6 +105,7 @@ def run(args) -> int:
         max_drop=args.max_drop, min_agreement=args.min_agreement, int8_io=args.int8_io, opset=args.opset,
         nchw=args.nchw,
         dynamic_batch=args.dynamic_batch, threads=args.threads, verify=not args.no_verify, auto_fix=args.auto_fix,
+        allow_low_accuracy=args.allow_low_accuracy,
         force=args.force, unsafe=args.unsafe, compare=tuple(args.compare), architecture=args.architecture,
         overrides=contract_overrides(args)), log=lambda line: print(printable(line)))
     ours = [a for a in report.artifacts if not a.format.startswith("external")]

@@ -16,7 +16,7 @@ from edgekit.convert._data import RANDOM, Samples, hold_out, load_samples, rando
 from edgekit.convert._verify import ParityError, Verification, check_parity, compare
 from edgekit.convert.targets import DEFAULT_FORMATS, ExportContext, TargetSpec, artifact_name, get_target
 from edgekit.data.labels import label_index
-from edgekit.errors import EdgekitError, InputFileError, first_line
+from edgekit.errors import EdgekitError, InputFileError, VerificationError, first_line
 
 REPORT_SCHEMA = 2
 FLOAT_AGREEMENT = 0.995  # a float32 artifact that changes more than 1 in 200 answers is broken
@@ -42,6 +42,7 @@ class ConvertOptions:
     bench_runs: int = 50
     force: bool = False
     unsafe: bool = False
+    allow_low_accuracy: bool = False  # convert even when the source model scores about chance on labelled data
     architecture: str | Path | None = None  # model.to_json() file, for a weights-only .h5
     compare: tuple[str | Path, ...] = ()  # existing .tflite/.onnx files (a vendor's int8) to verify alongside
     overrides: dict = field(default_factory=dict)  # labels/mean/std/color_order for foreign models
@@ -295,6 +296,54 @@ def _labels_for(val: Samples, contract: Contract, n_scores: int, notes: list[str
     return np.asarray(index)[val.labels], contract
 
 
+# ---- preprocessing for models without a contract --------------------------------------------------------
+def _needs_search(src: Path, overrides: dict) -> bool:
+    """No contract.json beside the model, and no flag saying how its pixels are prepared."""
+    if any(overrides.get(k) is not None for k in ("mean", "std", "color_order")):
+        return False
+    return read_sidecar(src) is None if src.is_file() else True
+
+
+def _find_preprocessing(source, contract: Contract, data: _Data, labels: np.ndarray | None, notes: list[str],
+                        log) -> tuple[Contract, _Data]:
+    """Graph, then labelled data, then label-free evidence; the contract takes the winner and records why."""
+    from edgekit.contract import NormKind
+    from edgekit.convert import preprocessing as pp
+
+    prior = pp.graph_evidence(source.config)
+    predict = source.predict
+    val = data.validation
+    real_cal = data.calibration is not None and data.calibration_info.get("method") == "images"
+    t0 = time.perf_counter()
+    if val is not None and labels is not None:
+        ev = pp.search(predict, val.pixels, labels, contract.channels, contract.color_order, prior)
+    elif real_cal:  # photos without matching labels: weaker, label-free evidence
+        ev = pp.search(predict, data.calibration.pixels, None, contract.channels, contract.color_order, prior)
+    elif prior is not None:
+        ev = prior
+    else:
+        return contract, data
+    seconds = time.perf_counter() - t0
+    cand = pp.candidate(ev.choice, contract.channels)
+    norm = cand.normalization
+    if norm.kind == NormKind.IN_MODEL:
+        norm = Normalization.in_model(ev.detail if ev.kind == "graph" else "raw pixels: " + ev.detail)
+    flip = contract.channels == 3 and cand.color_order != contract.color_order
+    contract = replace(contract, normalization=norm, color_order=cand.color_order)
+    contract = contract.with_provenance(preprocessing={**ev.to_dict(), "seconds": round(seconds, 2)})
+    if flip:
+        def flipped(s: Samples | None) -> Samples | None:
+            return None if s is None else replace(s, pixels=np.ascontiguousarray(s.pixels[..., ::-1]))
+
+        data = replace(data, calibration=flipped(data.calibration), validation=flipped(data.validation))
+    line = f"preprocessing: {ev.choice} ({ev.kind} evidence: {ev.detail})"
+    if ev.ambiguous:
+        line += "; pass --mean/--std/--color-order if you know better"
+    notes.append(line)
+    log(line)
+    return contract, data
+
+
 # ---- the pipeline -------------------------------------------------------------------------------------
 def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | None = None, *,
             log: Callable[[str], None] = print) -> ConvertReport:
@@ -304,6 +353,10 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     options = options or ConvertOptions()
     src = Path(model_path)
     out = Path(out)
+    from edgekit.convert.adopt import adopt, is_adoptable
+
+    if is_adoptable(src):
+        return adopt(src, out, options, log)
     targets = [get_target(f) for f in options.formats]
     stem = artifact_stem(src)
     paths = {t.name: out / artifact_name(stem, t) for t in targets}
@@ -329,6 +382,8 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     if source.loader == "tf_keras":
         notes.append("loaded with tf_keras (a Keras 2 file that Keras 3 refuses)")
     contract, contract_notes = source_contract(source, src, options.overrides)
+    if _needs_search(src, options.overrides):  # the guess in source_contract is about to be replaced
+        contract_notes = [n for n in contract_notes if not n.startswith("no contract.json beside the model: assumed")]
     notes += contract_notes
     contract = contract.with_provenance(source_name=src.name,
                                         source_sha256=_io.sha256_file(src) if src.is_file() else "")
@@ -348,6 +403,8 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
         data.validation_info["labelled"] = labels is not None
         for n in notes[before:]:
             log(f"note: {n}")
+    if _needs_search(src, options.overrides):
+        contract, data = _find_preprocessing(source, contract, data, labels, notes, log)
     log(f"[contract] {contract.describe()}")
 
     skipped = [t for t in targets if t.needs_calibration] if data.calibration is None else []
@@ -373,9 +430,16 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
             log(f"           accuracy {ref_acc:.4f}")
             chance = 1.0 / n_scores
             if ref_acc < min(1.5 * chance, chance + 0.2) and len(labels) >= 20:
-                warning = (f"WARNING: the source model itself scores {ref_acc:.2f} on these images, about chance "
-                           f"({chance:.2f}): wrong --mean/--std or --color-order? ({contract.normalization.describe()}"
-                           f", {contract.color_order}); the comparisons below are against a model that is not working")
+                problem = (f"the source model itself scores {ref_acc:.2f} on these {len(labels)} labelled images, "
+                           f"about chance ({chance:.2f}), under {contract.normalization.describe()}, "
+                           f"{contract.color_order}: its preprocessing (--mean/--std/--color-order) or these labels "
+                           "are wrong, and artifacts verified against it would prove nothing")
+                # With edgekit's own contract the preprocessing is known, and an untrained model may still be
+                # converted faithfully (a loud warning); a guessed or flagged preprocessing at chance is wrong.
+                if not options.allow_low_accuracy and read_sidecar(src) is None:
+                    raise VerificationError(f"{src}: {problem}; pass --allow-low-accuracy if this is really how "
+                                            "well it does")
+                warning = f"WARNING: {problem}"
                 notes.insert(0, warning)
                 log(warning)
 
@@ -601,6 +665,14 @@ def render_markdown(report: ConvertReport) -> str:
               f"- validation: {report.validation.get('count', 0)} images from {report.validation.get('source')}"
               if report.validation.get("used") else "- validation: none (not verified)"]
     lines += [f"- note: {n}" for n in report.notes]
+    found = report.contract.provenance.preprocessing
+    if found.get("scores"):
+        measure = "accuracy" if found.get("kind") == "labelled" or "labelled" in found.get("detail", "") else \
+            "output-behaviour score"
+        lines += ["", f"Preprocessing: **{found.get('choice')}**, from {found.get('kind')} evidence "
+                      f"({found.get('detail')}). The source model under each candidate ({measure}):", "",
+                  markdown_table(["candidate", measure],
+                                 [[k, f"{v:.3f}"] for k, v in sorted(found["scores"].items(), key=lambda kv: -kv[1])])]
     lines += ["", markdown_table(["file", "format", "weights", "activations", "I/O", "calibration", "bytes",
                                   "x float32", "top-1 agreement", "max abs diff", "accuracy", "p50 ms", "status"],
                                  rows), ""]

@@ -129,6 +129,8 @@ class SourceModel:
     last_activation: str | None = None
     notes: list[str] = field(default_factory=list)
     param_count: int = 0
+    config: dict | None = field(default=None, repr=False)  # the architecture as stored in the file, if any
+    _predict_fn: object = field(default=None, repr=False, compare=False)
 
     def concrete_function(self, batch: int | None = 1):
         """A traced forward pass taking ``[batch, H, W, C]`` float32 named 'image'."""
@@ -152,9 +154,11 @@ class SourceModel:
         return convert_variables_to_constants_v2(self.concrete_function(batch))
 
     def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Scores for a float32 ``[N, H, W, C]`` batch, in chunks."""
+        """Scores for a float32 ``[N, H, W, C]`` batch, in chunks (the traced function is kept for reuse)."""
         tf = tensorflow()
-        fn = self.concrete_function(batch=None)
+        if self._predict_fn is None:
+            self._predict_fn = self.concrete_function(batch=None)
+        fn = self._predict_fn
         outs = [np.asarray(fn(tf.constant(x[i:i + batch_size], tf.float32)))
                 for i in range(0, len(x), batch_size)]
         return np.concatenate(outs).reshape(len(x), -1)
@@ -297,7 +301,9 @@ def load_source(path: str | Path, *, unsafe: bool = False, architecture: str | P
             model, loader = _from_architecture(p, Path(architecture), unsafe)
         else:
             model, loader = _load_keras(p, kind, unsafe)
-    return _keras_source(p, kind, model, loader)
+    source = _keras_source(p, kind, model, loader)
+    source.config = config
+    return source
 
 
 def _load_keras(p: Path, kind: str, unsafe: bool):

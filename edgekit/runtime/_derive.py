@@ -60,9 +60,10 @@ def apply_overrides(contract: Contract, *, labels=None, mean=None, std=None, col
     if mean is not None or std is not None:
         mean = tuple(mean) if mean is not None else (0.0,)
         std = tuple(std) if std is not None else (1.0,)
-        if max(mean + std) <= 1.0:  # timm/torchvision style, in 0..1 units
+        identity = all(m == 0 for m in mean) and all(s == 1 for s in std)  # --mean 0 --std 1: raw pixels
+        if max(mean + std) <= 1.0 and not identity:  # timm/torchvision style, in 0..1 units
             mean, std = tuple(m * 255 for m in mean), tuple(s * 255 for s in std)
-            notes.append("mean/std read as 0..1 units and scaled by 255")
+            notes.append(f"--mean/--std read as 0..1 units and scaled by 255: mean {list(mean)}, std {list(std)}")
         contract = replace(contract, normalization=Normalization.mean_std(mean, std))
     if color_order is not None:
         order = ColorOrder(color_order.upper())

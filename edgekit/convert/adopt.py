@@ -1,0 +1,169 @@
+"""``edge-convert vendor.tflite`` (or ``.onnx``): a model that is already converted but carries no contract.
+
+Its preprocessing is found as for a Keras source (``edgekit.convert.preprocessing``), by running it through
+the TF-free runtime under each candidate; then a copy is written with that contract embedded, and verified
+against the original file on the same images, so the runtime commands need no flags afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from edgekit import _io
+from edgekit.contract import ColorOrder, Contract, Normalization, NormKind, read_labels
+from edgekit.convert import preprocessing as pp
+from edgekit.errors import EdgekitError, InputFileError, VerificationError
+
+SUFFIXES = (".tflite", ".onnx")
+
+
+def is_adoptable(path: Path) -> bool:
+    return path.suffix.lower() in SUFFIXES and not path.is_dir()
+
+
+def _runner(backend, contract: Contract, from_order: ColorOrder):
+    """A ``preprocessing.search`` runner: the runtime's own Classifier under each candidate contract, so the
+    search sees exactly what edge-predict will do (quantization of the input included)."""
+    from edgekit.runtime import Classifier
+
+    def run(cand: pp.Candidate, pixels: np.ndarray) -> np.ndarray:
+        c = replace(contract, normalization=cand.normalization, color_order=cand.color_order)
+        clf = Classifier(backend, c, source="given")
+        order = None if contract.channels == 1 else from_order.value
+        return np.stack([clf.scores(img, color_order=order) for img in pixels])
+
+    return run
+
+
+def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
+    """Find the preprocessing of ``src``, write ``out/<name>`` with the contract embedded, verify and report."""
+    from edgekit.convert._convert import ArtifactResult, ConvertReport, render_markdown
+    from edgekit.convert._data import load_samples
+    from edgekit.convert._verify import compare
+    from edgekit.data.labels import label_index
+    from edgekit.runtime import Classifier, open_backend
+    from edgekit.runtime._derive import apply_overrides, derive_contract
+
+    target = out / src.name
+    if not options.force:
+        for p in (target, out / "report.json", out / "report.md"):
+            _io.check_writable(p, force=False)
+    _io.probe_folder(out)
+    log(f"[load] {src}")
+    backend = open_backend(src, threads=options.threads)
+    if getattr(backend, "embedded", None) is not None:
+        raise InputFileError(src, "already carries an edgekit contract; edge-predict and edge-camera use it as is")
+    n_out = int(np.prod(backend.output.shape))
+    contract, notes = derive_contract(backend.input, n_out)
+    contract = replace(contract, labels=())
+    labels_file = src.parent / "labels.txt"
+    ov = {k: v for k, v in options.overrides.items() if v is not None}
+    if "labels" not in ov and labels_file.is_file():
+        ov["labels"] = read_labels(labels_file)
+        notes.append(f"labels from {labels_file}")
+    flags = any(k in ov for k in ("mean", "std", "color_order"))
+    contract, more = apply_overrides(contract, **ov)
+    notes += more
+    if contract.normalization.kind == NormKind.SCALE_OFFSET and backend.input.quantized and not flags:
+        contract = replace(contract, normalization=Normalization.in_model("raw pixels"))
+
+    if options.validation is None and options.calibration in (None, "random"):
+        raise EdgekitError(f"{src}: finding the preprocessing of a .tflite/.onnx needs images: pass --validation "
+                           "DIR (class folders) or --calibration DIR")
+    spec = options.validation if options.validation is not None else options.calibration
+    samples, own_val = load_samples(spec, contract, role="validation" if options.validation else "calibration",
+                                    notes=notes)
+    samples = own_val if own_val is not None else samples
+    samples = samples.balanced(options.validation_images)
+    y = None
+    if samples.labels is not None:
+        if not contract.labels and len(samples.classes) == contract_outputs(contract, n_out):
+            contract = replace(contract, labels=samples.classes)
+            notes.append(f"the model has no labels: took the folder names {list(samples.classes)} (in alphabetical "
+                         "order; pass --labels FILE if its outputs are in another order)")
+        index = label_index(samples.classes, contract.labels) if contract.labels else None
+        if index is not None:
+            y = np.asarray(index)[samples.labels]
+        else:
+            notes.append(f"accuracy not measured: the folders {list(samples.classes)} do not match the model's "
+                         f"labels {list(contract.labels)}")
+    for n in notes:
+        log(f"note: {n}")
+
+    pixels = samples.pixels
+    if not flags:
+        t0 = time.perf_counter()
+        ev = pp.search(None, pixels, y, contract.channels, contract.color_order,
+                       run=_runner(backend, contract, contract.color_order))
+        cand = pp.candidate(ev.choice, contract.channels)
+        norm = cand.normalization
+        if norm.kind == NormKind.IN_MODEL:
+            norm = Normalization.in_model("raw pixels: " + ev.detail)
+        if contract.channels == 3 and cand.color_order != contract.color_order:
+            pixels = np.ascontiguousarray(pixels[..., ::-1])
+        contract = replace(contract, normalization=norm, color_order=cand.color_order)
+        contract = contract.with_provenance(
+            preprocessing={**ev.to_dict(), "seconds": round(time.perf_counter() - t0, 2)})
+        line = f"preprocessing: {ev.choice} ({ev.kind} evidence: {ev.detail})"
+        notes.append(line)
+        log(line)
+    if not contract.labels:
+        contract = replace(contract, labels=tuple(f"class_{i}" for i in range(contract_outputs(contract, n_out))))
+    contract = contract.with_provenance(source_name=src.name, source_sha256=_io.sha256_file(src),
+                                        artifact_format=src.suffix.lstrip(".").lower())
+    from_order = ColorOrder.GRAY if contract.channels == 1 else ColorOrder.RGB
+    rgb = pixels if contract.color_order != ColorOrder.BGR else pixels[..., ::-1]
+    reference = _runner(backend, contract, from_order)(pp.Candidate("chosen", contract.normalization,
+                                                                    contract.color_order), rgb)
+    ref_acc = float((reference.argmax(1) == y).mean()) if y is not None else None
+    if ref_acc is not None:
+        log(f"[reference] {src.name}: accuracy {ref_acc:.4f} on {len(y)} images")
+        chance = 1.0 / reference.shape[1]
+        if ref_acc < min(1.5 * chance, chance + 0.2) and len(y) >= 20 and not options.allow_low_accuracy:
+            raise VerificationError(f"{src}: the model scores {ref_acc:.2f} on these {len(y)} labelled images, about "
+                                    f"chance ({chance:.2f}), even under its best preprocessing: wrong labels or "
+                                    "folders? pass --allow-low-accuracy if this is really how well it does")
+
+    data = _embedded_copy(src, contract)
+    _io.write_bytes(target, data, force=options.force)
+    log(f"[write] {target} (the contract embedded)")
+    clf = Classifier.open(target, threads=options.threads)
+    outputs = np.stack([clf.scores(img, color_order=None if contract.channels == 1 else "RGB") for img in rgb])
+    v = compare(outputs, reference, y, contract.labels)
+    status = "pass" if v.top1_agreement >= 0.995 else "fail"
+    msg = "" if status == "pass" else f"top-1 agreement {v.top1_agreement:.4f} with the original file"
+    log(f"      {status}: top-1 agreement {v.top1_agreement:.4f}" + (f", accuracy {v.accuracy:.4f}" if v.accuracy
+                                                                      is not None else ""))
+    result = ArtifactResult(target, f"{src.suffix.lstrip('.').lower()}_with_contract", len(data), {}, status, v,
+                            message=msg)
+    report = ConvertReport(src, out, contract, [result], ref_acc, {"used": False},
+                           {"used": True, **samples.describe()}, notes, "runtime", 0)
+    _io.write_json(out / "report.json", report.to_dict(), force=options.force)
+    _io.write_text(out / "report.md", render_markdown(report), force=options.force)
+    log(f"[report] {out / 'report.md'}")
+    return report
+
+
+def contract_outputs(contract: Contract, n_out: int) -> int:
+    from edgekit.contract import OutputKind
+
+    return 2 if contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT) else n_out
+
+
+def _embedded_copy(src: Path, contract: Contract) -> bytes:
+    if src.suffix.lower() == ".tflite":
+        from edgekit.contract import embed_tflite
+
+        return embed_tflite(src.read_bytes(), contract)
+    from edgekit._lazy import require
+    from edgekit.contract import embed_onnx
+
+    onnx = require("onnx", extra="convert")
+    proto = onnx.load_from_string(src.read_bytes())
+    embed_onnx(proto, contract)
+    return proto.SerializeToString()
