@@ -179,3 +179,27 @@ def test_an_onnx_without_a_contract_gets_one_embedded_in_a_verified_copy(tmp_pat
     assert len(rows) == len(labels) and all(r["predictions"][0]["label"] == r["truth"] for r in rows)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["artifacts"][0]["status"] == "pass" and report["artifacts"][0]["accuracy"] == 1.0
+
+
+def test_flags_win_but_a_contradiction_is_said_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    from edgekit.cli.convert import main as convert_main
+    from edgekit.contract import Normalization, read_tflite_contract
+
+    model = _nearest_centre_model(tmp_path / "m.keras", pp.candidate("x/255", 3), PROTOS_RGB)
+    pixels, labels = _images(PROTOS_RGB, 4)
+    for i, (img, y) in enumerate(zip(pixels, labels, strict=True)):
+        d = tmp_path / "val" / f"c{y:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i}.png")
+    torch = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+    code = convert_main([str(model), "--out", str(tmp_path / "o"), "--formats", "tflite_float32", "--validation",
+                         str(tmp_path / "val"), *torch])
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if "under your --mean/--std/--color-order" in line]
+    assert len(warnings) == 1 and "1.000 under x/255" in warnings[0], out
+    contract = read_tflite_contract(tmp_path / "o" / "m_float32.tflite")
+    assert contract.normalization == Normalization.mean_std([0.485 * 255, 0.456 * 255, 0.406 * 255],
+                                                            [0.229 * 255, 0.224 * 255, 0.225 * 255])
+    assert code == 0

@@ -344,6 +344,20 @@ def _find_preprocessing(source, contract: Contract, data: _Data, labels: np.ndar
     return contract, data
 
 
+def _check_flags(source, contract: Contract, pixels: np.ndarray, labels: np.ndarray, notes: list[str], log) -> None:
+    """--mean/--std/--color-order win, but a flag that the labelled data contradicts gets one warning line."""
+    from edgekit.convert import preprocessing as pp
+
+    given = pp.Candidate("your flags", contract.normalization, contract.color_order)
+    ev = pp.search(source.predict, pixels, labels, contract.channels, contract.color_order, given=given)
+    best = max((k for k in ev.scores if k != given.name), key=lambda k: ev.scores[k])
+    if ev.scores[best] - ev.scores[given.name] >= pp.CLEAR_MARGIN:
+        line = (f"WARNING: the source model scores {ev.scores[given.name]:.3f} under your --mean/--std/--color-order "
+                f"but {ev.scores[best]:.3f} under {best} on the same labelled images; kept your flags")
+        notes.append(line)
+        log(line)
+
+
 # ---- the pipeline -------------------------------------------------------------------------------------
 def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | None = None, *,
             log: Callable[[str], None] = print) -> ConvertReport:
@@ -443,6 +457,9 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
                 notes.insert(0, warning)
                 log(warning)
 
+    if labels is not None and data.validation is not None and not _needs_search(src, options.overrides) \
+            and read_sidecar(src) is None:
+        _check_flags(source, contract, data.validation.pixels, labels, notes, log)
     cal_pixels = data.calibration.pixels if data.calibration is not None else None
 
     def calibration():

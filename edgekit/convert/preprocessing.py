@@ -187,7 +187,8 @@ def float_runner(predict: Callable[[np.ndarray], np.ndarray], from_order: ColorO
 
 def search(predict: Callable[[np.ndarray], np.ndarray] | None, pixels: np.ndarray, labels: np.ndarray | None,
            channels: int, from_order: ColorOrder, prior: Evidence | None = None, *,
-           run: Callable[[Candidate, np.ndarray], np.ndarray] | None = None) -> Evidence:
+           run: Callable[[Candidate, np.ndarray], np.ndarray] | None = None,
+           given: Candidate | None = None) -> Evidence:
     """Score every candidate on a subset of ``pixels`` (uint8, in ``from_order``) with the source model, by
     accuracy with ``labels``, else by ``output_behaviour``. ``predict`` takes the float model input; or
     ``run(candidate, pixels)`` returns the scores itself (a runtime artifact quantizes its own input). The
@@ -209,14 +210,15 @@ def search(predict: Callable[[np.ndarray], np.ndarray] | None, pixels: np.ndarra
 
     # Two stages, so that a big model costs seconds: every candidate on a few images, then the contenders
     # (and the graph's choice) on the whole subset.
-    everyone = candidates(channels)
+    everyone = candidates(channels) + ([given] if given is not None else [])
     first = _subset(len(idx), y, FIRST_STAGE_IMAGES, seed=1) if len(idx) > FIRST_STAGE_IMAGES else np.arange(len(idx))
     scores = score(everyone, first)
     if len(first) < len(idx):
         top = sorted(scores, key=lambda k: -scores[k])
         keep = [k for k in top[:FINALISTS] if scores[k] >= scores[top[0]] - 0.2]
-        if prior is not None and prior.choice not in keep:
-            keep.append(prior.choice)
+        for must in (prior.choice if prior else None, given.name if given else None):
+            if must is not None and must not in keep:
+                keep.append(must)
         scores.update(score([c for c in everyone if c.name in keep], np.arange(len(idx))))
     ranked = sorted(scores, key=lambda k: -scores[k])
     best, second = ranked[0], ranked[1]
