@@ -373,3 +373,126 @@ def test_an_unreadable_image_in_a_folder_is_skipped_with_a_note(tfop_h5, tmp_pat
     assert "skipped 2 unreadable image(s)" in out and "bomb.png: image is 400 megapixels" in out, out
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["validation"]["count"] == 12
+
+
+# ---- from a hostile review: ways around the first allowlist ----------------------------------------------------
+def test_a_file_that_is_both_hdf5_and_zip_is_refused(tfop_h5, tmp_path, capsys):
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"layers": []}}))
+    poly = tmp_path / "poly.keras"
+    poly.write_bytes(tfop_h5.read_bytes() + buf.getvalue())
+    code, err, _ = _cli([poly, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    _one_line(err, "poly.keras", "both an HDF5 file and a zip archive")
+
+
+def test_a_text_savedmodel_is_checked_too(writing_savedmodel, tmp_path, capsys):
+    import shutil
+
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path, marker = writing_savedmodel
+    text = tmp_path / "text_sm"
+    shutil.copytree(path, text)
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((text / "saved_model.pb").read_bytes())
+    (text / "saved_model.pbtxt").write_text(text_format.MessageToString(sm))
+    (text / "saved_model.pb").unlink()
+    code, err, _ = _cli([text, "--out", tmp_path / "o", "--formats", "tflite_float32", "--calibration", "random"],
+                        capsys)
+    assert code == 2
+    _one_line(err, "text_sm", "op WriteFile")
+    assert not marker.exists()
+
+
+def test_naming_a_node_as_the_save_tensor_does_not_exempt_it(tmp_path, capsys):
+    """A TF1 SavedModel whose saver_def points at a WriteFile node that the restore op depends on."""
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from edgekit.convert.safety import savedmodel_problems
+
+    marker = tmp_path / "MARKER"
+    tf1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default():
+        x = tf1.placeholder(tf.float32, [1, 8, 8, 3], name="x")
+        tf1.placeholder(tf.string, [], name="fname")
+        evil = tf.io.write_file(str(marker), "pwned", name="evil")
+        with tf.control_dependencies([evil]):
+            tf.no_op(name="restore")
+            y = tf.identity(tf.nn.softmax(tf.reduce_mean(x, axis=[1, 2])), name="y")
+        with tf1.Session(graph=g) as s:
+            b = tf1.saved_model.Builder(str(tmp_path / "v1"))
+            b.add_meta_graph_and_variables(s, ["serve"], signature_def_map={
+                "serving_default": tf1.saved_model.predict_signature_def({"x": x}, {"scores": y})})
+            b.save()
+    pb = tmp_path / "v1" / "saved_model.pb"
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString(pb.read_bytes())
+    saver = sm.meta_graphs[0].saver_def
+    saver.save_tensor_name, saver.restore_op_name, saver.filename_tensor_name = "evil:0", "restore", "fname:0"
+    pb.write_bytes(sm.SerializeToString())
+    assert any("WriteFile in graph node evil" in p for p in savedmodel_problems(tmp_path / "v1"))
+    assert not marker.exists()
+
+
+def test_a_nested_compile_config_is_checked():
+    nested = {"class_name": "Functional", "compile_config": {"loss": "harmless"}, "config": {"layers": [
+        {"class_name": "Sequential", "config": {"layers": []},
+         "compile_config": {"loss": {"module": "keras.layers", "class_name": "StringLookup",
+                                     "config": {"name": "sl", "vocabulary": "/etc/passwd"}}}}]}}
+    problems = config_problems(nested)
+    assert problems and "StringLookup" in problems[0]
+
+
+def test_a_tf_op_on_constants_only_or_with_a_huge_shape_is_refused():
+    const = {"class_name": "TFOpLambda", "config": {"name": "b", "function": "broadcast_to"},
+             "inbound_nodes": [[["_CONSTANT_VALUE", -1, 1.0, {"shape": [60000, 60000]}]]]}
+    huge = {"class_name": "TFOpLambda", "config": {"name": "h", "function": "reshape"},
+            "inbound_nodes": [[["input_1", 0, 0, {"shape": [-1, 100000, 100000]}]]]}
+    fine = {"class_name": "TFOpLambda", "config": {"name": "f", "function": "reshape"},
+            "inbound_nodes": [[["input_1", 0, 0, {"shape": [-1, 768]}]]]}
+    assert "on constants only" in config_problems(const)[0]
+    assert "elements" in config_problems(huge)[0]
+    assert config_problems(fine) == []
+
+
+@pytest.mark.parametrize("kind", ["huge", "int_config", "soft", "external"])
+def test_hostile_hdf5_structures(tmp_path, capsys, kind):
+    import h5py
+
+    path = tmp_path / f"{kind}.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"dense"]
+        g = f.create_group("dense")
+        if kind == "huge":  # 18 KB on disk, 14 GB if anyone read it
+            g.create_dataset("kernel", shape=(60000, 60000), dtype="f4", chunks=(1000, 1000), fillvalue=1.0)
+        elif kind == "int_config":
+            f.attrs["model_config"] = 5
+        elif kind == "soft":
+            f["dangling"] = h5py.SoftLink("/nowhere")
+        else:
+            f["tty"] = h5py.ExternalLink("/dev/tty", "/")
+    code, err, _ = _cli([path, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    _one_line(err, path.name, {"huge": "GB of weights", "int_config": "not JSON text", "soft": "holds a link",
+                               "external": "holds a link"}[kind])
+
+
+def test_a_fifo_inside_a_savedmodel_is_refused_without_hanging(writing_savedmodel, tmp_path, capsys):
+    import shutil
+
+    path, _ = writing_savedmodel
+    sm = tmp_path / "sm"
+    shutil.copytree(path, sm)
+    index = next((sm / "variables").glob("*.index"), sm / "variables" / "variables.index")
+    index.unlink(missing_ok=True)
+    os.mkfifo(index)
+    code, err, _ = _cli([sm, "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    _one_line(err, "not a regular file")

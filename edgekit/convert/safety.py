@@ -143,7 +143,9 @@ def config_problems(config) -> list[str]:
         if not isinstance(node, dict):
             continue
         for key, value in node.items():
-            if key == "compile_config":  # optimizer and losses: never deserialized (edgekit loads compile=False)
+            # Only the top-level optimizer and losses are never built (edgekit loads with compile=False);
+            # Keras still compiles a nested model's compile_config, so those are checked like the rest.
+            if key == "compile_config" and node is config:
                 continue
             if key in ("activation", "recurrent_activation") and isinstance(value, str) \
                     and value not in SAFE_ACTIVATIONS:
@@ -190,7 +192,44 @@ def _object_problem(node: dict) -> str | None:
         allowed = fn == "__operators__.getitem" if cls == "SlicingOpLambda" else tf_function_allowed(fn)
         if not allowed:
             return f"{_layer_name(node)} ({cls} calling tf.{fn})"
+        return _tfop_call_problem(node, cls, fn)
     return None
+
+
+_SHAPE_ARGS = frozenset({"shape", "size", "multiples", "dims", "new_shape", "output_shape"})
+
+
+def _tfop_call_problem(node: dict, cls: str, fn) -> str | None:
+    """A TF-op layer whose inputs are all constants runs while Keras rebuilds the model, not in the graph;
+    and a shape argument can ask for any amount of memory. Neither appears in a real model."""
+    inbound = node.get("inbound_nodes")
+    refs: list[str] = []
+    numbers: list[tuple[str, list]] = []
+    stack = [inbound]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if k in _SHAPE_ARGS and isinstance(v, list):
+                    numbers.append((k, v))
+                stack.append(v)
+        elif isinstance(item, list):
+            if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int):
+                refs.append(item[0])  # a Keras 2 node reference: [layer name, node index, tensor index, ...]
+            stack.extend(item)
+    if refs and all(r == "_CONSTANT_VALUE" for r in refs):
+        return f"{_layer_name(node)} ({cls} calling tf.{fn} on constants only: it would run while loading)"
+    for key, dims in numbers:
+        total = 1
+        for d in dims:
+            if isinstance(d, int | float) and not isinstance(d, bool) and d > 0:
+                total *= d
+        if total > _MAX_SHAPE_ELEMENTS:
+            return f"{_layer_name(node)} ({cls} calling tf.{fn} with {key}={dims}: {total:.3g} elements)"
+    return None
+
+
+_MAX_SHAPE_ELEMENTS = 100_000_000
 
 
 def check_config(path: Path, config, *, unsafe: bool) -> None:
@@ -238,59 +277,95 @@ def _called(node_def) -> set[str]:
     return names
 
 
+def _read_savedmodel(path: Path, name: str):
+    """The SavedModel proto from ``saved_model.pb`` or ``saved_model.pbtxt`` (TensorFlow reads either)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    f = path / name
+    sm = saved_model_pb2.SavedModel()
+    try:
+        if name.endswith(".pbtxt"):
+            from google.protobuf import text_format
+
+            text_format.Parse(f.read_text(encoding="utf-8"), sm)
+        else:
+            sm.ParseFromString(f.read_bytes())
+    except Exception as exc:  # protobuf's DecodeError/ParseError, UnicodeDecodeError, RecursionError
+        raise InputFileError(f, f"is truncated or corrupt (cannot parse: {exc.__class__.__name__})") from None
+    return sm
+
+
+def _ancestors(nodes: dict, roots: set[str]) -> set[str]:
+    """Graph nodes that ``roots`` depend on (data and control inputs), roots included."""
+    seen, todo = set(), [r for r in roots if r in nodes]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for inp in nodes[name].input:
+            todo.append(inp.lstrip("^").split(":")[0])
+    return seen
+
+
 def savedmodel_problems(path: Path) -> list[str]:
     """TensorFlow ops in a SavedModel that could act outside the graph (write or read files, print, run
     Python), as 'op TYPE in FUNCTION' descriptions."""
-    from tensorflow.core.protobuf import saved_model_pb2
     from tensorflow.python.framework import op_def_registry
 
-    pb = path / "saved_model.pb"
-    if not pb.is_file():
-        return []  # a text-only saved_model.pbtxt: TensorFlow refuses it on load with its own message
-    sm = saved_model_pb2.SavedModel()
-    try:
-        sm.ParseFromString(pb.read_bytes())
-    except Exception as exc:  # protobuf's DecodeError and RecursionError for hostile nesting
-        raise InputFileError(pb, f"is truncated or corrupt (cannot parse: {exc.__class__.__name__})") from None
     problems: list[str] = []
-    for mg in sm.meta_graphs:
-        functions = {f.signature.name: f for f in mg.graph_def.library.function}
-        calls = {name: set().union(*(_called(n) for n in f.node_def)) if f.node_def else set()
-                 for name, f in functions.items()}
+    for name in ("saved_model.pb", "saved_model.pbtxt"):
+        if not (path / name).is_file():
+            continue
+        sm = _read_savedmodel(path, name)
+        for mg in sm.meta_graphs:
+            problems += _meta_graph_problems(mg, op_def_registry)
+    return problems
 
-        def reach(roots: set[str], calls=calls) -> set[str]:
-            seen, todo = set(), list(roots)
-            while todo:
-                name = todo.pop()
-                if name in seen:
-                    continue
-                seen.add(name)
-                todo.extend(calls.get(name, ()))
-            return seen
 
-        save_node = mg.saver_def.save_tensor_name.split(":")[0] if mg.saver_def.save_tensor_name else None
-        other_roots = set(mg.object_graph_def.concrete_functions.keys())
-        save_roots: set[str] = set()
-        for n in mg.graph_def.node:
-            (save_roots if n.name == save_node else other_roots).update(_called(n))
-        live = reach(other_roots)
-        save_only = reach(save_roots) - live
-        checked = [(f"graph node {n.name}", n) for n in mg.graph_def.node if n.name != save_node]
-        for name, f in functions.items():
-            checked += [(f"function {name}", n) for n in f.node_def]
-        for where, n in checked:
-            fn_name = where.split(" ", 1)[1] if where.startswith("function") else None
-            if fn_name in save_only and n.op in _SAVE_ONLY_OPS:
+def _meta_graph_problems(mg, op_def_registry) -> list[str]:
+    functions = {f.signature.name: f for f in mg.graph_def.library.function}
+    calls = {name: set().union(*(_called(n) for n in f.node_def)) if f.node_def else set()
+             for name, f in functions.items()}
+
+    def reach(roots: set[str]) -> set[str]:
+        seen, todo = set(), list(roots)
+        while todo:
+            name = todo.pop()
+            if name in seen:
                 continue
-            if n.op in FILE_READING_OPS:
-                problems.append(f"op {n.op} in {where} (reads files)")
-                continue
-            op_def = op_def_registry.get(n.op)
-            if op_def is None:
-                if n.op not in functions:  # a call to a library function by name is fine
-                    problems.append(f"op {n.op} in {where} (unknown to TensorFlow)")
-            elif op_def.is_stateful and n.op not in SAFE_STATEFUL_OPS:
-                problems.append(f"op {n.op} in {where}")
+            seen.add(name)
+            todo.extend(calls.get(name, ()))
+        return seen
+
+    nodes = {n.name: n for n in mg.graph_def.node}
+    save_node = mg.saver_def.save_tensor_name.split(":")[0] if mg.saver_def.save_tensor_name else ""
+    # The saver writes checkpoints only when its save tensor is evaluated, which loading never does; unless
+    # another node depends on it (a restore op with a control input on it would run it at load time).
+    others = set(nodes) - _ancestors(nodes, {save_node})
+    live_nodes = _ancestors(nodes, others)
+    save_nodes = _ancestors(nodes, {save_node}) - live_nodes
+    other_roots = set(mg.object_graph_def.concrete_functions.keys())
+    save_roots: set[str] = set()
+    for n in mg.graph_def.node:
+        (save_roots if n.name in save_nodes else other_roots).update(_called(n))
+    save_only = reach(save_roots) - reach(other_roots)
+    problems = []
+    checked = [(f"graph node {n.name}", n, n.name in save_nodes) for n in mg.graph_def.node]
+    for name, f in functions.items():
+        checked += [(f"function {name}", n, name in save_only) for n in f.node_def]
+    for where, n, saver in checked:
+        if saver and n.op in _SAVE_ONLY_OPS:
+            continue
+        if n.op in FILE_READING_OPS:
+            problems.append(f"op {n.op} in {where} (reads files)")
+            continue
+        op_def = op_def_registry.get(n.op)
+        if op_def is None:
+            if n.op not in functions:  # a call to a library function by name is fine
+                problems.append(f"op {n.op} in {where} (unknown to TensorFlow)")
+        elif op_def.is_stateful and n.op not in SAFE_STATEFUL_OPS:
+            problems.append(f"op {n.op} in {where}")
     return problems
 
 
