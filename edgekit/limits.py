@@ -106,3 +106,31 @@ def check_input_elements(shape, what) -> None:
         dims = "x".join(str(int(d)) for d in shape)
         raise InputFileError(what, f"model input {dims} has {n:,} values, over edgekit's limit of "
                                    f"{MAX_INPUT_ELEMENTS:,}; this is not an image classifier edgekit can run")
+
+
+#: Share of the machine's physical memory a command may map before allocations fail (RLIMIT_AS).
+MEMORY_SHARE = 0.8
+
+
+def cap_memory() -> int | None:
+    """Cap this process's address space at MEMORY_SHARE of physical memory (never raising a lower limit the
+    user set), so that a model that asks for more memory than the machine has fails with an allocation error
+    edgekit can report, instead of the kernel's out-of-memory killer. Returns the cap in bytes, or None where
+    it cannot be set (not Linux). Called by the CLIs, not on import."""
+    try:
+        import resource
+
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ImportError, ValueError, OSError, AttributeError):
+        return None
+    cap = int(total * MEMORY_SHARE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        return soft
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ValueError, OSError):
+        return None
+    return cap

@@ -496,3 +496,29 @@ def test_a_fifo_inside_a_savedmodel_is_refused_without_hanging(writing_savedmode
     code, err, _ = _cli([sm, "--out", tmp_path / "o"], capsys)
     assert code == 2
     _one_line(err, "not a regular file")
+
+
+@pytest.mark.slow  # a TensorFlow start in a subprocess: about 20 s
+def test_a_model_that_allocates_more_than_the_machine_has_is_an_error_not_an_oom_kill(tmp_path):
+    """The allocation's size is computed at run time, so no static check sees it: edge-convert's memory cap
+    turns it into TensorFlow's allocation error, reported in one line."""
+    import subprocess
+    import sys
+
+    tf = pytest.importorskip("tensorflow")
+    n = int((2 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4) ** 0.5)  # twice the machine's RAM
+
+    class Filler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+        def serve(self, x):
+            size = tf.cast(tf.reduce_max(x) * 0 + n, tf.int32)  # not a constant: computed when it runs
+            big = tf.fill(tf.stack([size, size]), 1.0)
+            return {"scores": tf.nn.softmax(tf.reduce_mean(x, axis=[1, 2]) + tf.reduce_mean(big) * 0)}
+
+    m = Filler()
+    tf.saved_model.save(m, str(tmp_path / "fill"), signatures={"serving_default": m.serve})
+    edge_convert = Path(sys.executable).parent / "edge-convert"
+    r = subprocess.run([str(edge_convert), str(tmp_path / "fill"), "--out", str(tmp_path / "o"), "--formats",
+                        "tflite_float32", "--calibration", "random"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    _one_line(r.stderr.strip(), "more memory than this machine allows")

@@ -123,9 +123,15 @@ def _say(line: str) -> None:
 
 
 def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
-             argv: Sequence[str] | None = None) -> int:
+             argv: Sequence[str] | None = None, *, memory_cap: bool = False) -> int:
     """Parse, run, and turn failures into one line on stderr and a non-zero exit code."""
     args = parser.parse_args(argv)
+    from edgekit.limits import MEMORY_SHARE, cap_memory
+
+    # TensorFlow commands: a model that allocates more than the machine has gets an error, not the OOM killer.
+    # Only from the command line (not a test calling main([...])), and not for the light runtime commands,
+    # which run on small boards where shared libraries alone map a large share of the address space.
+    cap = cap_memory() if memory_cap and argv is None else None
     try:
         return int(run(args) or 0)
     except EdgekitError as exc:
@@ -148,6 +154,12 @@ def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse
     except Exception as exc:
         if os.environ.get("EDGEKIT_DEBUG"):
             raise
+        if exc.__class__.__name__ == "ResourceExhaustedError":  # TensorFlow's allocation failure
+            limit = f" (edgekit caps a command at {cap / 2**30:.1f} GB, {MEMORY_SHARE:.0%} of this machine)" if cap \
+                else ""
+            _say(f"{prog}: error: the model asked for more memory than this machine allows{limit}; a model file "
+                 "that allocates huge tensors at run time is broken or hostile")
+            return 2
         msg = str(exc).strip().splitlines()
         _say(f"{prog}: internal error: {exc.__class__.__name__}: {msg[0] if msg else ''} "
              "(please report it; EDGEKIT_DEBUG=1 shows the traceback)")

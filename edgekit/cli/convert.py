@@ -122,7 +122,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    return run_main("edge-convert", build_parser(), run, argv)
+    return run_main("edge-convert", build_parser(), run, argv, memory_cap=True)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    return run_main("edge-train", build_parser(), run, argv)
+    return run_main("edge-train", build_parser(), run, argv, memory_cap=True)
 
 
 if __name__ == "__main__":
