@@ -203,3 +203,20 @@ def test_flags_win_but_a_contradiction_is_said_in_one_line(tmp_path, capsys):
     assert contract.normalization == Normalization.mean_std([0.485 * 255, 0.456 * 255, 0.406 * 255],
                                                             [0.229 * 255, 0.224 * 255, 0.225 * 255])
     assert code == 0
+
+
+def test_imagenet_models_without_labels_get_the_shipped_class_names(tmp_path):
+    from types import SimpleNamespace
+
+    from edgekit.convert._convert import source_contract
+    from edgekit.data.labels import imagenet_labels
+
+    names = imagenet_labels(1000)
+    assert len(names) == len(set(names)) == 1000 and names[:2] == ("tench", "goldfish") and names[281] == "tabby"
+    assert imagenet_labels(1001)[:2] == ("background", "tench") and imagenet_labels(10) is None
+    model = tmp_path / "m.h5"
+    model.write_bytes(b"")
+    source = SimpleNamespace(notes=[], image_shape=(224, 224, 3), num_outputs=1001, last_activation="softmax")
+    contract, notes = source_contract(source, model, {})
+    assert contract.labels[0] == "background" and len(contract.labels) == 1001
+    assert any("ImageNet class names" in n for n in notes)

@@ -1,6 +1,7 @@
 """Training on tiny data: registry, every dataset kind, augmentation, two phases, bad input."""
 
 import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -29,10 +30,9 @@ def colour_folder(root: Path, per_class=6, size=(20, 16), split=True):
 
 
 def test_registry_builds_every_backbone_at_its_minimum_size():
-    import keras
 
     for name, spec in BACKBONES.items():
-        base = spec.build(keras, (spec.min_size, spec.min_size, 3), 0.35, None)
+        base = _backbone_at_min_size(name)
         assert len(base.output.shape) == 2, name  # pooled features
         assert spec.fine_tune_from in [layer.name for layer in base.layers], name
     with pytest.raises(EdgekitError, match="unknown backbone"):
@@ -313,3 +313,88 @@ def test_out_that_is_a_file_fails_before_decoding(tmp_path):
     afile.write_text("x")
     r = _cli("--data", data, "--out", afile, "--size", "32", "--model", "cnn1")
     assert r.returncode == 2 and "--out must be a folder" in r.stderr and "decoding" not in r.stdout
+
+
+
+@functools.cache
+def _backbone_at_min_size(name: str):
+    import keras
+
+    spec = get_backbone(name)
+    return spec.build(keras, (spec.min_size, spec.min_size, 3), 0.35, None)
+
+
+def _caffe_reference(name: str, x: np.ndarray) -> np.ndarray:
+    import keras
+
+    module = {"resnet50": keras.applications.resnet50, "vgg16": keras.applications.vgg16}[name]
+    return module.preprocess_input(x.copy())
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg16"])
+def test_caffe_backbones_preprocess_inside_and_pass_the_allowlist(name):
+    """ResNet50 and VGG16 take 0..255 RGB like every edge-train model: RGB to BGR and minus the ImageNet mean are
+    built-in layers inside the backbone, equal to keras.applications' preprocess_input."""
+    import keras
+
+    from edgekit.convert.safety import config_problems
+
+    spec = get_backbone(name)
+    assert spec.scale is None and spec.min_size == 32 and spec.pretrained and spec.default_size == 224
+    base = _backbone_at_min_size(name)
+    pre = keras.Model(base.inputs, base.get_layer("caffe_mean").output)
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    x[0, 0, 0] = (255, 0, 10)  # a known pixel, R G B
+    got = keras.ops.convert_to_numpy(pre(x))
+    np.testing.assert_allclose(got[0, 0, 0], (10 - 103.939, 0 - 116.779, 255 - 123.68), rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(got, _caffe_reference(name, x))
+    assert config_problems(json.loads(base.to_json())) == []  # the config a .keras file holds
+
+
+def test_caffe_preprocessing_survives_keras_and_h5_files(tmp_path):
+    """The saved files' configs pass the allowlist and load back through edge-convert's loader (the whole
+    backbones take a minute to save and trace on two cores: test_caffe_backbones_save_and_load, slow)."""
+    import keras
+
+    from edgekit.convert._source import load_source
+    from edgekit.train._backbones import caffe_preprocessing
+
+    inp = keras.Input((8, 8, 3), name="image")
+    x = caffe_preprocessing(keras, inp)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    model.save(tmp_path / "model.keras")
+    model.save(tmp_path / "model.h5")
+    _assert_saved_files_are_safe(tmp_path, model, np.random.default_rng(1).uniform(0, 255, (3, 8, 8, 3)))
+    loaded = load_source(tmp_path / "model.h5")
+    assert loaded.loader == "keras3"
+
+
+def _assert_saved_files_are_safe(folder: Path, model, x):
+    import zipfile
+
+    import h5py
+
+    from edgekit.convert._source import load_source
+    from edgekit.convert.safety import config_problems
+
+    x = x.astype("float32")
+    with zipfile.ZipFile(folder / "model.keras") as z:
+        assert config_problems(json.loads(z.read("config.json"))) == []
+    with h5py.File(folder / "model.h5", "r") as f:
+        assert config_problems(json.loads(f.attrs["model_config"])) == []
+    expected = model.predict(x, verbose=0)
+    for file in ("model.keras", "model.h5"):
+        np.testing.assert_allclose(load_source(folder / file).predict(x), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "vgg16"])
+def test_caffe_backbones_save_and_load(tmp_path, name):
+    import keras
+
+    from edgekit.train._fit import _save_h5_checked, build_model
+
+    model, *_ = build_model(keras, get_backbone(name), 2, 32, 1.0, None)
+    model.save(tmp_path / "model.keras")
+    assert _save_h5_checked(model, tmp_path / "model.h5", force=False) is None  # Keras reads the .h5 back
+    _assert_saved_files_are_safe(tmp_path, model, np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)))

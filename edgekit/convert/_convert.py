@@ -15,7 +15,7 @@ from edgekit.contract import sidecar_path as _sidecar
 from edgekit.convert._data import RANDOM, Samples, hold_out, load_samples, random_samples
 from edgekit.convert._verify import ParityError, Verification, check_parity, compare
 from edgekit.convert.targets import DEFAULT_FORMATS, ExportContext, TargetSpec, artifact_name, get_target
-from edgekit.data.labels import label_index
+from edgekit.data.labels import imagenet_labels, label_index
 from edgekit.errors import EdgekitError, InputFileError, VerificationError, first_line
 
 REPORT_SCHEMA = 2
@@ -110,6 +110,7 @@ class ConvertReport:
     notes: list[str]
     loader: str = ""
     float32_weight_bytes: int = 0  # the source model's weights at 4 bytes each
+    macs: int | None = None  # multiply-accumulates of one forward pass, when the source is a Keras model
 
     @property
     def ok(self) -> bool:
@@ -122,6 +123,7 @@ class ConvertReport:
             "source_sha256": self.contract.provenance.source_sha256,
             "loader": self.loader,
             "float32_weight_bytes": self.float32_weight_bytes,
+            "macs": self.macs,
             "contract": self.contract.to_dict(),
             "reference_accuracy": self.reference_accuracy,
             "calibration": self.calibration,
@@ -153,6 +155,10 @@ def source_contract(source, model_path: Path, overrides: dict) -> tuple[Contract
         if labels_file.is_file():
             labels = read_labels(labels_file)
             notes.append(f"labels from {labels_file}")
+        elif imagenet_labels(source.num_outputs):
+            labels = imagenet_labels(source.num_outputs)
+            notes.append(f"{source.num_outputs} outputs and no labels.txt: took the ImageNet class names shipped "
+                         "with edgekit (pass --labels FILE if it was trained on something else)")
         output = OutputKind.PROBABILITIES
         if source.num_outputs == 1:
             output = OutputKind.SIGMOID if source.last_activation in (None, "sigmoid") else OutputKind.SIGMOID_LOGIT
@@ -296,6 +302,19 @@ def _labels_for(val: Samples, contract: Contract, n_scores: int, notes: list[str
     return np.asarray(index)[val.labels], contract
 
 
+def _compute_budget(source, notes: list[str]) -> int | None:
+    """MACs of a Keras source; a big model (ResNet50, VGG16, anything over the budget) also gets a one-line
+    estimate of its latency class on a Raspberry Pi, from published figures."""
+    from edgekit.convert.budget import count_macs, over_budget, pi_estimate
+
+    if source.loader not in ("keras3", "tf_keras"):
+        return None
+    macs = count_macs(source.trackable)
+    if over_budget(macs, source.param_count):
+        notes.append(f"a big model for a Pi: {pi_estimate(macs, source.param_count).describe()}")
+    return macs
+
+
 # ---- preprocessing for models without a contract --------------------------------------------------------
 def _needs_search(src: Path, overrides: dict) -> bool:
     """No contract.json beside the model, and no flag saying how its pixels are prepared."""
@@ -395,6 +414,7 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     notes: list[str] = []
     if source.loader == "tf_keras":
         notes.append("loaded with tf_keras (a Keras 2 file that Keras 3 refuses)")
+    macs = _compute_budget(source, notes)
     contract, contract_notes = source_contract(source, src, options.overrides)
     if _needs_search(src, options.overrides):  # the guess in source_contract is about to be replaced
         contract_notes = [n for n in contract_notes if not n.startswith("no contract.json beside the model: assumed")]
@@ -483,7 +503,7 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
         results.append(_external(Path(ext), verifier, log))
 
     report = ConvertReport(src, out, contract, results, ref_acc, data.calibration_info, data.validation_info, notes,
-                           source.loader, 4 * source.param_count)
+                           source.loader, 4 * source.param_count, macs)
     _io.write_json(out / "report.json", report.to_dict(), force=options.force)
     _io.write_text(out / "report.md", render_markdown(report), force=options.force)
     log(f"[report] {out / 'report.md'}")

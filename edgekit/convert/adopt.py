@@ -45,7 +45,7 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
     from edgekit.convert._convert import ArtifactResult, ConvertReport, render_markdown
     from edgekit.convert._data import load_samples
     from edgekit.convert._verify import compare
-    from edgekit.data.labels import label_index
+    from edgekit.data.labels import imagenet_labels, label_index
     from edgekit.runtime import Classifier, open_backend
     from edgekit.runtime._derive import apply_overrides, derive_contract
 
@@ -66,6 +66,9 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
     if "labels" not in ov and labels_file.is_file():
         ov["labels"] = read_labels(labels_file)
         notes.append(f"labels from {labels_file}")
+    if "labels" not in ov and imagenet_labels(n_out):
+        ov["labels"] = imagenet_labels(n_out)
+        notes.append(f"{n_out} outputs and no labels.txt: took the ImageNet class names shipped with edgekit")
     flags = any(k in ov for k in ("mean", "std", "color_order"))
     contract, more = apply_overrides(contract, **ov)
     notes += more

@@ -41,3 +41,15 @@ def match_labels(classes, labels: tuple[str, ...]) -> dict[str, int]:
         if c not in exact and len(hits) == 1:  # ambiguous once normalized: not scored
             exact[c] = hits[0]
     return exact
+
+
+def imagenet_labels(outputs: int) -> tuple[str, ...] | None:
+    """ImageNet-1k class names for a model with 1000 outputs, or 1001 ("background" first, as in Google's
+    TF1 and Coral models); None for any other count. Shipped as edgekit/data/imagenet_labels.txt."""
+    if outputs not in (1000, 1001):
+        return None
+    from importlib import resources
+
+    text = resources.files("edgekit.data").joinpath("imagenet_labels.txt").read_text(encoding="utf-8")
+    names = tuple(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
+    return ("background", *names) if outputs == 1001 else names
