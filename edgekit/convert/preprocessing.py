@@ -40,12 +40,13 @@ def candidates(channels: int) -> list[Candidate]:
     raw = Normalization.in_model("raw pixels")
     unit = Normalization.scale_offset(1 / 255, 0.0)
     sym = Normalization.scale_offset(1 / 127.5, -1.0)
+    # In order of how common each is in course and vendor models: a tie goes to the earlier one.
     if channels == 1:
         g = ColorOrder.GRAY
-        return [Candidate("raw", raw, g), Candidate("x/255", unit, g), Candidate("x/127.5-1", sym, g)]
+        return [Candidate("x/255", unit, g), Candidate("x/127.5-1", sym, g), Candidate("raw", raw, g)]
     rgb, bgr = ColorOrder.RGB, ColorOrder.BGR
     return [
-        Candidate("raw", raw, rgb), Candidate("x/255", unit, rgb), Candidate("x/127.5-1", sym, rgb),
+        Candidate("x/255", unit, rgb), Candidate("x/127.5-1", sym, rgb), Candidate("raw", raw, rgb),
         Candidate("torch mean/std", Normalization.mean_std(TORCH_MEAN, TORCH_STD), rgb),
         Candidate("caffe BGR mean", Normalization.mean_std(CAFFE_MEAN_BGR, (1.0,)), bgr),
         Candidate("raw BGR", raw, bgr), Candidate("x/255 BGR", unit, bgr), Candidate("x/127.5-1 BGR", sym, bgr),
