@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -180,6 +181,177 @@ def test_an_ipv6_loopback_view(served):
             conn.close()
 
     assert get(f"[::1]:{server.port}") == 200 and get("evil.example") == 403 and get("[::2]") == 403
+
+
+# --- slow clients (slowloris) ------------------------------------------------------------------------------
+
+def _authorized_status(port: int, source: str | None = None, timeout: float = 3) -> int | str:
+    """The status of an authorized GET /predictions.json, or what went wrong (a refused or dropped connection)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                      source_address=(source, 0) if source else None)
+    try:
+        conn.request("GET", "/predictions.json", headers={"Authorization": f"Bearer {TOKEN}"})
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return repr(exc)
+    finally:
+        conn.close()
+
+
+def _until(check, seconds: float):
+    """``check()`` every 0.2 s until it is truthy or ``seconds`` passed; its last value."""
+    end = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value or time.monotonic() > end:
+            return value
+        time.sleep(0.2)
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_slow_clients_cannot_lock_out_the_view(served):
+    """70 connections that send a request line and then a header every second (each well inside the 30 s
+    timeout) once held every one of the 64 slots for good. Now one address holds at most a few pending
+    connections, and each only until the header deadline, however it trickles: a client from another address
+    is served at once, and one from the same address once the deadline has passed."""
+    from edgekit.runtime.camera import _server
+
+    server = served(token=TOKEN)
+    assert _authorized_status(server.port) == 200
+    slow = []
+    for _ in range(70):
+        try:
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            slow.append(s)
+        except OSError:
+            pass  # closed at once: the address has too many pending connections
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.wait(1.0):
+            for s in slow:
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    try:
+        try:
+            socket.create_connection(("127.0.0.1", 1), source_address=("127.0.0.2", 0), timeout=1).close()
+        except ConnectionRefusedError:
+            other = True  # 127.0.0.2 can be a source address (Linux: all of 127/8 is the loopback)
+        except OSError:
+            other = False
+        if other:  # another address is not held up by this one's slow connections
+            assert _until(lambda: _authorized_status(server.port, "127.0.0.2") == 200, 10), \
+                _authorized_status(server.port, "127.0.0.2")
+        # the same address: served once the slow connections' deadline has passed, though they still trickle
+        assert _until(lambda: _authorized_status(server.port) == 200, _server.HEADER_DEADLINE_S + 10), \
+            _authorized_status(server.port)
+        assert _until(lambda: all(_closed_by_server(s) for s in slow), 10)
+    finally:
+        stop.set()
+        feeder.join()
+        for s in slow:
+            s.close()
+
+
+def test_a_request_line_trickled_a_byte_at_a_time_is_dropped_at_the_deadline(served, monkeypatch):
+    from edgekit.runtime.camera import _server
+
+    monkeypatch.setattr(_server, "HEADER_DEADLINE_S", 1.5)
+    server = served(token=TOKEN)
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        dropped = False
+        end = time.monotonic() + 20  # the socket timeout (30 s) would never fire: a byte comes every 0.3 s
+        while time.monotonic() < end and not dropped:
+            try:
+                s.sendall(b"G")
+            except OSError:
+                dropped = True
+                break
+            time.sleep(0.3)
+            dropped = _closed_by_server(s)
+            s.setblocking(True)
+        assert dropped
+    finally:
+        s.close()
+    assert _authorized_status(server.port) == 200
+
+
+def test_one_address_gets_a_few_pending_connections_then_is_closed_at_once(served, monkeypatch):
+    from edgekit.runtime.camera import _server
+
+    monkeypatch.setattr(_server, "HEADER_DEADLINE_S", 60.0)  # only the cap can close the ninth, not the deadline
+    server = served(token=TOKEN)
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+              for _ in range(_server.PENDING_PER_ADDRESS)]
+    try:
+        time.sleep(0.5)
+        assert not any(_closed_by_server(s) for s in silent)
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            assert _until(lambda: _closed_by_server(extra), 10)
+        finally:
+            extra.close()
+        assert _authorized_status(server.port) != 200  # this address's pending connections are all taken
+    finally:
+        for s in silent:
+            s.close()
+    assert _until(lambda: _authorized_status(server.port) == 200, 10)
+
+
+def test_authorized_streams_outlive_the_deadline_and_the_per_address_cap(served, monkeypatch):
+    """An MJPEG stream is legitimately long: once a request is let in, neither the header deadline nor the cap on
+    one address's pending connections applies to it."""
+    from edgekit.runtime.camera import _server
+
+    monkeypatch.setattr(_server, "HEADER_DEADLINE_S", 1.0)
+    server = served(token=TOKEN)
+    stop = threading.Event()
+
+    def publish():
+        i = 0
+        while not stop.wait(0.05):
+            i += 1
+            server.publish(np.full((24, 32, 3), i % 256, np.uint8), {"frame": i})
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    streams = []
+    try:
+        for _ in range(_server.PENDING_PER_ADDRESS + 4):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/stream.mjpg", headers={"Authorization": f"Bearer {TOKEN}"})
+            r = conn.getresponse()
+            assert r.status == 200 and r.read(7) == b"--frame"
+            streams.append((conn, r))
+        time.sleep(2.5)  # well past the header deadline
+        for _conn, r in streams:
+            seen = b""
+            while seen.count(b"--frame") < 3:
+                chunk = r.read1(65536)
+                assert chunk, "the stream ended"
+                seen += chunk
+        assert _authorized_status(server.port) == 200
+    finally:
+        stop.set()
+        publisher.join()
+        for conn, _r in streams:
+            conn.close()
 
 
 def test_a_browser_keeps_the_token_in_a_cookie_for_the_stream_and_the_json(rgb_onnx, tmp_path):

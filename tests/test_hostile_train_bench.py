@@ -543,6 +543,167 @@ def test_merge_names_every_bad_file_once(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def _row(**changes) -> dict:
+    row = _good_doc()["rows"][0]
+    for key, value in changes.items():
+        if key.startswith("latency_"):
+            row["latency_ms"][key[len("latency_"):]] = value
+        else:
+            row[key] = value
+    return row
+
+
+def _doc_with(rows: list[dict]) -> dict:
+    return {**_good_doc(), "rows": rows}
+
+
+OUT_OF_RANGE = [({"accuracy": 1e308}, "rows[0].accuracy is 1e+308, not in 0..1"),
+                ({"accuracy": -0.5}, "rows[0].accuracy is -0.5, not in 0..1"),
+                ({"top1_agreement": 1.5}, "rows[0].top1_agreement is 1.5"),
+                ({"per_class_accuracy": {"cat": 2.0}}, "rows[0].per_class_accuracy['cat'] is 2"),
+                ({"accuracy_drop_points": 1e300}, "rows[0].accuracy_drop_points is 1e+300"),
+                ({"samples_ms": [1e308, -1e308]}, "rows[0].samples_ms[0] is 1e+308"),
+                ({"samples_ms": [1.0, -2.0]}, "rows[0].samples_ms[1] is -2"),
+                ({"samples_ms": [1.0, True]}, "rows[0].samples_ms[1] is True, not a number"),
+                ({"samples_ms": [1.0, 10**400]}, "rows[0].samples_ms[1] is a 401-digit number"),
+                ({"load_ms": 10**400}, "rows[0].load_ms is a 401-digit number, not in 0..1e+07"),
+                ({"latency_p50": 1e308}, "rows[0].latency_ms.p50 is 1e+308, not in 0..1e+07"),
+                ({"latency_p90": -1.0}, "rows[0].latency_ms.p90 is -1"),
+                ({"latency_mean": 1e9}, "rows[0].latency_ms.mean is 1e+09"),
+                ({"latency_outliers": 2.5}, "rows[0].latency_ms.outliers is 2.5, not a count"),
+                ({"end_to_end_ms": {"p50": 1e30}}, "rows[0].end_to_end_ms.p50 is 1e+30"),
+                ({"load_ms": 1e308}, "rows[0].load_ms is 1e+308"),
+                ({"first_inference_ms": -1}, "rows[0].first_inference_ms is -1"),
+                ({"peak_rss_mb": -1e308}, "rows[0].peak_rss_mb is -1e+308"),
+                ({"fps": 1e300}, "rows[0].fps is 1e+300"),
+                ({"size_bytes": 1e308}, "rows[0].size_bytes is 1e+308, not in 0..1e+12"),
+                ({"size_bytes": 10**300}, "rows[0].size_bytes is 1e+300"),
+                ({"threads": 10**30}, "rows[0].threads is 1e+30")]
+
+
+@pytest.mark.parametrize("changes, needle", OUT_OF_RANGE, ids=[n.split(" is ")[0] for _, n in OUT_OF_RANGE])
+def test_a_number_out_of_range_in_a_bench_json_is_named(tmp_path, changes, needle):
+    from edgekit.bench.suite import load_results
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(_doc_with([_good_doc()["rows"][0], _row(**changes)])))
+    with pytest.raises(InputFileError) as err:
+        load_results(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and needle.replace("rows[0]", "rows[1]") in text, text
+    assert "\n" not in text and len(text) < len(str(path)) + 120, text  # no 300-digit number
+
+
+@pytest.mark.parametrize("kind", ["accuracy", "samples"])
+def test_merge_and_compare_refuse_an_out_of_range_number_in_one_line(rgb_onnx, tmp_path, kind):
+    bad = tmp_path / "acc.json"
+    row = _row(accuracy=1e308) if kind == "accuracy" else _row(samples_ms=[1e308, -1e308])
+    bad.write_text(json.dumps(_doc_with([row])))
+    needle = "rows[0].accuracy is 1e+308" if kind == "accuracy" else "rows[0].samples_ms[0] is 1e+308"
+    r = cli("edge-bench", "--merge", bad, "--out", tmp_path / "m", timeout=120)
+    one_line(r, str(bad), needle)
+    assert r.stdout == "" and not (tmp_path / "m").exists()
+    r = cli("edge-bench", rgb_onnx, "--runs", "2", "--compare", bad, "--out", tmp_path / "o", timeout=120)
+    one_line(r, str(bad), needle)
+    assert "measuring" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_too_many_rows_or_samples_are_refused(tmp_path):
+    from edgekit.bench.suite import MAX_ROWS, MAX_SAMPLES, load_results
+
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(_doc_with([_good_doc()["rows"][0]] * (MAX_ROWS + 1))))
+    with pytest.raises(InputFileError, match=r"rows\.json: has 10,001 rows; edge-bench reads at most 10,000$"):
+        load_results(rows)
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps(_doc_with([_row(samples_ms=[1.0] * (MAX_SAMPLES + 1))])))
+    with pytest.raises(InputFileError, match=r"rows\[0\]\.samples_ms has 100,001 values; edge-bench reads at most"):
+        load_results(samples)
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps(_doc_with([_row(samples_ms=[1.0] * MAX_SAMPLES)] * 2)))
+    assert len(load_results(ok)["rows"]) == 2
+
+
+def test_a_merge_of_more_rows_than_one_report_holds_is_one_line(tmp_path):
+    from edgekit.bench.suite import MAX_ROWS
+
+    paths = []
+    for name in ("a", "b"):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(_doc_with([_good_doc()["rows"][0]] * (MAX_ROWS // 2 + 1))))
+    r = cli("edge-bench", "--merge", *paths, "--out", tmp_path / "m", timeout=120)
+    one_line(r, "10,002 rows", "at most 10,000")
+    assert not (tmp_path / "m").exists()
+
+
+ODD_BUT_VALID = {
+    "one row": [_row()],
+    "all latencies equal": [_row(latency_p50=2.0, latency_p90=2.0, latency_p99=2.0, latency_spread=0.0,
+                                 samples_ms=[2.0] * 50, accuracy=0.5, threads=t) for t in (1, 2, 4)],
+    "zeros": [_row(latency_p50=0.0, latency_p90=0.0, latency_p99=0.0, latency_spread=0.0, latency_fps=0.0,
+                   size_bytes=0, samples_ms=[0.0, 0.0], accuracy=0.0, top1_agreement=0.0)],
+    "no samples": [_row(samples_ms=[]), _row(samples_ms=None, model="b.tflite")],
+    "extremes": [_row(latency_p50=1e-4, latency_p90=1e-4, latency_p99=1e-4, size_bytes=1e12, threads=1,
+                      samples_ms=[1e-4, 5e-324]),
+                 _row(latency_p50=9e6, latency_p90=1e7, latency_p99=1e7, latency_spread=1e6, threads=1024,
+                      samples_ms=[9e6, 1e7], accuracy=1.0, model="slow.tflite")],
+    "failed rows only": [{**_row(status="error", error="boom"), "latency_ms": None}],
+}
+
+
+@pytest.mark.parametrize("kind", ODD_BUT_VALID)
+def test_odd_but_valid_numbers_render_every_plot(tmp_path, kind):
+    pytest.importorskip("matplotlib")
+    from edgekit.bench.report import render_outputs
+    from edgekit.bench.suite import compare_results, load_results, merge_results
+
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(_doc_with(ODD_BUT_VALID[kind])))
+    doc = load_results(path)
+    compare_results(doc, doc)
+    files = render_outputs(merge_results([doc, doc], ["a", "b"]))
+    assert "could not be drawn" not in files["bench.html"]
+    assert ("<img" in files["bench.html"]) == (kind != "failed rows only")
+    assert json.loads(files["bench.json"])["rows"][0]["model"]
+
+
+def test_bench_json_keeps_each_rows_samples_on_one_line(tmp_path):
+    from edgekit.bench.report import render_json
+
+    doc = _doc_with([_row(samples_ms=[1.5] * 1000, model='x "samples_ms" 0123:0'), _row(samples_ms=None)])
+    text = render_json(doc)
+    assert json.loads(text) == doc and len(text.splitlines()) < 80
+    assert "[1.5, 1.5" in text
+
+
+def test_a_large_merge_is_quick_and_plots_a_readable_subset(tmp_path, monkeypatch):
+    """3,000 rows once took 100 s and 1.1 GB (a 1,350-inch-tall box plot, an errorbar per row): the plots now
+    draw at most PLOT_ROWS rows, each with at most PLOT_SAMPLES samples (quantiles of all of them)."""
+    pytest.importorskip("matplotlib")
+    from edgekit.bench import report
+    from edgekit.report import plots
+
+    seen = []
+    for name in ("plot_latency_size", "plot_accuracy_latency", "plot_latency_distributions", "plot_thread_sweep"):
+        real = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda rows, real=real: (seen.append(rows), real(rows))[1])
+    many = [_row(model=f"m{i}.onnx", threads=1 + i % 3, accuracy=0.5,
+                 samples_ms=[0.5 + (j % 97) / 10 for j in range(5000)] if i == 0 else [1.0]) for i in range(3000)]
+    html = report.render_html(_doc_with(many))
+    assert len(seen) == 4 and all(len(rows) <= report.PLOT_ROWS for rows in seen)
+    first = seen[2][0]["samples_ms"]
+    assert len(first) == report.PLOT_SAMPLES and min(first) == 0.5 and max(first) == 0.5 + 96 / 10
+    assert "first 40 of the 3,000 measured rows" in html and html.count("<tr>") == 3001
+
+
+def test_edge_bench_merges_thousands_of_rows(tmp_path):
+    big = tmp_path / "rows.json"
+    big.write_text(json.dumps(_doc_with([_good_doc()["rows"][0]] * 3000)))
+    r = cli("edge-bench", "--merge", big, "--out", tmp_path / "m", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "m" / "bench.json").read_text())["rows"]) == 3000
+
+
 def test_a_model_that_fails_is_reported_once(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")

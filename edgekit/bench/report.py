@@ -115,34 +115,103 @@ def render_markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+PLOT_ROWS = 40  # rows drawn in each plot: the table holds them all, a plot of thousands is unreadable (and slow)
+PLOT_SAMPLES = 2_000  # samples_ms per row handed to the box plot: quantiles of all of them, min and max kept
+
+
+def _plot_rows(rows: list[dict]) -> list[dict]:
+    """The rows the plots draw: the first PLOT_ROWS measured ones, each with at most PLOT_SAMPLES samples (evenly
+    spaced quantiles of all of them, so that the box, whiskers and extremes stay where they were)."""
+    import numpy as np
+
+    out = []
+    for r in rows:
+        if not r.get("latency_ms"):
+            continue
+        samples = r.get("samples_ms")
+        if samples and len(samples) > PLOT_SAMPLES:
+            qs = np.quantile(np.asarray(samples, np.float64), np.linspace(0, 1, PLOT_SAMPLES))
+            r = {**r, "samples_ms": [float(v) for v in qs]}
+        out.append(r)
+        if len(out) == PLOT_ROWS:
+            break
+    return out
+
+
+def _figures(doc: dict) -> list[tuple[str, object]]:
+    """The plots as HTML blocks; a plot that cannot be drawn is a sentence saying so, never a failed report."""
+    import warnings
+
+    from edgekit.errors import MissingDependencyError
+
+    ok = _plot_rows(doc["rows"])
+    if not ok:
+        return []
+    try:
+        from edgekit.report import plots
+
+        plots._pyplot()
+    except MissingDependencyError:
+        return [("p", "Plots need matplotlib: pip install 'edgekit[train]' (or matplotlib).")]
+    measured = sum(1 for r in doc["rows"] if r.get("latency_ms"))
+    blocks: list[tuple[str, object]] = []
+    if measured > len(ok):
+        blocks.append(("p", f"The plots show the first {len(ok)} of the {measured:,} measured rows; the table "
+                            "above holds them all."))
+    for title, fn in (("latency against size", plots.plot_latency_size),
+                      ("accuracy against latency", plots.plot_accuracy_latency),
+                      ("latency distributions", plots.plot_latency_distributions),
+                      ("thread sweep", plots.plot_thread_sweep)):
+        try:
+            with warnings.catch_warnings():  # matplotlib's and numpy's warnings about odd values: not the user's
+                warnings.simplefilter("ignore")
+                png = fn(ok)
+        except MemoryError:
+            raise
+        except Exception as exc:  # odd but valid values a plot cannot draw: the report is written without it
+            from edgekit.errors import first_line
+
+            blocks.append(("p", f"The {title} plot could not be drawn ({exc.__class__.__name__}: "
+                                f"{first_line(exc, 120)})."))
+            continue
+        if png is not None:
+            blocks += [("h2", title), ("img", (png, title))]
+    return blocks
+
+
 def render_html(doc: dict) -> str:
     from edgekit.report import html_page
 
     headers, rows = _columns(doc)
     blocks: list[tuple[str, object]] = [("p", ln.lstrip("- ")) for ln in _environment_lines(doc)]
     blocks += [("p", _spread_sentence(doc)), ("table", (headers, rows))]
-    from edgekit.errors import MissingDependencyError
-
-    try:
-        from edgekit.report import plots
-
-        ok = [r for r in doc["rows"] if r.get("latency_ms")]
-        figures = [("latency against size", plots.plot_latency_size(ok) if ok else None),
-                   ("accuracy against latency", plots.plot_accuracy_latency(ok)),
-                   ("latency distributions", plots.plot_latency_distributions(ok)),
-                   ("thread sweep", plots.plot_thread_sweep(ok))]
-        for title, png in figures:
-            if png is not None:
-                blocks += [("h2", title), ("img", (png, title))]
-    except MissingDependencyError:
-        blocks.append(("p", "Plots need matplotlib: pip install 'edgekit[train]' (or matplotlib)."))
+    blocks += _figures(doc)
     return html_page("edge-bench", blocks)
+
+
+def render_json(doc: dict) -> str:
+    """bench.json, indented, with each row's samples_ms on one line: Python's JSON encoder is fast only without
+    indentation, and a number a line would make a file of many samples ten times the size."""
+    import re
+    import secrets
+
+    nonce = secrets.token_hex(16)  # a placeholder no text in the document can spell
+    lists: list[str] = []
+
+    def slim(r: dict) -> dict:
+        r = {k: v for k, v in r.items() if k != "predictions"}
+        if isinstance(r.get("samples_ms"), list):
+            lists.append(json.dumps(r["samples_ms"]))
+            r["samples_ms"] = f"{nonce}:{len(lists) - 1}"
+        return r
+
+    text = json.dumps({**doc, "rows": [slim(r) for r in doc["rows"]]}, indent=2, sort_keys=False)
+    return re.sub(f'"{nonce}:(\\d+)"', lambda m: lists[int(m.group(1))], text) + "\n"
 
 
 def render_outputs(doc: dict) -> dict[str, str]:
     """The four files' contents, all rendered before any is written."""
-    json_doc = {**doc, "rows": [{k: v for k, v in r.items() if k != "predictions"} for r in doc["rows"]]}
-    return {"bench.json": json.dumps(json_doc, indent=2, sort_keys=False) + "\n", "bench.csv": render_csv(doc),
+    return {"bench.json": render_json(doc), "bench.csv": render_csv(doc),
             "bench.md": render_markdown(doc), "bench.html": render_html(doc)}
 
 

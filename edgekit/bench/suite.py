@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,6 +269,14 @@ def compare_results(current: dict, baseline: dict, *, threshold: float = 0.10,
     return found
 
 
+def check_merge_size(documents: list[dict]) -> None:
+    """Each file holds at most MAX_ROWS rows (check_results); the merged report too."""
+    total = sum(len(d.get("rows") or ()) for d in documents)
+    if total > MAX_ROWS:
+        raise EdgekitError(f"--merge: the {len(documents)} files hold {total:,} rows together; a merged report "
+                           f"holds at most {MAX_ROWS:,}")
+
+
 def merge_results(documents: list[dict], sources: list[str] | None = None) -> dict:
     """Several runs (a laptop and a Pi, say) as one document: every row names its device (and the file it came
     from when two runs share a device)."""
@@ -280,10 +289,12 @@ def merge_results(documents: list[dict], sources: list[str] | None = None) -> di
         raise EdgekitError(f"--merge: {len(documents)} documents but {len(sources)} sources")
     for doc, src in zip(documents, sources, strict=True):
         check_results(doc, src)
+    check_merge_size(documents)
     names = [device_name(d.get("environment", {})) for d in documents]
+    counts = Counter(names)
     rows, envs = [], []
     for doc, name, src in zip(documents, names, sources, strict=True):
-        if names.count(name) > 1:
+        if counts[name] > 1:
             name = f"{name} [{src}]"
         envs.append({"device": name, "environment": doc["environment"], "device_before": doc.get("device_before"),
                      "device_after": doc.get("device_after")})
@@ -317,26 +328,84 @@ def load_results(path: str | Path) -> dict:
     return check_results(doc, p)
 
 
+# What a bench.json may hold: every number edge-bench reads back is checked against these, so that a damaged or
+# hand-edited file is a one-line error naming the field, not an overflow (or an hour of plotting) later on.
+MAX_ROWS = 10_000  # rows in one bench.json, and in a merged report; a real run has a few dozen
+MAX_SAMPLES = 100_000  # samples_ms per row (edge-bench keeps 2,000)
+MAX_MS = 1e7  # any latency or timing, ms (almost three hours)
+MAX_BYTES = 1e12  # a model file
+MAX_COUNT = 1e12  # runs, outliers
+MAX_FPS = 1e9
+MAX_SPREAD = 1e6  # IQR over the median
+MAX_THREADS = 1024
+MAX_CPUS = 1_000_000
+# latency_ms and end_to_end_ms: the range of each key edge-bench writes (any other key: a finite number in 0..MAX_MS)
+_STAT_RANGES = {"runs": (0, MAX_COUNT), "outliers": (0, MAX_COUNT), "fps": (0, MAX_FPS), "spread": (0, MAX_SPREAD)}
+_ROW_RANGES = {"load_ms": (0, MAX_MS), "first_inference_ms": (0, MAX_MS), "peak_rss_mb": (0, MAX_MS),
+               "accuracy": (0, 1), "top1_agreement": (0, 1), "accuracy_drop_points": (-100, 100), "fps": (0, MAX_FPS)}
+
+
+def _shown(v) -> str:
+    """A value for an error message: short, whatever it is (a 300-digit integer is 1e+300)."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        try:
+            return f"{v:.6g}"
+        except OverflowError:  # an int beyond any float
+            return f"a {len(str(abs(v)))}-digit number"
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _first_bad_sample(samples: list) -> int | None:
+    """The index of the first value in ``samples`` that is not a number in 0..MAX_MS, or None: checked in bulk, as
+    a file may hold millions."""
+    if not set(map(type, samples)) <= {int, float}:  # bool, text, None, lists: found one by one
+        return next(j for j, v in enumerate(samples) if type(v) not in (int, float))
+    try:
+        values = np.asarray(samples, np.float64)
+    except OverflowError:  # an integer beyond any float
+        return next(j for j, v in enumerate(samples) if isinstance(v, int) and abs(v) > MAX_MS)
+    good = np.isfinite(values) & (values >= 0) & (values <= MAX_MS)
+    return None if good.all() else int(np.argmin(good))
+
+
 def check_results(doc, where) -> dict:
-    """``doc`` if it is an edge-bench document with every field the comparison, merging and the reports read;
-    else an InputFileError naming ``where`` and the first problem found."""
+    """``doc`` if it is an edge-bench document with every field the comparison, merging and the reports read, each
+    number in a sane range; else an InputFileError naming ``where`` and the first problem found."""
     import math
 
     def bad(why: str):
         raise InputFileError(where, f"is not an edge-bench bench.json ({why})")
 
-    def number(v) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    def number(v) -> bool:  # an int is finite however large (math.isfinite cannot take one beyond a float)
+        return not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and math.isfinite(v)))
 
     def opt(v, kind) -> bool:
         return v is None or isinstance(v, kind)
 
+    def in_range(v, at: str, low: float, high: float) -> None:
+        if not number(v):
+            bad(f"{at} is {_shown(v)}, not a number")
+        if not low <= v <= high:
+            raise InputFileError(where, f"{at} is {_shown(v)}, not in {low:g}..{high:g}")
+
+    def stats(lat: dict, at: str) -> None:
+        for key, v in lat.items():
+            if v is None and key not in ("p50", "p90", "p99", "spread"):
+                continue
+            low, high = _STAT_RANGES.get(key, (0, MAX_MS))
+            in_range(v, f"{at}.{key}", low, high)
+            if key in ("runs", "outliers") and not isinstance(v, int):
+                bad(f"{at}.{key} is {_shown(v)}, not a count")
+
     if not isinstance(doc, dict):
         bad(f"a JSON {type(doc).__name__}, not an object")
     if doc.get("schema_version") != SCHEMA_VERSION:
-        bad(f"schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        bad(f"schema_version {_shown(doc.get('schema_version'))}, expected {SCHEMA_VERSION}")
     if not isinstance(doc.get("rows"), list):
         bad("no rows list")
+    if len(doc["rows"]) > MAX_ROWS:
+        raise InputFileError(where, f"has {len(doc['rows']):,} rows; edge-bench reads at most {MAX_ROWS:,}")
     env = doc.get("environment")
     if not isinstance(env, dict):
         bad("no environment object")
@@ -346,8 +415,10 @@ def check_results(doc, where) -> dict:
             bad(f"environment.{key} is {type(env.get(key)).__name__}")
     if not all(isinstance(x, str) for x in env.get("isa") or []):
         bad("environment.isa is not a list of names")
-    if not opt(env.get("cpu_count"), int):
-        bad("environment.cpu_count is not a number")
+    if env.get("cpu_count") is not None:
+        if not isinstance(env["cpu_count"], int) or isinstance(env["cpu_count"], bool):
+            bad("environment.cpu_count is not a number")
+        in_range(env["cpu_count"], "environment.cpu_count", 0, MAX_CPUS)
     for key in ("device_before", "device_after"):
         if not opt(doc.get(key), dict):
             bad(f"{key} is not an object")
@@ -359,39 +430,51 @@ def check_results(doc, where) -> dict:
             bad(f"{at}.model is missing")
         if not isinstance(r.get("status"), str):
             bad(f"{at}.status is missing")
-        if not number(r.get("size_bytes")) or r["size_bytes"] < 0:
+        if not number(r.get("size_bytes")):
             bad(f"{at}.size_bytes is missing or not a number")
+        in_range(r["size_bytes"], f"{at}.size_bytes", 0, MAX_BYTES)
         if not isinstance(r.get("format"), str):
             bad(f"{at}.format is missing")
         for key in ("backend", "device", "error", "path", "reference"):
             if not opt(r.get(key), str):
                 bad(f"{at}.{key} is {type(r.get(key)).__name__}, not text")
         threads = r.get("threads")
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            bad(f"{at}.threads is {threads!r}")
-        for key in ("load_ms", "first_inference_ms", "peak_rss_mb", "accuracy", "top1_agreement",
-                    "accuracy_drop_points", "fps"):
-            if r.get(key) is not None and not number(r[key]):
-                bad(f"{at}.{key} is {r[key]!r}, not a number")
+        if threads is not None:
+            if not isinstance(threads, int) or isinstance(threads, bool):
+                bad(f"{at}.threads is {_shown(threads)}")
+            in_range(threads, f"{at}.threads", 1, MAX_THREADS)
+        for key, (low, high) in _ROW_RANGES.items():
+            if r.get(key) is not None:
+                in_range(r[key], f"{at}.{key}", low, high)
         lat = r.get("latency_ms")
         if r["status"] == "ok" or lat is not None:
             if not isinstance(lat, dict):
                 bad(f"{at}.latency_ms is missing")
             for key in ("p50", "p90", "p99", "spread"):
-                if not number(lat.get(key)) or lat[key] < 0:
-                    bad(f"{at}.latency_ms.{key} is {lat.get(key)!r}, not a number")
-            if not all(number(v) for k, v in lat.items() if k != "outliers" and v is not None):
-                bad(f"{at}.latency_ms holds a value that is not a number")
-            if not opt(lat.get("outliers"), int):
-                bad(f"{at}.latency_ms.outliers is not a count")
+                if not number(lat.get(key)):
+                    bad(f"{at}.latency_ms.{key} is {_shown(lat.get(key))}, not a number")
+            stats(lat, f"{at}.latency_ms")
         e2e = r.get("end_to_end_ms")
-        if e2e is not None and not (isinstance(e2e, dict) and all(number(v) for v in e2e.values() if v is not None)):
-            bad(f"{at}.end_to_end_ms is not an object of numbers")
-        if not (opt(r.get("samples_ms"), list) and all(number(v) for v in r.get("samples_ms") or [])):
-            bad(f"{at}.samples_ms is not a list of numbers")
+        if e2e is not None:
+            if not isinstance(e2e, dict):
+                bad(f"{at}.end_to_end_ms is not an object of numbers")
+            stats(e2e, f"{at}.end_to_end_ms")
+        samples = r.get("samples_ms")
+        if samples is not None:
+            if not isinstance(samples, list):
+                bad(f"{at}.samples_ms is not a list of numbers")
+            if len(samples) > MAX_SAMPLES:
+                raise InputFileError(where, f"{at}.samples_ms has {len(samples):,} values; edge-bench reads at "
+                                            f"most {MAX_SAMPLES:,}")
+            j = _first_bad_sample(samples)
+            if j is not None:
+                in_range(samples[j], f"{at}.samples_ms[{j}]", 0, MAX_MS)
         if not (opt(r.get("notes"), list) and all(isinstance(v, str) for v in r.get("notes") or [])):
             bad(f"{at}.notes is not a list of text")
         pca = r.get("per_class_accuracy")
-        if pca is not None and not (isinstance(pca, dict) and all(number(v) for v in pca.values())):
-            bad(f"{at}.per_class_accuracy is not an object of numbers")
+        if pca is not None:
+            if not isinstance(pca, dict):
+                bad(f"{at}.per_class_accuracy is not an object of numbers")
+            for name, v in pca.items():
+                in_range(v, f"{at}.per_class_accuracy[{_shown(name)}]", 0, 1)
     return doc

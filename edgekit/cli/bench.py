@@ -54,7 +54,7 @@ def build_parser():
 
 def _load_all(paths: list[str]) -> list[dict]:
     """Every --merge file read and checked; a problem in several is one line for each."""
-    from edgekit.bench.suite import load_results
+    from edgekit.bench.suite import check_merge_size, load_results
     from edgekit.errors import EdgekitError
 
     docs, errors = [], []
@@ -67,6 +67,7 @@ def _load_all(paths: list[str]) -> list[dict]:
         print(f"edge-bench: error: {exc}", file=sys.stderr)
     if errors:
         raise errors[-1]
+    check_merge_size(docs)
     return docs
 
 
@@ -145,9 +146,9 @@ def run(args) -> int:
     if baseline is not None:
         found = compare_results(doc, baseline, threshold=args.threshold)
         bad = [f for f in found if f["problems"]]
+        matched = {(f["model"], f["backend"], f["threads"]) for f in found}
         unmatched = [r["model"] for r in doc["rows"] if r["status"] == "ok" and
-                     not any(f["model"] == r["model"] and f["backend"] == r.get("backend") and
-                             f["threads"] == r.get("threads") for f in found)]
+                     (r["model"], r.get("backend"), r.get("threads")) not in matched]
         doc["comparison"] = {"baseline": str(args.compare), "threshold": args.threshold, "rows": found,
                              "unmatched": unmatched}
         print(f"compared with {args.compare}: {len(found)} matching rows, {len(bad)} regression(s)")

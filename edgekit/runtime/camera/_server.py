@@ -11,17 +11,24 @@ Two guards, checked on every request (page, JSON, snapshot, stream):
 - with ``token`` (--token), the request must carry it: ``?token=...``, ``Authorization: Bearer ...``, or
   the cookie this server sets on the first request that had a valid ``?token=``, so that the page's own
   requests (the JSON poll, the MJPEG <img>) work. Otherwise 401.
+
+Slow clients cannot hold the view: the request line and headers must arrive within HEADER_DEADLINE_S of the
+connection, however slowly they trickle in, and one address may have at most PENDING_PER_ADDRESS connections
+that the guards have not yet let in (more are closed at once). A request that passed the guards (a long MJPEG
+stream, say) counts against neither.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import json
 import re
 import socket
 import string
 import threading
+import time
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +41,8 @@ WILDCARDS = ("", "0.0.0.0", "::")
 TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-._~")  # URL-, header- and cookie-safe
 TOKEN_MIN, TOKEN_MAX = 8, 512
 _HOST_RE = re.compile(r"[A-Za-z0-9._%:-]{1,253}")
+HEADER_DEADLINE_S = 5.0  # from accepting a connection to the end of its request headers, however they trickle in
+PENDING_PER_ADDRESS = 8  # connections from one address not yet answered or let in by the guards
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>edge-camera</title>
@@ -157,31 +166,84 @@ def check_token(token) -> str | None:
     return token
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The request's socket, read with a deadline: every recv may wait only for what is left of it, so a client
+    that trickles its request line or headers a byte at a time is dropped when the deadline passes, not when it
+    stops sending. ``deadline`` None: the socket's own timeout."""
+
+    def __init__(self, sock: socket.socket, deadline: float | None):
+        super().__init__()
+        self._sock = sock
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request headers did not arrive in time")
+            self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
 class _HTTPServer(ThreadingHTTPServer):
-    """At most ``max_connections`` requests at once (one thread each); further connections are closed. A
-    client that goes away mid-answer is not an error worth a traceback."""
+    """At most ``max_connections`` requests at once (one thread each), and at most ``pending_per_address``
+    from one client address that the guards have not yet let in (or answered): further connections are closed
+    at once. With the header deadline, a slow or silent client holds a slot for a few seconds, not for good.
+    A client that goes away mid-answer is not an error worth a traceback."""
 
     daemon_threads = True
     max_connections = 64
+    pending_per_address = PENDING_PER_ADDRESS
+    request_queue_size = 128  # the listen backlog: a burst of connections is accepted (and judged), not dropped
 
     def __init__(self, *args, **kwargs):
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}  # client address -> connections not yet let in
+        self._pending_of: dict[object, str] = {}  # request socket -> its address, while pending
         super().__init__(*args, **kwargs)
 
     def process_request(self, request, client_address):
+        address = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
+        with self._lock:
+            crowded = self._pending.get(address, 0) >= self.pending_per_address
+            if not crowded:
+                self._pending[address] = self._pending.get(address, 0) + 1
+                self._pending_of[request] = address
+        if crowded:
+            self.shutdown_request(request)
+            return
         if not self._slots.acquire(blocking=False):
+            self.let_in(request)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
+            self.let_in(request)
             self._slots.release()
             raise
+
+    def let_in(self, request) -> None:
+        """``request`` no longer counts against its address's pending connections (called once it passed the
+        guards, and when it ends; the second call does nothing)."""
+        with self._lock:
+            address = self._pending_of.pop(request, None)
+            if address is not None:
+                left = self._pending[address] - 1
+                if left:
+                    self._pending[address] = left
+                else:
+                    del self._pending[address]
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.let_in(request)
             self._slots.release()
 
     def handle_error(self, request, client_address):
@@ -221,7 +283,29 @@ class LiveServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            timeout = 30  # a client that sends nothing (or stops reading the stream) is dropped
+            timeout = 30  # a client that stops reading the stream (or answer) is dropped
+
+            def setup(self):
+                super().setup()
+                self.rfile.close()  # read through the deadline instead (see handle_one_request)
+                self._reader = _DeadlineReader(self.connection, None)
+                self.rfile = io.BufferedReader(self._reader)
+
+            def handle_one_request(self):
+                # the request line and headers must all arrive within HEADER_DEADLINE_S, however slowly they
+                # trickle in; what comes after (the answer, a long MJPEG stream) has the usual timeout
+                self._reader.deadline = time.monotonic() + HEADER_DEADLINE_S
+                try:
+                    super().handle_one_request()
+                finally:
+                    self._reader.deadline = None
+
+            def parse_request(self):
+                try:
+                    return super().parse_request()
+                finally:
+                    self._reader.deadline = None
+                    self.connection.settimeout(self.timeout)
 
             def log_message(self, *args):  # no per-request lines on stderr
                 pass
@@ -242,6 +326,7 @@ class LiveServer:
                                b"401 unauthorized: open /?token=TOKEN once, or send Authorization: Bearer TOKEN\n",
                                {"WWW-Authenticate": 'Bearer realm="edge-camera"'})
                     return
+                self.server.let_in(self.request)  # past the guards: no longer one of its address's pending
                 extra = {}
                 if server.token is not None and server._token_matches(query_token):
                     extra["Set-Cookie"] = f"{server.cookie_name}={server.token}; Path=/; HttpOnly; SameSite=Strict"
