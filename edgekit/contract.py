@@ -56,9 +56,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekit._io import check_regular_file
-from edgekit._version import __version__
+from edgekit import __version__
 from edgekit.errors import ContractError, InputFileError, first_line
+from edgekit.fileio import check_regular_file
 
 SCHEMA_VERSION = 2
 CONTRACT_MEMBER = "edgekit_contract.json"  # name inside a TFLite appended zip

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit import _io
+from edgekit import fileio
 from edgekit.errors import InputFileError, OutputExistsError
 
 SUMMARY_SCHEMA = 1
@@ -91,7 +91,7 @@ def check_outputs(config: DemoConfig) -> None:
         if (out / name).is_dir():
             raise InputFileError(out / name, "is a folder; cannot write a file there")
     check_synthetic_target(out / "data", force=config.force)
-    _io.probe_folder(out)
+    fileio.probe_folder(out)
     check_run(config.train_config(out / "data"))
 
 
@@ -131,7 +131,7 @@ def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict:
         artifacts.append({k: d[k] for k in ("path", "format", "size_bytes", "accuracy", "top1_agreement",
                                              "max_abs_diff", "latency_ms", "status")})
     timings["total"] = time.perf_counter() - t_start
-    from edgekit.cli.env import environment
+    from edgekit.environment import environment
 
     summary = {
         "schema_version": SUMMARY_SCHEMA,
@@ -157,7 +157,7 @@ def _write_report(out: Path, summary: dict, result, *, force: bool) -> None:
     from edgekit.report.plots import plot_latency_size
 
     chart = plot_latency_size(summary["artifacts"])
-    _io.write_bytes(out / "latency_size.png", chart, force=force)
+    fileio.write_bytes(out / "latency_size.png", chart, force=force)
     curves = (result.run_dir / "curves.png").read_bytes()
     headers = ["artifact", "format", "size (KB)", "accuracy", "top-1 agreement", "max abs diff", "p50 ms",
                "p90 ms", "status"]
@@ -183,15 +183,15 @@ def _write_report(out: Path, summary: dict, result, *, force: bool) -> None:
         "![training curves](run/curves.png)", "", "![latency against size](latency_size.png)", "",
         f"Time: {timing}.", "",
     ])
-    _io.write_text(out / "report.md", md, force=force)
+    fileio.write_text(out / "report.md", md, force=force)
     page = html_page("edgekit demo report", [
         ("p", intro), ("p", how), ("table", (headers, rows)),
         ("h2", "Training curves"), ("img", (curves, "training curves")),
         ("h2", "Latency against size"), ("img", (chart, "latency against size")),
         ("p", f"Time: {timing}."),
     ])
-    _io.write_text(out / "report.html", page, force=force)
-    _io.write_json(out / "summary.json", summary, force=force)
+    fileio.write_text(out / "report.html", page, force=force)
+    fileio.write_json(out / "summary.json", summary, force=force)
 
 
 def _fmt(v, spec: str = ".4f") -> str:

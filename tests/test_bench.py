@@ -105,7 +105,7 @@ def test_bad_arguments_are_one_line(rgb_onnx, tmp_path):
 
 
 def test_statistics_count_outliers_and_state_the_spread():
-    from edgekit.bench._timing import stats_from_samples
+    from edgekit.timing import stats_from_samples
 
     s = stats_from_samples(np.array([1.0] * 60 + [1.1] * 38 + [9.0, 10.0]))
     assert s.outliers == 2 and s.max == 10.0 and s.p50 == pytest.approx(1.0)

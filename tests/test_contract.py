@@ -135,16 +135,16 @@ def test_read_labels_plain_and_teachable_machine(tmp_path):
 def test_atomic_writes_refuse_to_clobber_and_use_normal_permissions(tmp_path):
     import os
 
-    from edgekit import _io
+    from edgekit import fileio
     from edgekit.errors import OutputExistsError
 
     p = tmp_path / "out.json"
-    _io.write_json(p, {"a": 1})
+    fileio.write_json(p, {"a": 1})
     assert oct(p.stat().st_mode & 0o777) == oct(0o666 & ~_current_umask())
     with pytest.raises(OutputExistsError, match="--force"):
-        _io.write_json(p, {"a": 2})
+        fileio.write_json(p, {"a": 2})
     assert json.loads(p.read_text()) == {"a": 1}
-    _io.write_json(p, {"a": 3}, force=True)
+    fileio.write_json(p, {"a": 3}, force=True)
     assert json.loads(p.read_text()) == {"a": 3}
     assert [q.name for q in tmp_path.iterdir()] == ["out.json"]  # no temporary files left behind
     assert os.access(p, os.R_OK)

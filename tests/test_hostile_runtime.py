@@ -175,7 +175,7 @@ def good_tflite(tmp_path):
 def test_the_api_refuses_thread_counts_the_cli_refuses(good_onnx, good_tflite, threads):
     from edgekit.limits import OptionError
     from edgekit.runtime import Classifier, open_backend
-    from edgekit.runtime._backends import OnnxBackend, TFLiteBackend
+    from edgekit.runtime.backends import OnnxBackend, TFLiteBackend
 
     for model in (good_onnx, good_tflite):
         with pytest.raises(OptionError, match="threads"):
@@ -381,7 +381,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_on_every_image_path(tmp
 def test_opencv_gets_its_own_pixel_cap_when_edgekit_first_imports_it():
     code = ("import os, sys; import edgekit.runtime; "
             "assert 'cv2' not in sys.modules and 'OPENCV_IO_MAX_IMAGE_PIXELS' not in os.environ; "
-            "from edgekit.runtime._preprocess import opencv; from edgekit.limits import MAX_IMAGE_PIXELS; "
+            "from edgekit.pixels import opencv; from edgekit.limits import MAX_IMAGE_PIXELS; "
             "cv2 = opencv(); assert os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'] == str(MAX_IMAGE_PIXELS); print('ok')")
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)

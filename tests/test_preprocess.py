@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from edgekit.contract import ColorOrder, Contract, Interpolation, Layout, Normalization, ResizePolicy
-from edgekit.runtime._backends import TensorInfo
-from edgekit.runtime._preprocess import Preprocessor, resize_fidelity
+from edgekit.pixels import resize_fidelity
+from edgekit.runtime.backends import TensorInfo
+from edgekit.runtime.preprocess import Preprocessor
 from tests.conftest import shared_path
 
 LSB = 1.0  # one step of 8-bit pixels
@@ -133,7 +134,7 @@ def test_both_match_keras_training_resize(h, w):
 @pytest.mark.shared
 @pytest.mark.parametrize("name", ["cat_720p.jpg", "parrot.jpg", "grace_hopper.bmp", "bird.bmp"])
 def test_reference_photos_through_both_libraries_and_keras(name):
-    from edgekit.data.folders import load_rgb
+    from edgekit.pixels import load_rgb
 
     rgb = load_rgb(shared_path("reference", "coral", "images", name))
     cv, pil = _both(Contract(height=224, width=224, normalization=Normalization.in_model()), rgb)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from edgekit.contract import ColorOrder, Contract, Normalization, ResizePolicy
-from edgekit.runtime._backends import TensorInfo
-from edgekit.runtime._derive import apply_overrides, derive_contract
-from edgekit.runtime._preprocess import Preprocessor, resize, to_color_order
+from edgekit.pixels import resize, to_color_order
+from edgekit.runtime.backends import TensorInfo
+from edgekit.runtime.derive import apply_overrides, derive_contract
+from edgekit.runtime.preprocess import Preprocessor
 
 
 def test_importing_the_runtime_loads_no_tensorflow():

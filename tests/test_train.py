@@ -357,7 +357,7 @@ def test_caffe_preprocessing_survives_keras_and_h5_files(tmp_path):
     import keras
 
     from edgekit.convert._source import load_source
-    from edgekit.train._backbones import caffe_preprocessing
+    from edgekit.train.backbones import caffe_preprocessing
 
     inp = keras.Input((8, 8, 3), name="image")
     x = caffe_preprocessing(keras, inp)

@@ -62,7 +62,7 @@ def device_state() -> dict:
 
 
 def bench_environment() -> dict:
-    from edgekit.cli.env import environment
+    from edgekit.environment import environment
 
     env = environment()
     env["isa"] = isa_flags()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.bench._timing import measure_latency
+from edgekit.timing import measure_latency
 
 KERAS_SUFFIXES = (".keras", ".h5")
 
@@ -65,8 +65,7 @@ def _keras(spec: dict) -> dict:
     from edgekit.contract import class_scores
     from edgekit.convert._convert import _model_input, source_contract
     from edgekit.convert._source import load_source
-    from edgekit.data.folders import load_rgb
-    from edgekit.runtime._preprocess import resize, to_color_order
+    from edgekit.pixels import contract_pixels
 
     path = Path(spec["path"])
     t0 = time.perf_counter()
@@ -77,8 +76,7 @@ def _keras(spec: dict) -> dict:
     import tensorflow as tf
 
     def pixels(p):
-        img = resize(to_color_order(load_rgb(p), "RGB", contract.color_order), contract)
-        return img if img.ndim == 3 else img[..., None]
+        return contract_pixels(p, contract)
 
     def forward(x):
         return class_scores(np.asarray(source.call(tf.constant(x))).reshape(1, -1), contract.output)[0]
@@ -132,7 +130,7 @@ def measure(spec: dict) -> dict:
 
 
 def main(spec_file: str) -> None:
-    from edgekit._lazy import quiet_tensorflow
+    from edgekit.lazy import quiet_tensorflow
 
     quiet_tensorflow()
     result = measure(json.loads(Path(spec_file).read_text()))

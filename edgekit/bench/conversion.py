@@ -56,7 +56,7 @@ def convert_reference(spec: ReferenceModel, shared: Path, out: Path, *, log: Cal
 def conversion_benchmarks(shared: Path, *, log: Callable[[str], None] = print) -> dict:
     import tempfile
 
-    from edgekit.cli.env import environment
+    from edgekit.environment import environment
 
     models = []
     for spec in REFERENCE_MODELS:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.bench._timing import measure_latency
+from edgekit.timing import measure_latency
 
 ARCHITECTURES = {"mobilenet_v2_1.0_224": "MobileNetV2", "efficientnet_b0_224": "EfficientNetB0"}
 REFERENCE_TFLITE = ("reference/coral/models/mobilenet_v2_1.0_224_quant.tflite",
@@ -89,8 +89,8 @@ def _preprocessing(shared: Path, tmp: Path, runs: int = 300) -> dict:
     import cv2
     from PIL import Image
 
-    from edgekit.bench._timing import sample_frame
     from edgekit.runtime import Classifier
+    from edgekit.timing import sample_frame
 
     model = shared / "reference" / "coral" / "models" / "tf2_mobilenet_v2_1.0_224_ptq.tflite"
     frame = sample_frame()

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from edgekit import _io
+from edgekit import fileio
 
 OUTPUTS = ("bench.json", "bench.csv", "bench.md", "bench.html")
 COLUMNS = ["device", "model", "format", "backend", "threads", "size_mb", "load_ms", "first_ms", "p50_ms", "p90_ms",
@@ -218,7 +218,7 @@ def render_outputs(doc: dict) -> dict[str, str]:
 def write_rendered(files: dict[str, str], out: str | Path, *, force: bool = False) -> list[Path]:
     """Each file written atomically (a full disk is a one-line error naming the file)."""
     out = Path(out)
-    return [_io.write_text(out / name, text, force=force) for name, text in files.items()]
+    return [fileio.write_text(out / name, text, force=force) for name, text in files.items()]
 
 
 def write_outputs(doc: dict, out: str | Path, *, force: bool = False) -> list[Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.bench._timing import measure_latency, sample_frame
+from edgekit.timing import measure_latency, sample_frame
 
 
 def classify_overhead(model: Path, *, runs: int = 200, threads: int | None = None) -> dict:
@@ -132,7 +132,7 @@ def camera_throughput(model: Path, video: Path) -> dict:
 def runtime_benchmarks(shared: Path, *, log: Callable[[str], None] = print) -> dict:
     """The numbers of benchmarks/runtime.py: MobileNetV2 1.0/224 int8 (Google's TF2 post-training quantized
     file in ../shared; its TF1 uint8 sibling runs about twice as slow)."""
-    from edgekit.cli.env import environment
+    from edgekit.environment import environment
 
     coral = Path(shared) / "reference" / "coral"
     model = coral / "models" / "tf2_mobilenet_v2_1.0_224_ptq.tflite"
@@ -144,7 +144,7 @@ def runtime_benchmarks(shared: Path, *, log: Callable[[str], None] = print) -> d
     with tempfile.TemporaryDirectory() as tmp:
         keras_file = None
         try:
-            from edgekit._lazy import tensorflow
+            from edgekit.lazy import tensorflow
 
             tensorflow()
             import keras

@@ -101,7 +101,7 @@ def _sample_image(tmp: Path) -> Path:
     """A 640x480 photo-like JPEG for end-to-end timing when there is no --data."""
     import cv2
 
-    from edgekit.bench._timing import sample_frame
+    from edgekit.timing import sample_frame
 
     path = tmp / "frame_640x480.jpg"
     cv2.imwrite(str(path), sample_frame())

@@ -20,11 +20,11 @@ def machine_slug(env: dict) -> str:
 
 def write_results(results_root: Path, name: str, results: dict, markdown: str) -> Path:
     """Store one benchmark's results as <results_root>/<machine>/<name>.json and .md; returns the .md path."""
-    from edgekit import _io
+    from edgekit import fileio
 
     out = Path(results_root) / machine_slug(results["environment"])
-    _io.write_json(out / f"{name}.json", results, force=True)
-    _io.write_text(out / f"{name}.md", markdown, force=True)
+    fileio.write_json(out / f"{name}.json", results, force=True)
+    fileio.write_text(out / f"{name}.md", markdown, force=True)
     return out / f"{name}.md"
 
 
@@ -73,7 +73,7 @@ def training_benchmarks(shared: Path, *, log: Callable[[str], None] = print) -> 
 
     log("3/3 the course CNN (cnn2) from scratch on CIFAR-10 (1,000 training images, 32 px)")
     cnn = _run(log, data=str(cifar), model="cnn2", weights=None, epochs=30, augment=_course_flip())
-    from edgekit.cli.env import environment
+    from edgekit.environment import environment
 
     return {"schema_version": 1, "environment": environment(), "feature_cache": cache,
             "runs": {"feature_cache_on": cached, "feature_cache_off": uncached, "cats_vs_dogs_mobilenet": transfer,

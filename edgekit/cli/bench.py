@@ -74,7 +74,7 @@ def _load_all(paths: list[str]) -> list[dict]:
 def run(args) -> int:
     from pathlib import Path
 
-    from edgekit import _io
+    from edgekit import fileio
     from edgekit.bench.report import OUTPUTS, render_outputs, write_rendered
     from edgekit.bench.suite import (
         BACKENDS,
@@ -111,10 +111,10 @@ def run(args) -> int:
         if out.exists() and not out.is_dir():
             raise EdgekitError(f"{out}: exists and is not a folder (--out names the output folder)")
         for name in OUTPUTS:
-            _io.check_writable(out / name, force=args.force)
+            fileio.check_writable(out / name, force=args.force)
             if (out / name).is_dir():
                 raise InputFileError(out / name, "is a folder; cannot write a file there")
-        _io.probe_folder(out)
+        fileio.probe_folder(out)
 
     if merged is not None:
         doc = merge_results(merged, [str(p) for p in args.merge])

@@ -84,8 +84,8 @@ def build_parser():
 def run(args) -> int:
     from pathlib import Path
 
-    from edgekit._lazy import ensure_available
     from edgekit.convert.targets import get_target, parse_formats
+    from edgekit.lazy import ensure_available
 
     src = Path(args.model)
     from edgekit.convert._convert import artifact_stem

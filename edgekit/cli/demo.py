@@ -24,7 +24,7 @@ def build_parser():
 
 
 def run(args) -> int:
-    from edgekit._lazy import ensure_available
+    from edgekit.lazy import ensure_available
 
     ensure_available("tensorflow", "matplotlib", "tf2onnx", "onnx", extra="convert")
     from edgekit.demo import DemoConfig, run_demo

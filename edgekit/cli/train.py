@@ -12,9 +12,9 @@ from edgekit.cli._common import float_in, int_in, make_parser, run_main
 
 
 def build_parser():
-    from edgekit.train._augment import FLIPS
-    from edgekit.train._backbones import BACKBONES
-    from edgekit.train._datasets import DATASET_NAMES
+    from edgekit.data.datasets import DATASET_NAMES
+    from edgekit.train.augment import FLIPS
+    from edgekit.train.backbones import BACKBONES
 
     p = make_parser("edge-train", __doc__ + "\n\nexamples:\n  edge-train --data photos/ --out run/\n"
                     "  edge-train --data synthetic --out run/ --size 64 --epochs 12\n"
@@ -67,7 +67,7 @@ def build_parser():
 def augmentation_from_args(args):
     from dataclasses import replace
 
-    from edgekit.train._augment import Augmentation
+    from edgekit.train.augment import Augmentation
 
     aug = Augmentation.course() if args.augment else Augmentation()
     changes = {k: getattr(args, k) for k in ("flip", "rotation", "zoom", "translate", "contrast", "brightness")
@@ -78,7 +78,7 @@ def augmentation_from_args(args):
 def run(args) -> int:
     from pathlib import Path
 
-    from edgekit._lazy import ensure_available
+    from edgekit.lazy import ensure_available
 
     ensure_available("tensorflow", "matplotlib", extra="train")
     augment = augmentation_from_args(args)

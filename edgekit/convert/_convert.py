@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import _io
+from edgekit import fileio
 from edgekit.contract import ColorOrder, Contract, Normalization, OutputKind, class_scores, read_labels, read_sidecar
 from edgekit.contract import sidecar_path as _sidecar
 from edgekit.convert._data import RANDOM, Samples, hold_out, load_samples, random_samples
@@ -143,7 +143,7 @@ def _rel(p: Path, base: Path) -> str:
 # ---- contract for the source model ---------------------------------------------------------------
 def source_contract(source, model_path: Path, overrides: dict) -> tuple[Contract, list[str]]:
     """The run folder's contract.json if there is one, else one derived from the model's input."""
-    from edgekit.runtime._derive import apply_overrides
+    from edgekit.runtime.derive import apply_overrides
 
     notes: list[str] = list(source.notes)
     contract = read_sidecar(model_path) if model_path.is_file() else None
@@ -395,12 +395,12 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     paths = {t.name: out / artifact_name(stem, t) for t in targets}
     if out.exists() and not out.is_dir():
         raise InputFileError(out, "exists and is not a folder (--out names the output folder)")
-    _io.probe_folder(out)  # /proc/x, a read-only disk, a path under a file: refused now, not after converting
+    fileio.probe_folder(out)  # /proc/x, a read-only disk, a path under a file: refused now, not after converting
     if not options.force:  # refuse before doing any work
         extra = [out / f"{stem}_int8_mixed.tflite"] if options.auto_fix else []
         artifacts = [*paths.values(), *extra]
         for p in [*artifacts, *map(_sidecar, artifacts), out / "report.json", out / "report.md"]:
-            _io.check_writable(p, force=False)
+            fileio.check_writable(p, force=False)
     for ext in options.compare:
         if not Path(ext).is_file():
             raise InputFileError(ext, "no such file (given with --compare)")
@@ -420,7 +420,7 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
         contract_notes = [n for n in contract_notes if not n.startswith("no contract.json beside the model: assumed")]
     notes += contract_notes
     contract = contract.with_provenance(source_name=src.name,
-                                        source_sha256=_io.sha256_file(src) if src.is_file() else "")
+                                        source_sha256=fileio.sha256_file(src) if src.is_file() else "")
     for n in notes:
         log(f"note: {n}")
 
@@ -504,8 +504,8 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
 
     report = ConvertReport(src, out, contract, results, ref_acc, data.calibration_info, data.validation_info, notes,
                            source.loader, 4 * source.param_count, macs)
-    _io.write_json(out / "report.json", report.to_dict(), force=options.force)
-    _io.write_text(out / "report.md", render_markdown(report), force=options.force)
+    fileio.write_json(out / "report.json", report.to_dict(), force=options.force)
+    fileio.write_text(out / "report.md", render_markdown(report), force=options.force)
     log(f"[report] {out / 'report.md'}")
     return report
 
@@ -538,8 +538,8 @@ def _export_one(source, target: TargetSpec, ctx: ExportContext, cal_info: dict, 
         return ArtifactResult(path, target.name, 0, target.quantization(ctx), "error",
                               seconds=time.perf_counter() - t0,
                               message=f"export failed: {exc.__class__.__name__}: {first_line(exc)}")
-    _io.write_bytes(path, data, force=options.force)
-    _io.write_text(_sidecar(path), art_contract.to_json() + "\n", force=options.force)
+    fileio.write_bytes(path, data, force=options.force)
+    fileio.write_text(_sidecar(path), art_contract.to_json() + "\n", force=options.force)
     res = ArtifactResult(path, target.name, len(data), target.quantization(ctx), "unverified",
                          seconds=time.perf_counter() - t0)
     return verifier(res)
@@ -557,8 +557,8 @@ class _Verifier:
     contract: Contract | None = None
 
     def __call__(self, res: ArtifactResult) -> ArtifactResult:
-        from edgekit.bench import measure_latency
         from edgekit.runtime import Classifier
+        from edgekit.timing import measure_latency
 
         if self.reference is None or self.validation is None:
             return res
@@ -591,11 +591,11 @@ class _Verifier:
 def _check_compare_files(files, contract: Contract) -> None:
     """Every --compare file must open in the runtime and take the source model's input size."""
     from edgekit.runtime import open_backend
-    from edgekit.runtime._derive import _layout_and_size
+    from edgekit.runtime.derive import layout_and_size
 
     for f in files:
         be = open_backend(Path(f))
-        _, h, w, c = _layout_and_size(be.input.shape)
+        _, h, w, c = layout_and_size(be.input.shape)
         if (h, w, c) != (contract.height, contract.width, contract.channels):
             raise InputFileError(f, f"takes {w}x{h}x{c} input, the source model {contract.width}x"
                                     f"{contract.height}x{contract.channels}: not a conversion of this model "
@@ -653,8 +653,8 @@ def _diagnose_int8(source, ctx: ExportContext, failed: ArtifactResult, stem: str
              "keep_float": keep}
         art = ctx.contract.with_provenance(artifact_format="tflite_int8_mixed", quantization=q)
         data = embed_tflite(selective_int8(source, ctx.calibration, keep), art)
-        _io.write_bytes(path, data, force=True if best is not None else options.force)
-        _io.write_text(_sidecar(path), art.to_json() + "\n", force=True if best is not None else options.force)
+        fileio.write_bytes(path, data, force=True if best is not None else options.force)
+        fileio.write_text(_sidecar(path), art.to_json() + "\n", force=True if best is not None else options.force)
         best = verifier(ArtifactResult(path, "tflite_int8_mixed", len(data), q, "unverified"))
         log("      " + _summary(best))
         if best.status == "pass" or k == most:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.contract import ColorOrder, Contract
-from edgekit.data.folders import ImageFolder, find_split, list_images, load_rgb, stratified_val_mask
+from edgekit.data.folders import ImageFolder, find_split, list_images, stratified_val_mask
 from edgekit.errors import EdgekitError, InputFileError, first_line
 
 RANDOM = "random"
@@ -67,11 +67,9 @@ class Samples:
 
 def _pixels(img, contract: Contract) -> np.ndarray:
     """One RGB uint8 image (an array or a path) -> [H, W, C] at the contract's size and colour order."""
-    from edgekit.runtime._preprocess import resize, to_color_order
+    from edgekit.pixels import contract_pixels
 
-    arr = load_rgb(img) if isinstance(img, str | Path) else img
-    out = resize(to_color_order(arr, ColorOrder.RGB, contract.color_order), contract)
-    return out if out.ndim == 3 else out[..., None]
+    return contract_pixels(img, contract)
 
 
 def _map(fn, items) -> list:
@@ -136,7 +134,7 @@ def _folder_samples(folder: ImageFolder, root: Path, contract: Contract, notes: 
 
 
 def _from_dataset(name: str, contract: Contract) -> tuple[Samples, Samples]:
-    from edgekit.train._datasets import load_dataset
+    from edgekit.data.datasets import load_dataset
 
     ds = load_dataset(name, image_size=max(contract.height, contract.width), log=lambda _m: None)
 
@@ -192,7 +190,7 @@ def _from_npy(path: Path, contract: Contract, notes: list[str]) -> Samples:
 def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibration",
                  notes: list[str] | None = None) -> tuple[Samples, Samples | None]:
     """(images, their own validation split if the source has one) for a folder, dataset name or .npy."""
-    from edgekit.train._datasets import DATASET_NAMES
+    from edgekit.data.datasets import DATASET_NAMES
 
     notes = notes if notes is not None else []
     p = Path(spec)

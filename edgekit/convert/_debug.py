@@ -10,8 +10,8 @@ import io
 import types
 from dataclasses import dataclass
 
-from edgekit._lazy import tensorflow
 from edgekit.convert.tflite import Calibration, converter
+from edgekit.lazy import tensorflow
 
 _OP_WORDS = {"DEPTHWISE_CONV_2D": ("depthwise",), "CONV_2D": ("conv",), "FULLY_CONNECTED": ("dense", "matmul"),
              "ADD": ("add",), "MEAN": ("pool", "mean"), "AVERAGE_POOL_2D": ("pool",), "MAX_POOL_2D": ("pool",),

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit._lazy import require, tensorflow
 from edgekit.convert.safety import UnsafeModelError, check_config, check_savedmodel
 from edgekit.errors import InputFileError
 from edgekit.errors import first_line as _first_line
+from edgekit.lazy import require, tensorflow
 
 __all__ = ["SourceModel", "UnsafeModelError", "from_keras_model", "load_source", "sniff"]
 

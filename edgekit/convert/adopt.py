@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import _io
+from edgekit import fileio
 from edgekit.contract import ColorOrder, Contract, Normalization, NormKind, read_labels
 from edgekit.convert import preprocessing as pp
 from edgekit.errors import EdgekitError, InputFileError, VerificationError
@@ -47,13 +47,13 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
     from edgekit.convert._verify import compare
     from edgekit.data.labels import imagenet_labels, label_index
     from edgekit.runtime import Classifier, open_backend
-    from edgekit.runtime._derive import apply_overrides, derive_contract
+    from edgekit.runtime.derive import apply_overrides, derive_contract
 
     target = out / src.name
     if not options.force:
         for p in (target, out / "report.json", out / "report.md"):
-            _io.check_writable(p, force=False)
-    _io.probe_folder(out)
+            fileio.check_writable(p, force=False)
+    fileio.probe_folder(out)
     log(f"[load] {src}")
     backend = open_backend(src, threads=options.threads)
     if getattr(backend, "embedded", None) is not None:
@@ -117,7 +117,7 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
         log(line)
     if not contract.labels:
         contract = replace(contract, labels=tuple(f"class_{i}" for i in range(contract_outputs(contract, n_out))))
-    contract = contract.with_provenance(source_name=src.name, source_sha256=_io.sha256_file(src),
+    contract = contract.with_provenance(source_name=src.name, source_sha256=fileio.sha256_file(src),
                                         artifact_format=src.suffix.lstrip(".").lower())
     from_order = ColorOrder.GRAY if contract.channels == 1 else ColorOrder.RGB
     rgb = pixels if contract.color_order != ColorOrder.BGR else pixels[..., ::-1]
@@ -133,7 +133,7 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
                                     "folders? pass --allow-low-accuracy if this is really how well it does")
 
     data = _embedded_copy(src, contract)
-    _io.write_bytes(target, data, force=options.force)
+    fileio.write_bytes(target, data, force=options.force)
     log(f"[write] {target} (the contract embedded)")
     clf = Classifier.open(target, threads=options.threads)
     outputs = np.stack([clf.scores(img, color_order=None if contract.channels == 1 else "RGB") for img in rgb])
@@ -146,8 +146,8 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
                             message=msg)
     report = ConvertReport(src, out, contract, [result], ref_acc, {"used": False},
                            {"used": True, **samples.describe()}, notes, "runtime", 0)
-    _io.write_json(out / "report.json", report.to_dict(), force=options.force)
-    _io.write_text(out / "report.md", render_markdown(report), force=options.force)
+    fileio.write_json(out / "report.json", report.to_dict(), force=options.force)
+    fileio.write_text(out / "report.md", render_markdown(report), force=options.force)
     log(f"[report] {out / 'report.md'}")
     return report
 
@@ -163,8 +163,8 @@ def _embedded_copy(src: Path, contract: Contract) -> bytes:
         from edgekit.contract import embed_tflite
 
         return embed_tflite(src.read_bytes(), contract)
-    from edgekit._lazy import require
     from edgekit.contract import embed_onnx
+    from edgekit.lazy import require
 
     onnx = require("onnx", extra="convert")
     proto = onnx.load_from_string(src.read_bytes())

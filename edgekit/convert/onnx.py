@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit._lazy import native_stderr_silenced, require, tensorflow
+from edgekit.lazy import native_stderr_silenced, require, tensorflow
 
 
 def export_onnx(source, *, opset: int = 17, batch: int | None = 1, nchw: bool = False):

@@ -46,7 +46,7 @@ class TargetSpec:
 def _quiet():
     """Keras' export prints every captured variable to stdout, MLIR logs from C++ to stderr, and the
     calibrator warns about statistics it does not need; errors still raise with their message."""
-    from edgekit._lazy import native_stderr_silenced
+    from edgekit.lazy import native_stderr_silenced
 
     with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

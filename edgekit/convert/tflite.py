@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from edgekit._lazy import tensorflow
+from edgekit.lazy import tensorflow
 
 Calibration = Callable[[], Iterable[np.ndarray]]  # () -> float32 [1, H, W, C] batches in model input units
 

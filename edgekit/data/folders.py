@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgekit._io import check_regular_file
-from edgekit.errors import InputFileError, first_line
-from edgekit.limits import MAX_IMAGE_PIXELS, check_pixels
+from edgekit.errors import InputFileError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _VAL_NAMES = ("val", "validation", "valid", "test")
@@ -92,69 +87,3 @@ def find_split(root: str | Path) -> tuple[Path, Path | None]:
                 return train, root / name
         return train, None
     return root, None
-
-
-def open_rgb(path: str | Path):
-    """Decode an image file to an RGB PIL image: EXIF orientation applied, transparency composited on white,
-    16-bit greyscale scaled to 8 bits, palette and CMYK converted."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    p = Path(path)
-    if image_size(p) is None:  # the header only: a decompression bomb is refused before it is decoded
-        raise InputFileError(p, "not an image file edgekit can read (JPEG, PNG, BMP, GIF, TIFF, WebP...)")
-    try:
-        with warnings.catch_warnings(), Image.open(p) as im:
-            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: image_size applied our limit
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, np.float64)
-                arr = arr / max(float(arr.max()), 1.0) * 255.0
-                return Image.fromarray(np.round(arr).astype(np.uint8)).convert("RGB")
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            im = im.convert("RGB")
-            im.load()
-            return im
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputFileError(p, f"not a readable image ({exc.__class__.__name__})") from exc
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to an RGB uint8 array (see ``open_rgb``)."""
-    return np.asarray(open_rgb(path), np.uint8)
-
-
-_BOMB = re.compile(r"\((\d+) pixels\)")
-
-
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from an image file's header, without decoding it; None when Pillow does not know the
-    format. First the file must be a readable, non-empty regular file (a FIFO or device is refused without being
-    opened: opening a FIFO blocks), then no larger than ``edgekit.limits.MAX_IMAGE_PIXELS``."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):  # from collect_images(keep_irregular)
-        raise InputFileError(path, "this folder cannot be read (permission denied)")
-    check_regular_file(path, "image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning, corrupt EXIF: our checks say what matters
-            with Image.open(path) as im:
-                width, height = im.size
-    except UnidentifiedImageError:
-        return None
-    except Image.DecompressionBombError as exc:
-        m = _BOMB.search(str(exc))
-        size = f"{int(m.group(1)) / 1e6:.0f} megapixels" if m else "larger than Pillow's decompression-bomb limit"
-        raise InputFileError(path, f"image is {size}, over edgekit's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} "
-                                   "megapixels; downscale it first") from None
-    except MemoryError:
-        raise InputFileError(path, "image header is too large to read") from None
-    except Exception as exc:  # OSError, or a decoder's own exception on a malformed header
-        raise InputFileError(path, f"not a readable image ({getattr(exc, 'strerror', None) or first_line(exc)})") \
-            from None
-    check_pixels(width, height, path)
-    return width, height

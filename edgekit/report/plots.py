@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from edgekit._lazy import require
+from edgekit.lazy import require
 
 
 def _pyplot():

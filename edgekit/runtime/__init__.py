@@ -7,7 +7,7 @@
 Imports only NumPy, OpenCV, Pillow and the interpreter it uses.
 """
 
-from edgekit.runtime._backends import TensorInfo, open_backend
+from edgekit.runtime.backends import TensorInfo, open_backend
 from edgekit.runtime.classifier import Classifier, Prediction, collect_images
 
 __all__ = ["Classifier", "Prediction", "TensorInfo", "collect_images", "open_backend"]

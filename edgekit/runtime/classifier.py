@@ -20,12 +20,12 @@ from edgekit.contract import (
     class_scores,
     read_sidecar,
 )
-from edgekit.data.folders import image_size
 from edgekit.errors import EdgekitError, InputFileError, first_line
 from edgekit.limits import MAX_IMAGE_PIXELS, check_threads
-from edgekit.runtime._backends import open_backend
-from edgekit.runtime._derive import apply_overrides, derive_contract
-from edgekit.runtime._preprocess import RESIZERS, Preprocessor, opencv, resize_fidelity
+from edgekit.pixels import RESIZERS, image_size, opencv, resize_fidelity
+from edgekit.runtime.backends import open_backend
+from edgekit.runtime.derive import apply_overrides, derive_contract
+from edgekit.runtime.preprocess import Preprocessor
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def _check_input_fits(p: Path, shape: tuple[int, ...], c: Contract, source: str,
 
 def _pil_read(path: Path):
     """Decode with Pillow (``open_rgb``: EXIF orientation, transparency, 16-bit, palettes), every failure one line."""
-    from edgekit.data.folders import open_rgb
+    from edgekit.pixels import open_rgb
 
     try:
         with warnings.catch_warnings():
@@ -251,7 +251,7 @@ def _pil_read(path: Path):
 def _cv2_read(path: Path) -> np.ndarray:
     cv2 = opencv()
     check_regular_file(path, "image")
-    from edgekit._lazy import native_stderr_silenced
+    from edgekit.lazy import native_stderr_silenced
 
     try:
         with native_stderr_silenced():  # libjpeg prints "Premature end of JPEG file" itself; our error says it

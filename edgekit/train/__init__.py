@@ -8,10 +8,10 @@ run folder holds model.keras, model.h5, labels.txt, contract.json, history.json,
 metrics.json, curves.png and confusion.png. Needs the ``train`` extra (TensorFlow).
 """
 
-from edgekit.train._augment import Augmentation
-from edgekit.train._backbones import BACKBONES, BackboneSpec, get_backbone
-from edgekit.train._datasets import DATASET_NAMES, load_dataset
+from edgekit.data.datasets import DATASET_NAMES, load_dataset
 from edgekit.train._fit import TrainConfig, TrainResult, train
+from edgekit.train.augment import Augmentation
+from edgekit.train.backbones import BACKBONES, BackboneSpec, get_backbone
 
 __all__ = ["BACKBONES", "DATASET_NAMES", "Augmentation", "BackboneSpec", "TrainConfig", "TrainResult",
            "get_backbone", "load_dataset", "train"]

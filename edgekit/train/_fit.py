@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import _io
-from edgekit._lazy import tensorflow
+from edgekit import fileio
 from edgekit.contract import Contract, Normalization, Provenance
+from edgekit.data.datasets import ArraySet, load_dataset
 from edgekit.errors import EdgekitError, InputFileError, OutputExistsError, first_line
-from edgekit.train._augment import Augmentation
-from edgekit.train._backbones import BackboneSpec, get_backbone
-from edgekit.train._datasets import ArraySet, load_dataset
+from edgekit.lazy import tensorflow
+from edgekit.train.augment import Augmentation
+from edgekit.train.backbones import BackboneSpec, get_backbone
 
 CHECKPOINTS = "checkpoints"
 RUN_FILES = ("model.keras", "model.h5", "labels.txt", "contract.json", "history.json", "metrics.json",
@@ -309,7 +309,7 @@ class _Progress:
     def write_state(self) -> None:
         with self.signals.hold():
             _mkdir(self.dir)
-            _io.write_json(self.dir / "state.json", {"fingerprint": self.fingerprint, "settings": self.settings,
+            fileio.write_json(self.dir / "state.json", {"fingerprint": self.fingerprint, "settings": self.settings,
                                                      "stage": self.stage, "done": self.done, "best": self.best,
                                                      "history": self.history, "epoch_seconds": self.epoch_seconds},
                            force=True)
@@ -472,7 +472,7 @@ def _write_model_file(model, path: Path, *, check=None) -> str | None:
     try:
         if data is not None:
             try:
-                _io.write_bytes(tmp, data, force=True)
+                fileio.write_bytes(tmp, data, force=True)
             except InputFileError as exc:
                 raise InputFileError(path, exc.problem) from None
         else:
@@ -598,9 +598,9 @@ def check_outputs(config: TrainConfig) -> dict | None:
     for p in targets:
         if p.is_dir():
             raise InputFileError(p, "is a folder; cannot write a file there")
-    _io.probe_folder(out)
+    fileio.probe_folder(out)
     if checkpoints.is_dir():
-        _io.probe_folder(checkpoints)
+        fileio.probe_folder(checkpoints)
     return state
 
 
@@ -635,7 +635,7 @@ def _quiet_absl():
 
 
 def _check_target(path: Path, force: bool) -> None:
-    _io.check_writable(path, force=force)
+    fileio.check_writable(path, force=force)
     if path.is_dir():
         raise InputFileError(path, "is a folder; cannot write a file there")
 
@@ -864,11 +864,11 @@ def _write_run(out: Path, model, contract: Contract, history, config: TrainConfi
     model_path = out / "model.keras"
     _save_keras(model, model_path, force=force)
     h5_problem = _save_h5_checked(model, out / "model.h5", force=force)
-    contract = contract.with_provenance(source_name="model.keras", source_sha256=_io.sha256_file(model_path))
-    _io.write_text(out / "contract.json", contract.to_json() + "\n", force=force)
-    _io.write_text(out / "labels.txt", "\n".join(contract.labels) + "\n", force=force)
-    _io.write_json(out / "history.json", history, force=force)
-    _io.write_json(out / "metrics.json", {
+    contract = contract.with_provenance(source_name="model.keras", source_sha256=fileio.sha256_file(model_path))
+    fileio.write_text(out / "contract.json", contract.to_json() + "\n", force=force)
+    fileio.write_text(out / "labels.txt", "\n".join(contract.labels) + "\n", force=force)
+    fileio.write_json(out / "history.json", history, force=force)
+    fileio.write_json(out / "metrics.json", {
         "val_accuracy": val_acc,
         "per_class_accuracy": per_class,
         "confusion": confusion.tolist(),
@@ -886,5 +886,5 @@ def _write_run(out: Path, model, contract: Contract, history, config: TrainConfi
         "model_h5": h5_problem or "written",
         "exported_epoch": best_epoch,
     }, force=force)
-    _io.write_bytes(out / "curves.png", plot_history(history), force=force)
-    _io.write_bytes(out / "confusion.png", plot_confusion(confusion, contract.labels), force=force)
+    fileio.write_bytes(out / "curves.png", plot_history(history), force=force)
+    fileio.write_bytes(out / "confusion.png", plot_confusion(confusion, contract.labels), force=force)

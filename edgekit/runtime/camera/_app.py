@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.runtime._preprocess import opencv
+from edgekit.pixels import opencv
 from edgekit.runtime.camera._sources import shown
 
 

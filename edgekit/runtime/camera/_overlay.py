@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, OutputExistsError
-from edgekit.runtime._preprocess import opencv
+from edgekit.pixels import opencv
 from edgekit.runtime.camera._sources import quiet_opencv, shown
 
 

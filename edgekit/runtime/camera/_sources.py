@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, MissingDependencyError, first_line
-from edgekit.runtime._preprocess import opencv
+from edgekit.pixels import opencv
 
 PICAMERA = ("picamera", "csi", "picamera2")
 

@@ -10,121 +10,12 @@ OpenCV is imported on first use, through ``opencv()``, which caps its decoders f
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 
 from edgekit.contract import ColorOrder, Contract, Interpolation, Layout, ResizePolicy
 from edgekit.errors import EdgekitError
-from edgekit.runtime._backends import TensorInfo
-
-_cv2 = None
-_INTERP: dict[Interpolation, int] = {}
-
-
-def opencv():
-    """OpenCV, imported once. Before the first import, OPENCV_IO_MAX_IMAGE_PIXELS (which OpenCV reads when the
-    library loads) is capped at ``edgekit.limits.MAX_IMAGE_PIXELS``: a backstop behind the header check that
-    every image path makes before decoding. A lower value already in the environment is kept."""
-    global _cv2
-    if _cv2 is None:
-        if "cv2" not in sys.modules:
-            from edgekit.limits import MAX_IMAGE_PIXELS
-
-            current = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()
-            if not (current.isdigit() and 0 < int(current) <= MAX_IMAGE_PIXELS):
-                os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_IMAGE_PIXELS)
-        import cv2
-
-        _INTERP.update({
-            Interpolation.BILINEAR: cv2.INTER_LINEAR,
-            Interpolation.NEAREST: cv2.INTER_NEAREST_EXACT,  # half-pixel centres, as TF and Pillow
-            Interpolation.BICUBIC: cv2.INTER_CUBIC,
-            Interpolation.AREA: cv2.INTER_AREA,
-        })
-        _cv2 = cv2
-    return _cv2
-
-
-def _cv2_interp(interp: Interpolation) -> int:
-    opencv()
-    return _INTERP[interp]
-
-
-def to_color_order(img: np.ndarray, src: ColorOrder, dst: ColorOrder) -> np.ndarray:
-    """Convert an HxW or HxWxC uint8 image between RGB, BGR and GRAY."""
-    if img.ndim == 2:
-        src = ColorOrder.GRAY
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img, src = img[..., 0], ColorOrder.GRAY
-    if src == dst:
-        return img
-    cv2 = opencv()
-    if src == ColorOrder.GRAY:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)  # grey is the same in RGB and BGR order
-    if dst == ColorOrder.GRAY:
-        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY if src == ColorOrder.RGB else cv2.COLOR_BGR2GRAY)
-    return img[..., ::-1]
-
-
-def _crop_box(h: int, w: int, th: int, tw: int) -> tuple[int, int, int, int]:
-    """Largest centred box of aspect tw/th inside an h x w image: (y0, y1, x0, x1)."""
-    if w * th > h * tw:  # too wide
-        cw = max(1, round(h * tw / th))
-        x0 = (w - cw) // 2
-        return 0, h, x0, x0 + cw
-    ch = max(1, round(w * th / tw))
-    y0 = (h - ch) // 2
-    return y0, y0 + ch, 0, w
-
-
-def resize(img: np.ndarray, contract: Contract) -> np.ndarray:
-    """Geometric step: crop/letterbox/squash to the contract's size."""
-    th, tw = contract.size
-    h, w = img.shape[:2]
-    if contract.resize == ResizePolicy.CENTER_CROP:
-        y0, y1, x0, x1 = _crop_box(h, w, th, tw)
-        img = img[y0:y1, x0:x1]
-    elif contract.resize == ResizePolicy.LETTERBOX:
-        s = min(th / h, tw / w)
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        inner = _resize_exact(img, nh, nw, contract)
-        out = np.zeros((th, tw, *img.shape[2:]), img.dtype)
-        y0, x0 = (th - nh) // 2, (tw - nw) // 2
-        out[y0:y0 + nh, x0:x0 + nw] = inner
-        return out
-    return _resize_exact(img, th, tw, contract)
-
-
-def _resize_exact(img: np.ndarray, th: int, tw: int, contract: Contract) -> np.ndarray:
-    h, w = img.shape[:2]
-    if (h, w) == (th, tw):
-        return img
-    if contract.antialias and (th < h or tw < w):
-        from PIL import Image
-
-        pil = {Interpolation.BILINEAR: Image.BILINEAR, Interpolation.BICUBIC: Image.BICUBIC,
-               Interpolation.NEAREST: Image.NEAREST, Interpolation.AREA: Image.BOX}[contract.interpolation]
-        return np.asarray(Image.fromarray(img).resize((tw, th), pil))
-    out = opencv().resize(img, (tw, th), interpolation=_cv2_interp(contract.interpolation))
-    return out if out.ndim == img.ndim else out[..., None]
-
-
-# ---- which library reproduces which resize ---------------------------------------------------------------------
-RESIZERS = ("opencv", "pillow")
-
-
-def resize_fidelity(library: str, contract: Contract) -> str | None:
-    """None when ``library`` reproduces the contract's resize (within 1 LSB), else a note saying how it differs."""
-    interp, aa = contract.interpolation, contract.antialias  # antialiased resizes always go through Pillow
-    if library == "opencv":
-        if interp == Interpolation.BICUBIC and not aa:
-            return "OpenCV's bicubic (a=-0.75) differs slightly from the training resize (a=-0.5)"
-        return None
-    if interp == Interpolation.AREA:
-        return "Pillow has no exact area resize; it uses a box filter instead"
-    return None
+from edgekit.pixels import crop_box, cv2_interp, opencv, pil_resize, resize
+from edgekit.runtime.backends import TensorInfo
 
 
 class Preprocessor:
@@ -139,7 +30,7 @@ class Preprocessor:
         self.tensor = tensor
         self._cv2 = opencv()
         c = contract
-        self._interp = _cv2_interp(c.interpolation)
+        self._interp = cv2_interp(c.interpolation)
         a, b = c.normalization.affine(c.channels)
         if np.issubdtype(tensor.dtype, np.integer):
             # fold quantization into the affine map: q = x / s + zp. An integer input without quantization
@@ -208,15 +99,15 @@ class Preprocessor:
         c = self.contract
         w, h = im.size
         if c.resize == ResizePolicy.CENTER_CROP:
-            y0, y1, x0, x1 = _crop_box(h, w, c.height, c.width)
+            y0, y1, x0, x1 = crop_box(h, w, c.height, c.width)
             im, (w, h) = im.crop((x0, y0, x1, y1)), (x1 - x0, y1 - y0)
         if c.resize == ResizePolicy.LETTERBOX:
             s = min(c.height / h, c.width / w)
             nh, nw = max(1, round(h * s)), max(1, round(w * s))
             canvas = Image.new(im.mode, (c.width, c.height))
-            canvas.paste(_pil_resize(im, nw, nh, c), ((c.width - nw) // 2, (c.height - nh) // 2))
+            canvas.paste(pil_resize(im, nw, nh, c), ((c.width - nw) // 2, (c.height - nh) // 2))
             return canvas
-        return im if (w, h) == (c.width, c.height) else _pil_resize(im, c.width, c.height, c)
+        return im if (w, h) == (c.width, c.height) else pil_resize(im, c.width, c.height, c)
 
     # ---- the whole step ---------------------------------------------------------------------------------------
     def into_tensor(self, image, color_order: ColorOrder | str = ColorOrder.RGB) -> np.ndarray:
@@ -273,48 +164,3 @@ class Preprocessor:
 
     def __call__(self, image, color_order: ColorOrder | str = ColorOrder.RGB) -> np.ndarray:
         return self.into_tensor(image, color_order).copy()
-
-
-def _pil_resize(im, tw: int, th: int, contract: Contract):
-    """Resize a PIL image as the model was trained. ``Image.resize`` antialiases when it shrinks (that is
-    ``tf.image.resize(antialias=True)``, up to 95 LSB away from Keras' default on a 720p photo), and
-    Pillow's affine transform truncates instead of rounding; so the default bilinear resize is computed here
-    with Keras' own half-pixel formula, rounded (within 0.5 LSB of ``tf.image.resize``)."""
-    from PIL import Image
-
-    filters = {Interpolation.BILINEAR: Image.BILINEAR, Interpolation.BICUBIC: Image.BICUBIC,
-               Interpolation.NEAREST: Image.NEAREST, Interpolation.AREA: Image.BOX}
-    w, h = im.size
-    if contract.antialias or contract.interpolation == Interpolation.AREA:
-        return im.resize((tw, th), filters[contract.interpolation])
-    if contract.interpolation == Interpolation.BILINEAR:
-        out = half_pixel_bilinear(np.asarray(im), th, tw)
-        return Image.fromarray(out)
-    return im.transform((tw, th), Image.AFFINE, (w / tw, 0, 0, 0, h / th, 0), resample=filters[contract.interpolation])
-
-
-def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TF's half-pixel bilinear weights along one axis: (lower index, upper index, fraction)."""
-    x = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    f = np.floor(x)
-    lo = np.clip(f, 0, n_in - 1).astype(np.intp)
-    hi = np.clip(np.ceil(x), 0, n_in - 1).astype(np.intp)
-    return lo, hi, (x - f).astype(np.float32)
-
-
-def half_pixel_bilinear(img: np.ndarray, th: int, tw: int) -> np.ndarray:
-    """``tf.image.resize(img, (th, tw), 'bilinear')`` rounded to uint8, in numpy (no OpenCV)."""
-    y0, y1, fy = _axis(img.shape[0], th)
-    x0, x1, fx = _axis(img.shape[1], tw)
-    extra = [1] * (img.ndim - 2)
-    fy, fx = fy.reshape(-1, 1, *extra), fx.reshape(1, -1, *extra)
-
-    r0, r1 = img[y0], img[y1]  # whole rows: memcpy-fast; then columns within the few rows
-
-    def at(rows, xs):
-        return rows[:, xs].astype(np.float32)
-
-    tl, tr, bl, br = at(r0, x0), at(r0, x1), at(r1, x0), at(r1, x1)
-    top = tl + (tr - tl) * fx
-    bottom = bl + (br - bl) * fx
-    return np.clip(np.rint(top + (bottom - top) * fy), 0, 255).astype(np.uint8)

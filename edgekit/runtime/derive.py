@@ -8,10 +8,10 @@ import numpy as np
 
 from edgekit.contract import ColorOrder, Contract, Layout, Normalization, OutputKind, Provenance
 from edgekit.errors import EdgekitError
-from edgekit.runtime._backends import TensorInfo
+from edgekit.runtime.backends import TensorInfo
 
 
-def _layout_and_size(shape: tuple[int, ...]) -> tuple[Layout, int, int, int]:
+def layout_and_size(shape: tuple[int, ...]) -> tuple[Layout, int, int, int]:
     dims = shape[1:] if len(shape) == 4 else (*shape[1:], 1) if len(shape) == 3 else None
     if dims is None:
         raise EdgekitError(f"input shape {list(shape)} is not an image (expected [1, H, W, C] or [1, C, H, W])")
@@ -22,7 +22,7 @@ def _layout_and_size(shape: tuple[int, ...]) -> tuple[Layout, int, int, int]:
 
 def derive_contract(tensor: TensorInfo, num_outputs: int) -> tuple[Contract, list[str]]:
     """A best-guess contract from the input tensor alone, and the assumptions it made."""
-    layout, h, w, ch = _layout_and_size(tensor.shape)
+    layout, h, w, ch = layout_and_size(tensor.shape)
     if ch not in (1, 3):
         raise EdgekitError(f"input shape {list(tensor.shape)} has {ch} channels; image models have 1 or 3")
     notes = []

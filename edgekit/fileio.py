@@ -9,7 +9,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from edgekit.errors import InputFileError, OutputExistsError
+from edgekit.errors import InputFileError, OutputExistsError, first_line
 
 
 def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
@@ -136,3 +136,32 @@ def check_regular_file(path: str | Path, noun: str = "file", *, allow_empty: boo
     if not os.access(p, os.R_OK):
         raise InputFileError(p, "permission denied")
     return st
+
+
+def read_capped(path: str | Path, what: str, limit: int, *, error: type[InputFileError] = InputFileError) -> bytes:
+    """The bytes of a small file (labels, a contract, a state or results JSON), refusing one over ``limit``
+    bytes without reading more than that: a one-line ``error`` naming the file either way."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise error(p, f"cannot read the {what} ({exc.strerror or exc})") from None
+    if len(raw) > limit:
+        raise error(p, f"{what} is over {limit >> 20} MB; is it really a {what}?")
+    return raw
+
+
+def read_json_file(path: str | Path, what: str, limit: int, *,
+                   error: type[InputFileError] = InputFileError) -> object:
+    """A small JSON file, parsed: a regular file (a FIFO is refused, not opened), at most ``limit`` bytes,
+    UTF-8, not nested beyond Python's recursion limit. Every failure is a one-line ``error`` naming it."""
+    p = Path(path)
+    check_regular_file(p, what)
+    raw = read_capped(p, what, limit, error=error)
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except RecursionError:
+        raise error(p, f"is not a {what} (JSON nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(p, f"is not JSON ({exc.__class__.__name__}: {first_line(exc, 80)})") from None

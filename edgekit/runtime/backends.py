@@ -173,7 +173,7 @@ class TFLiteBackend:
 
     def _load(self, cls, kwargs):
         """Construct (no tensors are allocated yet), check the tensors, then allocate."""
-        from edgekit._lazy import native_stderr_silenced
+        from edgekit.lazy import native_stderr_silenced
 
         with native_stderr_silenced():  # LiteRT logs "Created XNNPACK delegate" from C++ on every load
             it = cls(**kwargs)

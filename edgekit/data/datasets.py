@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.folders import ImageFolder, find_split, load_rgb, stratified_val_mask
+from edgekit.data.folders import ImageFolder, find_split, stratified_val_mask
 from edgekit.errors import EdgekitError, InputFileError
 
 CATS_VS_DOGS_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
@@ -70,7 +70,7 @@ def _offline_error(name: str, url: str, exc: BaseException) -> EdgekitError:
 
 
 def _keras_dataset(name: str) -> tuple[ArraySet, ArraySet]:
-    from edgekit._lazy import tensorflow
+    from edgekit.lazy import tensorflow
 
     tensorflow()
     import keras
@@ -90,7 +90,7 @@ def _keras_dataset(name: str) -> tuple[ArraySet, ArraySet]:
 
 
 def _cats_vs_dogs() -> Path:
-    from edgekit._lazy import tensorflow
+    from edgekit.lazy import tensorflow
 
     tensorflow()
     import keras
@@ -108,14 +108,14 @@ def _cats_vs_dogs() -> Path:
 
 def _decode_folder(folder: ImageFolder, size: int, log: Callable[[str], None]) -> tuple[ArraySet, list[str]]:
     from edgekit.contract import Contract
-    from edgekit.runtime._preprocess import resize
+    from edgekit.pixels import contract_pixels
 
     target = Contract(height=size, width=size)
 
     def one(sample):
         path, label = sample
         try:
-            return resize(load_rgb(path), target), label, None
+            return contract_pixels(path, target), label, None
         except InputFileError as exc:
             return None, label, f"{path.name} ({exc.problem})"
 
