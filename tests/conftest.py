@@ -76,3 +76,24 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
     return path
+
+
+def _missing(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers that act: on a base install (no TensorFlow), every ``tf`` test is skipped with the reason
+    instead of erroring at ``import keras``."""
+    if not _missing("tensorflow"):
+        return
+    skip = pytest.mark.skip(reason="needs TensorFlow, which the base install leaves out: "
+                                   "pip install 'edgekit[convert]'")
+    for item in items:
+        if "tf" in item.keywords:
+            item.add_marker(skip)

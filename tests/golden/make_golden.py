@@ -1,0 +1,95 @@
+"""Write the golden files that tests/test_golden.py reads back on every run.
+
+    .venv/bin/python tests/golden/make_golden.py            # writes tests/golden/v<SCHEMA_VERSION>/
+
+Run it only when the on-disk format changes on purpose (a new contract schema version): it writes a new
+``v<N>/`` folder and never touches the folders of earlier versions, which stay as the files older releases
+wrote, so that reading them keeps working. It needs the convert extra (TensorFlow, tf2onnx).
+
+Each folder holds: ``contract.json`` (what edge-train writes beside a model), ``model.tflite`` and
+``model.onnx`` (tiny float32 classifiers written by edge-convert, with their embedded contracts),
+``image.png`` (the input) and ``expected.json`` (the Keras model's scores for that image, the tolerance, and
+the edgekit version that wrote the folder).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TOLERANCE = 1e-5  # float32 TFLite/ONNX against Keras on the same pixels: measured differences are ~1e-7
+
+
+def tiny_model():
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def image() -> np.ndarray:
+    rng = np.random.default_rng(11)
+    return rng.integers(0, 256, (20, 14, 3), dtype=np.uint8)  # not square: the resize is exercised too
+
+
+def runtime_pixels(path: Path, contract) -> np.ndarray:
+    """The uint8 pixels edgekit's runtime feeds the model (OpenCV's bilinear resize, which can differ from a
+    rounded ``tf.image.resize`` by one level): the scores must be reproducible to ~1e-7, not to 1e-3."""
+    try:
+        from edgekit.pixels import contract_pixels
+    except ImportError:  # releases before the pixel path had its own module (schema 1)
+        from edgekit.data.folders import load_rgb
+        from edgekit.runtime._preprocess import resize
+
+        return resize(load_rgb(path), contract)
+    return contract_pixels(path, contract)
+
+
+def main(out_root: Path = HERE) -> Path:
+    from PIL import Image
+
+    from edgekit import __version__
+    from edgekit.contract import SCHEMA_VERSION, Contract, Normalization
+    from edgekit.convert import ConvertOptions, convert
+
+    out = out_root / f"v{SCHEMA_VERSION}"
+    if out.exists():
+        sys.exit(f"{out} exists: golden files of a released schema are never rewritten")
+    contract = Contract(height=16, width=16, normalization=Normalization.in_model("x / 127.5 - 1"),
+                        labels=("red", "green", "blue"))
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        run.mkdir()
+        model = tiny_model()
+        model.save(run / "model.keras")
+        (run / "contract.json").write_text(contract.to_json() + "\n")
+        arts = Path(tmp) / "artifacts"
+        convert(run / "model.keras", arts, ConvertOptions(formats=("tflite_float32", "onnx_float32"),
+                                                           calibration="random", bench_runs=1))
+        out.mkdir(parents=True)
+        shutil.copy(run / "contract.json", out / "contract.json")
+        shutil.copy(arts / "model_float32.tflite", out / "model.tflite")
+        shutil.copy(arts / "model_float32.onnx", out / "model.onnx")
+    img = image()
+    Image.fromarray(img).save(out / "image.png")
+    x = runtime_pixels(out / "image.png", contract).astype(np.float32)[None]
+    scores = np.asarray(model(x))[0]
+    (out / "expected.json").write_text(json.dumps({
+        "edgekit_version": __version__, "schema_version": SCHEMA_VERSION, "labels": list(contract.labels),
+        "scores": [float(s) for s in scores], "tolerance": TOLERANCE}, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    print(main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE))
