@@ -70,7 +70,7 @@ def check_outputs(config: DemoConfig) -> None:
     or empty; with it, nothing in the way may be a file where a folder goes (or the reverse), and the folder
     must be writable."""
     from edgekit.data.synthetic import check_synthetic_target
-    from edgekit.train._fit import check_outputs as check_run
+    from edgekit.train import check_outputs as check_run
 
     out = Path(config.out)
     if out.is_symlink() and not out.exists():

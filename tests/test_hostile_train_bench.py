@@ -101,8 +101,7 @@ def test_a_second_synthetic_run_refuses_before_regenerating(tmp_path):
                                       "confusion.png", "model.h5"])
 def test_every_run_file_and_checkpoint_is_checked_first(tmp_path, leftover):
     from edgekit.errors import OutputExistsError
-    from edgekit.train import TrainConfig
-    from edgekit.train._fit import preflight
+    from edgekit.train import TrainConfig, preflight
 
     out = tmp_path / "run"
     (out / leftover).parent.mkdir(parents=True, exist_ok=True)
@@ -167,8 +166,7 @@ OUT_CASES = [("afile", "--out must be a folder"), ("afile/sub", "is a file, not 
 @pytest.mark.parametrize("tool", ["edge-train", "edge-demo"])
 def test_out_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path, tool, out, needle):
     from edgekit.demo import DemoConfig, check_outputs
-    from edgekit.train import TrainConfig
-    from edgekit.train._fit import preflight
+    from edgekit.train import TrainConfig, preflight
 
     (tmp_path / "afile").write_text("x")
     target = Path(out) if out.startswith("/") else tmp_path / out
@@ -310,7 +308,7 @@ DAMAGE = ["not json", "a list", "empty", "deep", "wrong types", "short history",
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_resume_state_is_named(tmp_path, damage):
-    from edgekit.train._fit import preflight
+    from edgekit.train import preflight
 
     config, named = _damage(tmp_path, damage)
     before = snapshot(tmp_path / "run")
@@ -350,8 +348,7 @@ def test_a_checkpoint_that_cannot_be_loaded_is_one_line(tmp_path):
 
 @pytest.mark.tf
 def test_resume_finishes_a_run_whose_final_save_was_interrupted(tmp_path, monkeypatch):
-    from edgekit.train import TrainConfig, _fit, train
-    from edgekit.train._fit import RUN_FILES, TrainingInterrupted
+    from edgekit.train import RUN_FILES, TrainConfig, TrainingInterrupted, run_folder, train
 
     data = colour_folder(tmp_path / "d", per_class=2)
     out = tmp_path / "run"
@@ -362,7 +359,7 @@ def test_resume_finishes_a_run_whose_final_save_was_interrupted(tmp_path, monkey
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(_fit, "_save_h5_checked", killed)
+        m.setattr(run_folder, "_save_h5_checked", killed)
         with pytest.raises(TrainingInterrupted, match="--resume finishes it"):
             train(config, **QUIET)
     state = json.loads((out / "checkpoints" / "state.json").read_text())
@@ -383,19 +380,18 @@ def test_resume_finishes_a_run_whose_final_save_was_interrupted(tmp_path, monkey
 @pytest.mark.tf
 def test_sigterm_during_a_checkpoint_waits_for_it_then_stops(tmp_path, monkeypatch):
     """SIGTERM (and Ctrl-C) are held while a checkpoint is written, then stop training as Ctrl-C does."""
-    from edgekit.train import TrainConfig, _fit, train
-    from edgekit.train._fit import TrainingInterrupted
+    from edgekit.train import TrainConfig, TrainingInterrupted, checkpoints, train
 
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         pytest.skip("something else handles SIGTERM in this process")
-    original = _fit._save_weights
+    original = checkpoints._save_weights
 
     def save_weights(model, path):
         if path.name == "last.weights.h5":
             os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of writing the checkpoint
         original(model, path)
 
-    monkeypatch.setattr(_fit, "_save_weights", save_weights)
+    monkeypatch.setattr(checkpoints, "_save_weights", save_weights)
     data = colour_folder(tmp_path / "d", per_class=2)
     out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match=r"1 finished epoch\(s\) are saved"):
@@ -408,8 +404,7 @@ def test_sigterm_during_a_checkpoint_waits_for_it_then_stops(tmp_path, monkeypat
 
 @pytest.mark.tf
 def test_disk_full_while_training_is_one_line_and_resume_finishes(tmpfs, tmp_path):
-    from edgekit.train import TrainConfig, train
-    from edgekit.train._fit import RUN_FILES
+    from edgekit.train import RUN_FILES, TrainConfig, train
 
     data = colour_folder(tmp_path / "d", per_class=2)
     mnt = tmpfs("560k")  # the checkpoints fit (about 3 x 175 kB); the run folder's models do not
@@ -745,16 +740,16 @@ def test_saving_through_a_path_is_atomic_too(tmp_path, monkeypatch):
 
     import keras
 
-    from edgekit.train import _fit
+    from edgekit.train import model_files
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-    monkeypatch.setattr(_fit, "_serialize", lambda model, name: None)
-    _fit._save_keras(model, tmp_path / "model.keras", force=False)
-    _fit._save_weights(model, tmp_path / "last.weights.h5")
+    monkeypatch.setattr(model_files, "_serialize", lambda model, name: None)
+    model_files._save_keras(model, tmp_path / "model.keras", force=False)
+    model_files._save_weights(model, tmp_path / "last.weights.h5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.weights.h5", "model.keras"]
     keras.models.load_model(tmp_path / "model.keras", compile=False)
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 20, 1 << 20, 0))
     with pytest.raises(InputFileError, match=r"model\.h5: cannot write \(No space left on device"):
-        _fit._save_h5_checked(model, tmp_path / "model.h5", force=False)
+        model_files._save_h5_checked(model, tmp_path / "model.h5", force=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.weights.h5", "model.keras"]

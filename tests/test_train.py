@@ -97,7 +97,7 @@ def test_offline_downloads_say_what_to_do(monkeypatch, name, patch):
 def test_augmentation_is_off_at_evaluation_and_never_exported():
     import keras
 
-    from edgekit.train._fit import _trainer, build_model
+    from edgekit.train.model import _trainer, build_model
 
     model, *_ = build_model(keras, get_backbone("mobilenet_v2"), 2, 32, 0.35, None)
     trainer = _trainer(keras, model, (32, 32, 3), 32, Augmentation(flip="both", rotation=0.2, contrast=0.3), 0)
@@ -136,7 +136,7 @@ def test_two_phases_with_a_local_weights_file(tmp_path):
 def test_the_real_imagenet_mobilenet_weights_load():
     import keras
 
-    from edgekit.train._fit import build_model
+    from edgekit.train.model import build_model
 
     path = shared_path("reference", "keras-weights", "mobilenet_2_5_224_tf_no_top.h5")
     spec = get_backbone("mobilenet")
@@ -178,20 +178,20 @@ def test_bad_input_gets_one_line(tmp_path, setup, args, needle):
 
 def _interrupt_after(monkeypatch, epochs_done: int):
     """Make Ctrl-C arrive right after ``epochs_done`` epochs have been saved."""
-    from edgekit.train import _fit
+    from edgekit.train import checkpoints
 
-    original = _fit._Progress.save
+    original = checkpoints._Progress.save
 
     def save(self, model, val_accuracy):
         original(self, model, val_accuracy)
         if sum(self.done.values()) >= epochs_done:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_fit._Progress, "save", save)
+    monkeypatch.setattr(checkpoints._Progress, "save", save)
 
 
 def test_ctrl_c_keeps_finished_epochs_and_resume_continues(tmp_path, monkeypatch):
-    from edgekit.train._fit import TrainingInterrupted
+    from edgekit.train import TrainingInterrupted
 
     data = colour_folder(tmp_path / "d", per_class=8)
     config = TrainConfig(data=data, out=tmp_path / "run", model="mobilenet", alpha=0.25, image_size=32, epochs=2,
@@ -221,7 +221,7 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_continues(tmp_path, monkeypatch
 def test_imagenet_offline_says_what_to_do_instead():
     import keras
 
-    from edgekit.train._fit import build_model
+    from edgekit.train.model import build_model
 
     spec = get_backbone("mobilenet_v2")
 
@@ -258,13 +258,12 @@ def test_unknown_fine_tune_layer_is_named(tmp_path):
 
 
 def test_interrupt_before_any_epoch_says_nothing_was_saved(tmp_path, monkeypatch):
-    from edgekit.train import _fit
-    from edgekit.train._fit import TrainingInterrupted
+    from edgekit.train import TrainingInterrupted, fit
 
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_fit, "_fit", ctrl_c)
+    monkeypatch.setattr(fit, "_fit", ctrl_c)
     with pytest.raises(TrainingInterrupted, match="nothing was saved"):
         train(TrainConfig(data=colour_folder(tmp_path / "d", per_class=3), out=tmp_path / "run", model="cnn1",
                           image_size=32, epochs=1, verbose=0), **QUIET)
@@ -374,8 +373,8 @@ def _assert_saved_files_are_safe(folder: Path, model, x):
 
     import h5py
 
-    from edgekit.convert._source import load_source
     from edgekit.convert.safety import config_problems
+    from edgekit.convert._source import load_source
 
     x = x.astype("float32")
     with zipfile.ZipFile(folder / "model.keras") as z:
@@ -392,7 +391,8 @@ def _assert_saved_files_are_safe(folder: Path, model, x):
 def test_caffe_backbones_save_and_load(tmp_path, name):
     import keras
 
-    from edgekit.train._fit import _save_h5_checked, build_model
+    from edgekit.train.model import build_model
+    from edgekit.train.model_files import _save_h5_checked
 
     model, *_ = build_model(keras, get_backbone(name), 2, 32, 1.0, None)
     model.save(tmp_path / "model.keras")

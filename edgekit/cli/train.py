@@ -82,8 +82,7 @@ def run(args) -> int:
 
     ensure_available("tensorflow", "matplotlib", extra="train")
     augment = augmentation_from_args(args)
-    from edgekit.train import TrainConfig, train
-    from edgekit.train._fit import preflight
+    from edgekit.train import TrainConfig, preflight, train
 
     synthetic = args.data == "synthetic" and not Path("synthetic").exists()  # a local folder wins over the name
     data = Path(args.out) / "data" if synthetic else args.data

@@ -9,9 +9,12 @@ metrics.json, curves.png and confusion.png. Needs the ``train`` extra (TensorFlo
 """
 
 from edgekit.data.datasets import DATASET_NAMES, load_dataset
-from edgekit.train._fit import TrainConfig, TrainResult, train
 from edgekit.train.augment import Augmentation
 from edgekit.train.backbones import BACKBONES, BackboneSpec, get_backbone
+from edgekit.train.checkpoints import TrainingInterrupted
+from edgekit.train.config import TrainConfig
+from edgekit.train.fit import TrainResult, preflight, train
+from edgekit.train.run_folder import RUN_FILES, check_outputs
 
-__all__ = ["BACKBONES", "DATASET_NAMES", "Augmentation", "BackboneSpec", "TrainConfig", "TrainResult",
-           "get_backbone", "load_dataset", "train"]
+__all__ = ["BACKBONES", "DATASET_NAMES", "RUN_FILES", "Augmentation", "BackboneSpec", "TrainConfig", "TrainResult",
+           "TrainingInterrupted", "check_outputs", "get_backbone", "load_dataset", "preflight", "train"]
