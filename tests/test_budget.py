@@ -152,8 +152,8 @@ def test_bad_counts_get_one_line(macs, params):
 def test_convert_notes_the_pi_estimate_for_a_big_model_only():
     import keras
 
-    from edgekit.convert._convert import _compute_budget
-    from edgekit.convert._source import from_keras_model
+    from edgekit.convert.budget import compute_budget as _compute_budget
+    from edgekit.convert.source import from_keras_model
 
     inp = keras.Input((64, 64, 3))
     small = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(

@@ -178,7 +178,7 @@ def test_int8_without_calibration_is_refused_or_skipped(keras3_model, tmp_path, 
 
 
 def test_legacy_h5_loads_through_tf_keras_and_converts(legacy_h5, colours, tmp_path):
-    from edgekit.convert._source import load_source
+    from edgekit.convert.source import load_source
 
     assert load_source(legacy_h5).loader == "tf_keras"
     report = _convert(legacy_h5, tmp_path / "o", formats=("tflite_float32", "tflite_int8", "onnx_float32"),
@@ -220,7 +220,7 @@ def test_a_broken_artifact_is_caught(keras3_model, colours, tmp_path, capsys):
     import keras
 
     from edgekit.convert import ParityError, check_parity
-    from edgekit.convert._source import from_keras_model
+    from edgekit.convert.source import from_keras_model
     from edgekit.convert.tflite import export_tflite
 
     model = keras.models.load_model(keras3_model)

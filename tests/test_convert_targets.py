@@ -11,10 +11,10 @@ def test_efficientnet_onnx_has_one_input_and_matches_keras():
     import keras
     import onnxruntime as ort
 
-    from edgekit.convert._source import from_keras_model
     from edgekit.convert.onnx import export_onnx
+    from edgekit.convert.source import from_keras_model
     from edgekit.train import get_backbone
-    from edgekit.train._fit import build_model
+    from edgekit.train.model import build_model
 
     model, *_ = build_model(keras, get_backbone("efficientnet_b0"), 3, 32, 1.0, None)
     proto = export_onnx(from_keras_model(model))

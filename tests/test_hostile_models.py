@@ -207,7 +207,7 @@ def writing_savedmodel(tmp_path_factory):
 
 
 def test_a_savedmodel_that_writes_files_is_refused(writing_savedmodel, tmp_path, capsys):
-    from edgekit.convert._source import load_source
+    from edgekit.convert.source import load_source
 
     path, marker = writing_savedmodel
     code, err, _ = _cli([path, "--out", tmp_path / "o", "--formats", "tflite_float32", "--calibration", "random"],

@@ -76,6 +76,7 @@ def tmpfs(tmp_path):
 
 
 # ---- edge-train: every output checked before anything is written ------------------------------------------
+@pytest.mark.tf
 def test_synthetic_data_never_replaces_a_users_file(tmp_path):
     out = tmp_path / "run"
     mine = out / "data" / "train" / "dots" / "dots_00000.png"  # named exactly like a generated image
@@ -87,6 +88,7 @@ def test_synthetic_data_never_replaces_a_users_file(tmp_path):
     assert snapshot(tmp_path) == before  # nothing written, not even a temporary folder
 
 
+@pytest.mark.tf
 def test_a_second_synthetic_run_refuses_before_regenerating(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -178,6 +180,7 @@ def test_out_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path, tool, 
     assert (tmp_path / "afile").read_text() == "x" and not Path("/proc/edgekit-test").exists()
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("tool", ["edge-train", "edge-demo"])
 def test_out_under_a_file_is_one_line_from_the_cli(tmp_path, tool):
     (tmp_path / "afile").write_text("x")
@@ -188,6 +191,7 @@ def test_out_under_a_file_is_one_line_from_the_cli(tmp_path, tool):
     assert "decoding" not in r.stdout and "generating" not in r.stdout
 
 
+@pytest.mark.tf
 def test_demo_refuses_a_folder_that_holds_files(tmp_path):
     out = tmp_path / "demo"
     (out / "data" / "train" / "dots").mkdir(parents=True)
@@ -197,6 +201,7 @@ def test_demo_refuses_a_folder_that_holds_files(tmp_path):
     assert snapshot(out) == before
 
 
+@pytest.mark.tf
 def test_demo_disk_full_while_generating_is_one_line(tmpfs):
     mnt = tmpfs("64k")
     r = cli("edge-demo", "--out", mnt / "demo", "--epochs", "1", "--size", "32", "--train-per-class", "200",
@@ -229,6 +234,7 @@ def test_augmentation_refuses_out_of_range_fractions(name, value):
         Augmentation(**{name: value})
 
 
+@pytest.mark.tf
 def test_backbone_minimum_size(tmp_path):
     from edgekit.train import TrainConfig
 
@@ -319,6 +325,7 @@ def test_a_damaged_resume_state_is_named(tmp_path, damage):
     assert snapshot(tmp_path / "run") == before
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("damage", ["not json", "bad checkpoint"])
 def test_a_damaged_resume_state_is_one_line_from_the_cli(tmp_path, damage):
     config, named = _damage(tmp_path, damage)

@@ -49,7 +49,7 @@ def _nearest_centre_model(path, cand: pp.Candidate, protos: np.ndarray):
 
 @pytest.mark.parametrize("name", [c.name for c in pp.candidates(3)] + [f"grey {c.name}" for c in pp.candidates(1)])
 def test_labelled_search_recovers_every_convention(tmp_path, name):
-    from edgekit.convert._source import load_source
+    from edgekit.convert.source import load_source
 
     grey = name.startswith("grey ")
     protos = PROTOS_GREY if grey else PROTOS_RGB
@@ -69,7 +69,7 @@ def test_label_free_ranking_prefers_the_right_convention(tmp_path):
     spreads its answers; a wrong scale collapses most images onto a few classes. (Label-free evidence is
     weaker: on this model x/255 and torch mean/std, nearly an affine of each other, are not told apart, and
     the search says "ambiguous" there; nor can a colour order be told from its mirror without labels.)"""
-    from edgekit.convert._source import load_source
+    from edgekit.convert.source import load_source
 
     for name in ("x/127.5-1", "caffe BGR mean"):
         cand = pp.candidate(name, 3)
@@ -208,7 +208,7 @@ def test_flags_win_but_a_contradiction_is_said_in_one_line(tmp_path, capsys):
 def test_imagenet_models_without_labels_get_the_shipped_class_names(tmp_path):
     from types import SimpleNamespace
 
-    from edgekit.convert._convert import source_contract
+    from edgekit.convert import source_contract
     from edgekit.data.labels import imagenet_labels
 
     names = imagenet_labels(1000)

@@ -355,7 +355,7 @@ def test_caffe_preprocessing_survives_keras_and_h5_files(tmp_path):
     backbones take a minute to save and trace on two cores: test_caffe_backbones_save_and_load, slow)."""
     import keras
 
-    from edgekit.convert._source import load_source
+    from edgekit.convert.source import load_source
     from edgekit.train.backbones import caffe_preprocessing
 
     inp = keras.Input((8, 8, 3), name="image")
@@ -374,7 +374,7 @@ def _assert_saved_files_are_safe(folder: Path, model, x):
     import h5py
 
     from edgekit.convert.safety import config_problems
-    from edgekit.convert._source import load_source
+    from edgekit.convert.source import load_source
 
     x = x.astype("float32")
     with zipfile.ZipFile(folder / "model.keras") as z:

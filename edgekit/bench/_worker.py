@@ -63,8 +63,7 @@ def _runtime(spec: dict) -> dict:
 
 def _keras(spec: dict) -> dict:
     from edgekit.contract import class_scores
-    from edgekit.convert._convert import _model_input, source_contract
-    from edgekit.convert._source import load_source
+    from edgekit.convert import load_source, model_input, source_contract
     from edgekit.pixels import contract_pixels
 
     path = Path(spec["path"])
@@ -82,7 +81,7 @@ def _keras(spec: dict) -> dict:
         return class_scores(np.asarray(source.call(tf.constant(x))).reshape(1, -1), contract.output)[0]
 
     images = [Path(p) for p in spec["images"]]
-    x = _model_input(contract, pixels(images[0])[None])
+    x = model_input(contract, pixels(images[0])[None])
     t0 = time.perf_counter()
     forward(x)
     first_ms = (time.perf_counter() - t0) * 1e3
@@ -94,14 +93,14 @@ def _keras(spec: dict) -> dict:
     cycle = iter(range(10**9))
 
     def end_to_end():
-        s = forward(_model_input(contract, pixels(images[next(cycle) % len(images)])[None]))
+        s = forward(model_input(contract, pixels(images[next(cycle) % len(images)])[None]))
         return np.argsort(-s)[:5]
 
     e2e = measure_latency(end_to_end, **timing)
     data = [Path(p) for p in spec.get("data", [])]
     preds = []
     for i in range(0, len(data), 64):  # batched through the traced function: accuracy, not speed, is wanted here
-        batch = _model_input(contract, np.stack([pixels(p) for p in data[i:i + 64]]))
+        batch = model_input(contract, np.stack([pixels(p) for p in data[i:i + 64]]))
         preds += class_scores(source.predict(batch), contract.output).argmax(1).tolist()
     return {"format": "keras", "backend": "keras-predict" if spec.get("keras_predict") else "keras", "threads": None,
             "labels": list(contract.labels), "load_ms": load_ms, "first_inference_ms": first_ms,

@@ -21,17 +21,20 @@ from edgekit.cli._common import (
 def _opset(text: str) -> int:
     import argparse
 
+    from edgekit.convert.options import MAX_OPSET, MIN_OPSET
+
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 13 <= v <= 18:  # QDQ per-channel quantization needs 13; tf2onnx writes up to 18
-        raise argparse.ArgumentTypeError(f"must be between 13 and 18, got {v}")
+    if not MIN_OPSET <= v <= MAX_OPSET:  # ConvertOptions' range, with argparse's message
+        raise argparse.ArgumentTypeError(f"must be between {MIN_OPSET} and {MAX_OPSET}, got {v}")
     return v
 
 
 def build_parser():
-    from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS
+    from edgekit.convert.options import MAX_OPSET, MIN_OPSET
+    from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS, Int8IO
 
     p = make_parser("edge-convert", __doc__ + "\n\nexamples:\n  edge-convert model.h5\n"
                     "  edge-convert keras_model.h5 --calibration photos/train --validation photos/val "
@@ -53,9 +56,9 @@ def build_parser():
     g.add_argument("--validation-images", type=non_negative_int, default=1000, metavar="N",
                    help="validation images, class-balanced; 0 for all (default: 1000)")
     g = p.add_argument_group("export")
-    g.add_argument("--int8-io", choices=("int8", "uint8", "float32"), default="int8",
+    g.add_argument("--int8-io", choices=[m.value for m in Int8IO], default="int8",
                    help="TFLite int8 model input/output type (default: int8)")
-    g.add_argument("--opset", type=_opset, default=17, help="ONNX opset, 13 to 18 (default: 17)")
+    g.add_argument("--opset", type=_opset, default=17, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: 17)")
     g.add_argument("--nchw", action="store_true", help="ONNX input as NCHW instead of NHWC")
     g.add_argument("--dynamic-batch", action="store_true", help="a variable batch dimension (default: fixed at 1)")
     g.add_argument("--unsafe", action="store_true", help="allow models with Lambda layers (they run code stored "
@@ -84,12 +87,10 @@ def build_parser():
 def run(args) -> int:
     from pathlib import Path
 
-    from edgekit.convert.targets import get_target, parse_formats
+    from edgekit.convert.targets import artifact_stem, get_target, parse_formats
     from edgekit.lazy import ensure_available
 
     src = Path(args.model)
-    from edgekit.convert._convert import artifact_stem
-
     out = Path(args.out) if args.out else Path.cwd() / f"{artifact_stem(src)}_edgekit"
     formats = parse_formats(args.formats)
     onnx = any(get_target(f).is_onnx for f in formats)
@@ -97,7 +98,7 @@ def run(args) -> int:
         ensure_available("onnx", extra="convert")
     elif src.suffix.lower() != ".tflite":
         ensure_available("tensorflow", "tf_keras", *(["tf2onnx", "onnx"] if onnx else []), extra="convert")
-    from edgekit.convert import ConvertOptions, convert
+    from edgekit.convert import ConvertOptions, Status, convert
 
     report = convert(src, out, ConvertOptions(
         formats=formats, calibration=args.calibration, validation=args.validation,
@@ -109,14 +110,14 @@ def run(args) -> int:
         force=args.force, unsafe=args.unsafe, compare=tuple(args.compare), architecture=args.architecture,
         overrides=contract_overrides(args)), log=lambda line: print(printable(line)))
     ours = [a for a in report.artifacts if not a.format.startswith("external")]
-    bad = [a for a in ours if a.status in ("fail", "error")]
-    fixed = next((a for a in ours if a.format == "tflite_int8_mixed" and a.status == "pass"), None)
+    bad = [a for a in ours if a.status in (Status.FAIL, Status.ERROR)]
+    fixed = next((a for a in ours if a.format == "tflite_int8_mixed" and a.status == Status.PASS), None)
     for a in bad:
         print(printable(f"edge-convert: {a.status.upper()} {a.path.name}: {a.message}"), file=sys.stderr)
     if fixed is not None:
         print(f"edge-convert: --auto-fix: {fixed.path.name} passes; use it instead of the int8 file", file=sys.stderr)
         bad = [a for a in bad if a.format not in ("tflite_int8", "tflite_int8_mixed")]
-    if any(a.status == "error" for a in bad):
+    if any(a.status == Status.ERROR for a in bad):
         return 2
     return 3 if bad else 0
 

@@ -6,11 +6,18 @@
 Every artifact embeds the model contract, gets a sidecar ``<file name>.contract.json``, and is
 checked against the source model (top-1 agreement, output difference, accuracy).
 Needs the ``convert`` extra.
+
+One model's way through (see ``pipeline``): ``source.load_source`` -> ``source_contract`` -> ``data`` (which
+images calibrate and which verify) -> ``targets`` (export) -> ``verify`` -> ``report``.
 """
 
-from edgekit.convert._convert import ArtifactResult, ConvertOptions, ConvertReport, convert
-from edgekit.convert._verify import ParityError, Verification, check_parity, compare
-from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS, TargetSpec, get_target
+from edgekit.convert.options import ConvertOptions
+from edgekit.convert.pipeline import convert
+from edgekit.convert.report import ArtifactResult, ConvertReport, Status
+from edgekit.convert.source import SourceModel, load_source
+from edgekit.convert.source_contract import model_input, source_contract
+from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS, Int8IO, TargetSpec, artifact_stem, get_target
+from edgekit.convert.verify import ParityError, Verification, check_parity, compare
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -18,11 +25,18 @@ __all__ = [
     "ArtifactResult",
     "ConvertOptions",
     "ConvertReport",
+    "Int8IO",
     "ParityError",
+    "SourceModel",
+    "Status",
     "TargetSpec",
     "Verification",
+    "artifact_stem",
     "check_parity",
     "compare",
     "convert",
     "get_target",
+    "load_source",
+    "model_input",
+    "source_contract",
 ]

@@ -17,6 +17,11 @@ import numpy as np
 from edgekit import fileio
 from edgekit.contract import ColorOrder, Contract, Normalization, NormKind, read_labels
 from edgekit.convert import preprocessing as pp
+from edgekit.convert.options import ConvertOptions
+from edgekit.convert.report import ArtifactResult, ConvertReport, Status, write_report
+from edgekit.convert.samples import Samples, load_samples
+from edgekit.convert.source_contract import score_count
+from edgekit.convert.verify import compare
 from edgekit.errors import EdgekitError, InputFileError, VerificationError
 
 SUFFIXES = (".tflite", ".onnx")
@@ -40,16 +45,34 @@ def _runner(backend, contract: Contract, from_order: ColorOrder):
     return run
 
 
-def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
+def adopt(src: Path, out: Path, options: ConvertOptions, log: Callable[[str], None] = print) -> ConvertReport:
     """Find the preprocessing of ``src``, write ``out/<name>`` with the contract embedded, verify and report."""
-    from edgekit.convert._convert import ArtifactResult, ConvertReport, render_markdown
-    from edgekit.convert._data import load_samples
-    from edgekit.convert._verify import compare
-    from edgekit.data.labels import imagenet_labels, label_index
-    from edgekit.runtime import Classifier, open_backend
-    from edgekit.runtime.derive import apply_overrides, derive_contract
-
     target = out / src.name
+    backend = _open(src, out, target, options, log)
+    n_out = int(np.prod(backend.output.shape))
+    contract, notes, flags = _derived_contract(src, backend, n_out, options)
+    contract, samples, y = _samples(src, contract, n_out, options, notes)
+    for n in notes:
+        log(f"note: {n}")
+    pixels = samples.pixels
+    if not flags:
+        contract, pixels = _search(backend, contract, pixels, y, notes, log)
+    if not contract.labels:
+        contract = replace(contract, labels=tuple(f"class_{i}" for i in range(score_count(contract, n_out))))
+    contract = contract.with_provenance(source_name=src.name, source_sha256=fileio.sha256_file(src),
+                                        artifact_format=src.suffix.lstrip(".").lower())
+    rgb = pixels if contract.color_order != ColorOrder.BGR else pixels[..., ::-1]
+    reference, ref_acc = _reference(src, backend, contract, rgb, y, options, log)
+    result = _write_and_verify(src, target, contract, rgb, reference, y, options, log)
+    report = ConvertReport(src, out, contract, [result], ref_acc, {"used": False},
+                           {"used": True, **samples.describe()}, notes, "runtime", 0)
+    return write_report(report, out, options, log)
+
+
+def _open(src: Path, out: Path, target: Path, options: ConvertOptions, log: Callable[[str], None]):
+    """The file in the runtime's backend, after refusing outputs that exist and files that have a contract."""
+    from edgekit.runtime import open_backend
+
     if not options.force:
         for p in (target, out / "report.json", out / "report.md"):
             fileio.check_writable(p, force=False)
@@ -58,7 +81,15 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
     backend = open_backend(src, threads=options.threads)
     if getattr(backend, "embedded", None) is not None:
         raise InputFileError(src, "already carries an edgekit contract; edge-predict and edge-camera use it as is")
-    n_out = int(np.prod(backend.output.shape))
+    return backend
+
+
+def _derived_contract(src: Path, backend, n_out: int, options: ConvertOptions) -> tuple[Contract, list[str], bool]:
+    """The contract the runtime derives from the file, with labels and the user's flags; and whether
+    --mean/--std/--color-order were given (then there is nothing to search for)."""
+    from edgekit.data.labels import imagenet_labels
+    from edgekit.runtime.derive import apply_overrides, derive_contract
+
     contract, notes = derive_contract(backend.input, n_out)
     contract = replace(contract, labels=())
     labels_file = src.parent / "labels.txt"
@@ -74,6 +105,14 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
     notes += more
     if contract.normalization.kind == NormKind.SCALE_OFFSET and backend.input.quantized and not flags:
         contract = replace(contract, normalization=Normalization.in_model("raw pixels"))
+    return contract, notes, flags
+
+
+def _samples(src: Path, contract: Contract, n_out: int, options: ConvertOptions,
+             notes: list[str]) -> tuple[Contract, Samples, np.ndarray | None]:
+    """The images to search and verify on, and their labels as model indices where the folders match (the
+    folder names become the labels of a model that has none)."""
+    from edgekit.data.labels import label_index
 
     if options.validation is None and options.calibration in (None, "random"):
         raise EdgekitError(f"{src}: finding the preprocessing of a .tflite/.onnx needs images: pass --validation "
@@ -85,7 +124,7 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
     samples = samples.balanced(options.validation_images)
     y = None
     if samples.labels is not None:
-        if not contract.labels and len(samples.classes) == contract_outputs(contract, n_out):
+        if not contract.labels and len(samples.classes) == score_count(contract, n_out):
             contract = replace(contract, labels=samples.classes)
             notes.append(f"the model has no labels: took the folder names {list(samples.classes)} (in alphabetical "
                          "order; pass --labels FILE if its outputs are in another order)")
@@ -95,32 +134,34 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
         else:
             notes.append(f"accuracy not measured: the folders {list(samples.classes)} do not match the model's "
                          f"labels {list(contract.labels)}")
-    for n in notes:
-        log(f"note: {n}")
+    return contract, samples, y
 
-    pixels = samples.pixels
-    if not flags:
-        t0 = time.perf_counter()
-        ev = pp.search(None, pixels, y, contract.channels, contract.color_order,
-                       run=_runner(backend, contract, contract.color_order))
-        cand = pp.candidate(ev.choice, contract.channels)
-        norm = cand.normalization
-        if norm.kind == NormKind.IN_MODEL:
-            norm = Normalization.in_model("raw pixels: " + ev.detail)
-        if contract.channels == 3 and cand.color_order != contract.color_order:
-            pixels = np.ascontiguousarray(pixels[..., ::-1])
-        contract = replace(contract, normalization=norm, color_order=cand.color_order)
-        contract = contract.with_provenance(
-            preprocessing={**ev.to_dict(), "seconds": round(time.perf_counter() - t0, 2)})
-        line = f"preprocessing: {ev.choice} ({ev.kind} evidence: {ev.detail})"
-        notes.append(line)
-        log(line)
-    if not contract.labels:
-        contract = replace(contract, labels=tuple(f"class_{i}" for i in range(contract_outputs(contract, n_out))))
-    contract = contract.with_provenance(source_name=src.name, source_sha256=fileio.sha256_file(src),
-                                        artifact_format=src.suffix.lstrip(".").lower())
+
+def _search(backend, contract: Contract, pixels: np.ndarray, y: np.ndarray | None, notes: list[str],
+            log: Callable[[str], None]) -> tuple[Contract, np.ndarray]:
+    """The contract under the preprocessing that the search picks, and the pixels in its colour order."""
+    t0 = time.perf_counter()
+    ev = pp.search(None, pixels, y, contract.channels, contract.color_order,
+                   run=_runner(backend, contract, contract.color_order))
+    cand = pp.candidate(ev.choice, contract.channels)
+    norm = cand.normalization
+    if norm.kind == NormKind.IN_MODEL:
+        norm = Normalization.in_model("raw pixels: " + ev.detail)
+    if contract.channels == 3 and cand.color_order != contract.color_order:
+        pixels = np.ascontiguousarray(pixels[..., ::-1])
+    contract = replace(contract, normalization=norm, color_order=cand.color_order)
+    contract = contract.with_provenance(
+        preprocessing={**ev.to_dict(), "seconds": round(time.perf_counter() - t0, 2)})
+    line = f"preprocessing: {ev.choice} ({ev.kind} evidence: {ev.detail})"
+    notes.append(line)
+    log(line)
+    return contract, pixels
+
+
+def _reference(src: Path, backend, contract: Contract, rgb: np.ndarray, y: np.ndarray | None,
+               options: ConvertOptions, log: Callable[[str], None]) -> tuple[np.ndarray, float | None]:
+    """The original file's scores under the chosen contract, and its accuracy (refused at about chance)."""
     from_order = ColorOrder.GRAY if contract.channels == 1 else ColorOrder.RGB
-    rgb = pixels if contract.color_order != ColorOrder.BGR else pixels[..., ::-1]
     reference = _runner(backend, contract, from_order)(pp.Candidate("chosen", contract.normalization,
                                                                     contract.color_order), rgb)
     ref_acc = float((reference.argmax(1) == y).mean()) if y is not None else None
@@ -131,6 +172,13 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
             raise VerificationError(f"{src}: the model scores {ref_acc:.2f} on these {len(y)} labelled images, about "
                                     f"chance ({chance:.2f}), even under its best preprocessing: wrong labels or "
                                     "folders? pass --allow-low-accuracy if this is really how well it does")
+    return reference, ref_acc
+
+
+def _write_and_verify(src: Path, target: Path, contract: Contract, rgb: np.ndarray, reference: np.ndarray,
+                      y: np.ndarray | None, options: ConvertOptions, log: Callable[[str], None]) -> ArtifactResult:
+    """Write the copy with the contract embedded, and check it agrees with the original file."""
+    from edgekit.runtime import Classifier
 
     data = _embedded_copy(src, contract)
     fileio.write_bytes(target, data, force=options.force)
@@ -138,24 +186,12 @@ def adopt(src: Path, out: Path, options, log: Callable[[str], None] = print):
     clf = Classifier.open(target, threads=options.threads)
     outputs = np.stack([clf.scores(img, color_order=None if contract.channels == 1 else "RGB") for img in rgb])
     v = compare(outputs, reference, y, contract.labels)
-    status = "pass" if v.top1_agreement >= 0.995 else "fail"
-    msg = "" if status == "pass" else f"top-1 agreement {v.top1_agreement:.4f} with the original file"
+    status = Status.PASS if v.top1_agreement >= 0.995 else Status.FAIL
+    msg = "" if status == Status.PASS else f"top-1 agreement {v.top1_agreement:.4f} with the original file"
     log(f"      {status}: top-1 agreement {v.top1_agreement:.4f}" + (f", accuracy {v.accuracy:.4f}" if v.accuracy
                                                                       is not None else ""))
-    result = ArtifactResult(target, f"{src.suffix.lstrip('.').lower()}_with_contract", len(data), {}, status, v,
-                            message=msg)
-    report = ConvertReport(src, out, contract, [result], ref_acc, {"used": False},
-                           {"used": True, **samples.describe()}, notes, "runtime", 0)
-    fileio.write_json(out / "report.json", report.to_dict(), force=options.force)
-    fileio.write_text(out / "report.md", render_markdown(report), force=options.force)
-    log(f"[report] {out / 'report.md'}")
-    return report
-
-
-def contract_outputs(contract: Contract, n_out: int) -> int:
-    from edgekit.contract import OutputKind
-
-    return 2 if contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT) else n_out
+    return ArtifactResult(target, f"{src.suffix.lstrip('.').lower()}_with_contract", len(data), {}, status, v,
+                          message=msg)
 
 
 def _embedded_copy(src: Path, contract: Contract) -> bytes:

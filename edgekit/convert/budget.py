@@ -295,6 +295,17 @@ def over_budget(macs: int, params: int) -> bool:
     return macs > MAX_MACS or params > MAX_PARAMS
 
 
+def compute_budget(source, notes: list[str]) -> int | None:
+    """MACs of a Keras source (a ``SourceModel``; None for a SavedModel); a big model (ResNet50, VGG16, anything
+    over the budget) also gets a one-line estimate of its latency class on a Raspberry Pi, from published figures."""
+    if source.loader not in ("keras3", "tf_keras"):
+        return None
+    macs = count_macs(source.trackable)
+    if over_budget(macs, source.param_count):
+        notes.append(f"a big model for a Pi: {pi_estimate(macs, source.param_count).describe()}")
+    return macs
+
+
 def _doubling_class(ms: float) -> tuple[float, float]:
     if ms < _CLASS_FLOOR_MS:
         return 0.0, _CLASS_FLOOR_MS

@@ -7,19 +7,40 @@ import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekit.contract import Contract, embed_onnx, embed_tflite
 from edgekit.errors import EdgekitError
+
+if TYPE_CHECKING:
+    from edgekit.convert.source import SourceModel
+
+
+class Int8IO(str, Enum):
+    """The input and output type of the TFLite int8 model (``--int8-io``); compares, prints and dumps to JSON
+    as its plain string value."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+    FLOAT32 = "float32"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
 class ExportContext:
     contract: Contract
     calibration: Callable | None = None  # () -> iterable of float32 [1,H,W,C] arrays in model input units
-    int8_io: str = "int8"
+    int8_io: Int8IO = Int8IO.INT8  # a plain "int8", "uint8" or "float32" is taken too
     opset: int = 17
     batch: int | None = 1  # None: dynamic batch
     nchw: bool = False  # ONNX only
+
+    def __post_init__(self):
+        object.__setattr__(self, "int8_io", Int8IO(self.int8_io))
 
 
 @dataclass(frozen=True)
@@ -29,7 +50,7 @@ class TargetSpec:
     weights: str
     activations: str
     needs_calibration: bool
-    export: Callable[[object, ExportContext], bytes] = field(repr=False)
+    export: Callable[[SourceModel, ExportContext], bytes] = field(repr=False)
 
     def io_dtype(self, ctx: ExportContext) -> str:
         return ctx.int8_io if self.name == "tflite_int8" else "float32"
@@ -43,7 +64,7 @@ class TargetSpec:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """Keras' export prints every captured variable to stdout, MLIR logs from C++ to stderr, and the
     calibrator warns about statistics it does not need; errors still raise with their message."""
     from edgekit.lazy import native_stderr_silenced
@@ -54,10 +75,10 @@ def _quiet():
 
 
 def _tflite(mode: str):
-    def export(source, ctx: ExportContext) -> bytes:
+    def export(source: SourceModel, ctx: ExportContext) -> bytes:
         from edgekit.convert.tflite import export_tflite
 
-        with _quiet():
+        with quiet():
             data = export_tflite(source, mode, batch=ctx.batch, calibration=ctx.calibration, int8_io=ctx.int8_io)
         return embed_tflite(data, ctx.contract)
 
@@ -65,7 +86,7 @@ def _tflite(mode: str):
 
 
 def _onnx(int8: bool):
-    def export(source, ctx: ExportContext) -> bytes:
+    def export(source: SourceModel, ctx: ExportContext) -> bytes:
         from edgekit.convert.onnx import export_onnx, quantize_onnx_int8
 
         proto = export_onnx(source, opset=ctx.opset, batch=ctx.batch, nchw=ctx.nchw)
@@ -115,3 +136,10 @@ def artifact_name(stem: str, target: TargetSpec) -> str:
     """model + tflite_int8 -> model_int8.tflite; model + onnx_float32 -> model_float32.onnx."""
     variant = target.name.split("_", 1)[1]
     return f"{stem}_{variant}{target.suffix}"
+
+
+def artifact_stem(src: Path) -> str:
+    """model.h5 -> model; saved_model_dir/ -> saved_model_dir; seq.weights.h5 -> seq."""
+    if src.name.endswith(".weights.h5"):
+        return src.name.removesuffix(".weights.h5")
+    return src.stem if src.suffix and not src.is_dir() else src.name

@@ -70,9 +70,9 @@ def _debugger(source, calibration: Calibration, debug_data: Calibration | None =
 
 def worst_layers(source, calibration: Calibration, debug_data: Calibration | None = None) -> list[LayerError]:
     """Every quantized layer, worst first, measured on ``debug_data`` (the images where int8 failed)."""
-    from edgekit.convert.targets import _quiet
+    from edgekit.convert.targets import quiet
 
-    with _quiet(), _builtin_kernels():
+    with quiet(), _builtin_kernels():
         dbg = _debugger(source, calibration, debug_data)
         dbg.run()
     buf = io.StringIO()
@@ -88,7 +88,7 @@ def worst_layers(source, calibration: Calibration, debug_data: Calibration | Non
 
 def selective_int8(source, calibration: Calibration, keep_float: list[str]) -> bytes:
     """int8 everywhere except the layers producing ``keep_float`` tensors; float32 inputs and outputs."""
-    from edgekit.convert.targets import _quiet
+    from edgekit.convert.targets import quiet
 
-    with _quiet(), _builtin_kernels():
+    with quiet(), _builtin_kernels():
         return bytes(_debugger(source, calibration, denylist=keep_float).get_nondebug_quantized_model())
