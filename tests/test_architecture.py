@@ -111,7 +111,6 @@ def test_no_two_packages_import_each_other():
     assert not cycles, "packages that import each other: " + ", ".join(cycles)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the split is in progress")
 def test_no_package_imports_another_packages_private_module():
     bad = []
     for module, line, target in _edges():
@@ -121,7 +120,6 @@ def test_no_package_imports_another_packages_private_module():
     assert not bad, "private modules used from outside their package:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the split is in progress")
 def test_no_module_is_over_the_line_limit():
     long = [f"{p.relative_to(PACKAGE.parent)}: {n} lines" for p in _modules()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES]

@@ -149,6 +149,7 @@ def test_bad_counts_get_one_line(macs, params):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.tf
 def test_convert_notes_the_pi_estimate_for_a_big_model_only():
     import keras
 

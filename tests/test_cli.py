@@ -79,6 +79,7 @@ def test_wrong_model_type(tmp_path):
     _assert_one_line_error(run("edge-bench", str(bad)), "weights.bin")
 
 
+@pytest.mark.tf
 def test_convert_rejects_non_keras_files(tmp_path):
     bad = tmp_path / "model.h5"
     bad.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n")
@@ -88,6 +89,7 @@ def test_convert_rejects_non_keras_files(tmp_path):
     _assert_one_line_error(run("edge-convert", str(junk), "--out", str(tmp_path / "o")), "junk.h5")
 
 
+@pytest.mark.tf
 def test_empty_folder(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -100,6 +102,7 @@ def test_unknown_option():
     _assert_one_line_error(run("edge-demo", "--epochs", "zero"), "--epochs")
 
 
+@pytest.mark.tf
 def test_demo_refuses_to_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -108,6 +111,7 @@ def test_demo_refuses_to_overwrite(tmp_path):
     assert (out / "precious.txt").read_text() == "mine"
 
 
+@pytest.mark.tf
 def test_convert_names_savedmodel_folders(tmp_path):
     sm = tmp_path / "exported"
     sm.mkdir()

@@ -267,7 +267,7 @@ def test_bench_options_refuse_what_the_cli_refuses(field, value):
 
 
 def test_compare_threshold_is_checked():
-    from edgekit.bench.suite import compare_results
+    from edgekit.bench.results import compare_results
 
     with pytest.raises(EdgekitError, match="threshold"):
         compare_results({"rows": []}, {"rows": []}, threshold=float("nan"))
@@ -506,7 +506,7 @@ BASELINES = [("not json", "is not JSON"), ("a list", "not an object"), ("no sche
 
 @pytest.mark.parametrize("kind, needle", BASELINES)
 def test_a_bad_bench_json_is_named(tmp_path, kind, needle):
-    from edgekit.bench.suite import load_results
+    from edgekit.bench.results import load_results
 
     path = _baseline(tmp_path / "base.json", kind)
     with pytest.raises(InputFileError) as err:
@@ -524,7 +524,7 @@ def test_a_bad_compare_baseline_is_refused_before_measuring(rgb_onnx, tmp_path, 
 
 def test_a_minimal_good_bench_json_passes_the_check_and_renders(tmp_path):
     from edgekit.bench.report import render_outputs
-    from edgekit.bench.suite import compare_results, load_results, merge_results
+    from edgekit.bench.results import compare_results, load_results, merge_results
 
     (tmp_path / "b.json").write_text(json.dumps(_good_doc()))
     doc = load_results(tmp_path / "b.json")
@@ -585,7 +585,7 @@ OUT_OF_RANGE = [({"accuracy": 1e308}, "rows[0].accuracy is 1e+308, not in 0..1")
 
 @pytest.mark.parametrize("changes, needle", OUT_OF_RANGE, ids=[n.split(" is ")[0] for _, n in OUT_OF_RANGE])
 def test_a_number_out_of_range_in_a_bench_json_is_named(tmp_path, changes, needle):
-    from edgekit.bench.suite import load_results
+    from edgekit.bench.results import load_results
 
     path = tmp_path / "m.json"
     path.write_text(json.dumps(_doc_with([_good_doc()["rows"][0], _row(**changes)])))
@@ -611,7 +611,7 @@ def test_merge_and_compare_refuse_an_out_of_range_number_in_one_line(rgb_onnx, t
 
 
 def test_too_many_rows_or_samples_are_refused(tmp_path):
-    from edgekit.bench.suite import MAX_ROWS, MAX_SAMPLES, load_results
+    from edgekit.bench.results import MAX_ROWS, MAX_SAMPLES, load_results
 
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps(_doc_with([_good_doc()["rows"][0]] * (MAX_ROWS + 1))))
@@ -627,7 +627,7 @@ def test_too_many_rows_or_samples_are_refused(tmp_path):
 
 
 def test_a_merge_of_more_rows_than_one_report_holds_is_one_line(tmp_path):
-    from edgekit.bench.suite import MAX_ROWS
+    from edgekit.bench.results import MAX_ROWS
 
     paths = []
     for name in ("a", "b"):
@@ -657,7 +657,7 @@ ODD_BUT_VALID = {
 def test_odd_but_valid_numbers_render_every_plot(tmp_path, kind):
     pytest.importorskip("matplotlib")
     from edgekit.bench.report import render_outputs
-    from edgekit.bench.suite import compare_results, load_results, merge_results
+    from edgekit.bench.results import compare_results, load_results, merge_results
 
     path = tmp_path / "b.json"
     path.write_text(json.dumps(_doc_with(ODD_BUT_VALID[kind])))

@@ -10,8 +10,8 @@ import pytest
 
 from edgekit.contract import ColorOrder, Contract, Interpolation, Layout, Normalization, ResizePolicy
 from edgekit.pixels import resize_fidelity
-from edgekit.runtime.backends import TensorInfo
 from edgekit.runtime.preprocess import Preprocessor
+from edgekit.runtime.tensors import TensorInfo
 from tests.conftest import shared_path
 
 LSB = 1.0  # one step of 8-bit pixels

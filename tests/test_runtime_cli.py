@@ -161,7 +161,7 @@ def test_wrong_backend_for_the_file_type(rgb_onnx):
 
 def test_threads_are_honoured_and_a_missing_interpreter_says_what_to_install(rgb_onnx, monkeypatch):
     from edgekit.errors import MissingDependencyError
-    from edgekit.runtime import _backends
+    from edgekit.runtime import backends as _backends
 
     assert Classifier.open(rgb_onnx, threads=1).backend.threads == 1
     assert Classifier.open(rgb_onnx, threads=3).backend._sess.get_session_options().intra_op_num_threads == 3

@@ -6,9 +6,9 @@ import pytest
 
 from edgekit.contract import ColorOrder, Contract, Normalization, ResizePolicy
 from edgekit.pixels import resize, to_color_order
-from edgekit.runtime.backends import TensorInfo
 from edgekit.runtime.derive import apply_overrides, derive_contract
 from edgekit.runtime.preprocess import Preprocessor
+from edgekit.runtime.tensors import TensorInfo
 
 
 def test_importing_the_runtime_loads_no_tensorflow():

@@ -25,10 +25,9 @@ def classify_overhead(model: Path, *, runs: int = 200, threads: int | None = Non
     frame = sample_frame()
     tensor = clf.preprocess(frame, color_order="BGR")
     backend = clf.backend
-    backend.run(tensor)  # sets the input tensor
-    bare = getattr(backend, "_it", None)  # the TFLite interpreter itself: time invoke() and nothing else
-    invoke = measure_latency(bare.invoke if bare is not None else lambda: backend.run(tensor), runs=runs,
-                             warmup=20)
+    backend.run(tensor)
+    # the TFLite interpreter's own invoke() and nothing else (onnxruntime: a whole run)
+    invoke = measure_latency(backend.invoker(tensor), runs=runs, warmup=20)
     classify = measure_latency(lambda: clf.classify(frame, color_order="BGR", top_k=5), runs=runs, warmup=20)
     pre = measure_latency(lambda: clf.input_tensor(frame, color_order="BGR"), runs=runs, warmup=20)
     return {"model": model.name, "threads": backend.threads, "invoke_ms": invoke.to_dict(),
@@ -59,7 +58,6 @@ t1 = time.perf_counter()
 from edgekit.bench._worker import peak_rss_mb  # after t1: not part of the measured start-up
 print({"seconds": t1 - t0, "peak_rss_mb": peak_rss_mb(), "tensorflow_imported": "tensorflow" in sys.modules})
 """
-
 
 
 def _cold(code: str, *args: str, repeats: int = 3) -> dict:

@@ -54,7 +54,7 @@ def build_parser():
 
 def _load_all(paths: list[str]) -> list[dict]:
     """Every --merge file read and checked; a problem in several is one line for each."""
-    from edgekit.bench.suite import check_merge_size, load_results
+    from edgekit.bench.results import check_merge_size, load_results
     from edgekit.errors import EdgekitError
 
     docs, errors = [], []
@@ -72,22 +72,40 @@ def _load_all(paths: list[str]) -> list[dict]:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from edgekit import fileio
-    from edgekit.bench.report import OUTPUTS, render_outputs, write_rendered
-    from edgekit.bench.suite import (
-        BACKENDS,
-        BenchOptions,
-        check_models,
-        compare_results,
-        load_results,
-        merge_results,
-        run_bench,
-    )
-    from edgekit.errors import EdgekitError, InputFileError
+    from edgekit.bench.report import render_outputs, write_rendered
+    from edgekit.bench.results import merge_results
+    from edgekit.bench.suite import BenchOptions, run_bench
 
     # everything that can be refused is refused here, before anything is measured or written
+    backends, overrides, baseline, merged = _refuse_early(args)
+    if merged is not None:
+        doc = merge_results(merged, [str(p) for p in args.merge])
+    else:
+        doc = run_bench(args.models, BenchOptions(
+            runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads or (None,),
+            backends=backends, data=args.data, max_images=args.max_images,
+            keras_predict=not args.no_keras_predict, overrides=overrides),
+            log=lambda m: print(m, file=sys.stderr))
+    code = _print_rows(doc)
+    if baseline is not None and _compare(doc, baseline, args):
+        code = 3
+    if args.out:
+        for path in write_rendered(render_outputs(doc), args.out, force=args.force):
+            print(f"wrote {path}", file=sys.stderr)
+    return code
+
+
+def _refuse_early(args) -> tuple[tuple[str, ...], dict, dict | None, list[dict] | None]:
+    """The options, models, --data, --compare, --merge and --labels files and the --out folder checked (a
+    one-line error for the first problem); returns the --backend names, the contract overrides given, the
+    baseline and the documents to merge."""
+    from pathlib import Path
+
+    from edgekit.bench.results import load_results
+    from edgekit.bench.suite import check_models
+    from edgekit.errors import EdgekitError
+    from edgekit.runtime.backends import BACKENDS
+
     if args.merge:
         if args.models:
             raise EdgekitError("give either MODEL files or --merge, not both")
@@ -107,23 +125,26 @@ def run(args) -> int:
     merged = _load_all(args.merge) if args.merge else None
     overrides = {k: v for k, v in cli.contract_overrides(args).items() if v is not None}
     if args.out:
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise EdgekitError(f"{out}: exists and is not a folder (--out names the output folder)")
-        for name in OUTPUTS:
-            fileio.check_writable(out / name, force=args.force)
-            if (out / name).is_dir():
-                raise InputFileError(out / name, "is a folder; cannot write a file there")
-        fileio.probe_folder(out)
+        _check_out(Path(args.out), args.force)
+    return backends, overrides, baseline, merged
 
-    if merged is not None:
-        doc = merge_results(merged, [str(p) for p in args.merge])
-    else:
-        doc = run_bench(args.models, BenchOptions(
-            runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads or (None,),
-            backends=backends, data=args.data, max_images=args.max_images,
-            keras_predict=not args.no_keras_predict, overrides=overrides),
-            log=lambda m: print(m, file=sys.stderr))
+
+def _check_out(out, force: bool) -> None:
+    from edgekit import fileio
+    from edgekit.bench.report import OUTPUTS
+    from edgekit.errors import EdgekitError, InputFileError
+
+    if out.exists() and not out.is_dir():
+        raise EdgekitError(f"{out}: exists and is not a folder (--out names the output folder)")
+    for name in OUTPUTS:
+        fileio.check_writable(out / name, force=force)
+        if (out / name).is_dir():
+            raise InputFileError(out / name, "is a folder; cannot write a file there")
+    fileio.probe_folder(out)
+
+
+def _print_rows(doc: dict) -> int:
+    """One line per row (a failed model's error once); 0 when every row is ok, else 2."""
     said: set[str] = set()  # a model that fails fails on every thread count and backend: said once
     for r in doc["rows"]:
         if r["status"] != "ok":
@@ -142,29 +163,29 @@ def run(args) -> int:
                                            f"{threads} thread{'s' if threads > 1 else ''}" if threads else None) if v)
         print(f"{r['model']} ({where}): p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms, "
               f"spread {lat['spread']:.0%}{rss}{acc}{agree}")
-    code = 0 if all(r["status"] == "ok" for r in doc["rows"]) else 2
-    if baseline is not None:
-        found = compare_results(doc, baseline, threshold=args.threshold)
-        bad = [f for f in found if f["problems"]]
-        matched = {(f["model"], f["backend"], f["threads"]) for f in found}
-        unmatched = [r["model"] for r in doc["rows"] if r["status"] == "ok" and
-                     (r["model"], r.get("backend"), r.get("threads")) not in matched]
-        doc["comparison"] = {"baseline": str(args.compare), "threshold": args.threshold, "rows": found,
-                             "unmatched": unmatched}
-        print(f"compared with {args.compare}: {len(found)} matching rows, {len(bad)} regression(s)")
-        for f in found:
-            status = "REGRESSION " + "; ".join(f["problems"]) if f["problems"] else "ok"
-            print(f"  {f['model']} ({f['backend']}, {f['threads'] or 'default'} threads): p50 {f['p50_ms']:.3f} ms "
-                  f"against {f['baseline_p50_ms']:.3f} ms: {status}")
-        if unmatched:
-            print(f"  not in the baseline (same file name, backend and threads): {', '.join(unmatched)}",
-                  file=sys.stderr)
-        if bad:
-            code = 3
-    if args.out:
-        for path in write_rendered(render_outputs(doc), args.out, force=args.force):
-            print(f"wrote {path}", file=sys.stderr)
-    return code
+    return 0 if all(r["status"] == "ok" for r in doc["rows"]) else 2
+
+
+def _compare(doc: dict, baseline: dict, args) -> bool:
+    """--compare: the comparison printed and added to ``doc``; whether any row regressed."""
+    from edgekit.bench.results import compare_results
+
+    found = compare_results(doc, baseline, threshold=args.threshold)
+    bad = [f for f in found if f["problems"]]
+    matched = {(f["model"], f["backend"], f["threads"]) for f in found}
+    unmatched = [r["model"] for r in doc["rows"] if r["status"] == "ok" and
+                 (r["model"], r.get("backend"), r.get("threads")) not in matched]
+    doc["comparison"] = {"baseline": str(args.compare), "threshold": args.threshold, "rows": found,
+                         "unmatched": unmatched}
+    print(f"compared with {args.compare}: {len(found)} matching rows, {len(bad)} regression(s)")
+    for f in found:
+        status = "REGRESSION " + "; ".join(f["problems"]) if f["problems"] else "ok"
+        print(f"  {f['model']} ({f['backend']}, {f['threads'] or 'default'} threads): p50 {f['p50_ms']:.3f} ms "
+              f"against {f['baseline_p50_ms']:.3f} ms: {status}")
+    if unmatched:
+        print(f"  not in the baseline (same file name, backend and threads): {', '.join(unmatched)}",
+              file=sys.stderr)
+    return bool(bad)
 
 
 def main(argv=None) -> int:

@@ -13,16 +13,22 @@ TOKEN_ENV = "EDGE_CAMERA_TOKEN"
 
 
 def _size(text: str) -> tuple[int, int]:
+    from edgekit.runtime.camera import OPTION_RANGES
+
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
-    if w < 16 or h < 16 or w > 16384 or h > 16384:
-        raise argparse.ArgumentTypeError(f"a camera size is 16x16 to 16384x16384, got {text!r}")
+    low, high = OPTION_RANGES["size"]
+    if w < low or h < low or w > high or h > high:
+        raise argparse.ArgumentTypeError(f"a camera size is {low}x{low} to {high}x{high}, got {text!r}")
     return w, h
 
 
 def build_parser():
+    from edgekit.runtime.backends import BACKENDS
+    from edgekit.runtime.camera import OPTION_RANGES as RANGE
+
     p = cli.make_parser("edge-camera", __doc__ + "\n\nexamples:\n"
                     "  edge-camera model.tflite                          # camera 0, in a window\n"
                     "  edge-camera model.tflite --source picamera --serve 8080   # Pi camera, view in a browser\n"
@@ -50,23 +56,21 @@ def build_parser():
     out.add_argument("--record", metavar="FILE", help="save the annotated video (.mp4 or .avi)")
     out.add_argument("--force", action="store_true", help="overwrite the --record file")
     run = p.add_argument_group("run")
-    run.add_argument("--frames", type=cli.int_in(1, 10**9), help="stop after N frames")
-    run.add_argument("--duration", type=cli.float_in(0, 1e7, low_open=True), metavar="S",
+    run.add_argument("--frames", type=cli.int_in(*RANGE["frames"]), help="stop after N frames")
+    run.add_argument("--duration", type=cli.float_in(*RANGE["duration"], low_open=True), metavar="S",
                      help="stop after S seconds")
     run.add_argument("--realtime", action="store_true", help="play a video file at its own frame rate, as a "
                      "camera would deliver it (frames inference cannot keep up with are dropped and counted)")
-    run.add_argument("--reconnect", type=cli.int_in(0, 1000), default=5, metavar="N",
+    run.add_argument("--reconnect", type=cli.int_in(*RANGE["reconnect"]), default=5, metavar="N",
                      help="reconnect attempts when a camera or stream drops (default: 5; 0 to stop at once)")
     pr = p.add_argument_group("predictions")
-    pr.add_argument("--top-k", type=cli.int_in(1, 100_000), default=3, help="predictions per frame (default: 3)")
-    pr.add_argument("--ema", type=cli.float_in(0, 1, low_open=True), metavar="ALPHA",
-                   help="smooth scores over frames: weight of the newest "
-                    "frame, e.g. 0.3 (default: off)")
-    pr.add_argument("--threshold", type=cli.float_in(0, 1), default=0.0, help="hide predictions scoring below this "
-                    "(0 to 1)")
+    pr.add_argument("--top-k", type=cli.int_in(*RANGE["top_k"]), default=3, help="predictions per frame (default: 3)")
+    pr.add_argument("--ema", type=cli.float_in(*RANGE["ema"], low_open=True), metavar="ALPHA",
+                    help="smooth scores over frames: weight of the newest frame, e.g. 0.3 (default: off)")
+    pr.add_argument("--threshold", type=cli.float_in(*RANGE["threshold"]), default=0.0,
+                    help="hide predictions scoring below this (0 to 1)")
     p.add_argument("--threads", type=cli.threads_type, help="inference threads (default: all cores, up to 4)")
-    p.add_argument("--backend", choices=("litert", "tflite_runtime", "tensorflow", "onnxruntime"),
-                   help="force an interpreter (default: from the file type)")
+    p.add_argument("--backend", choices=BACKENDS, help="force an interpreter (default: from the file type)")
     cli.add_contract_flags(p)
     return p
 

@@ -20,6 +20,8 @@ from edgekit.cli._common import (
 
 
 def build_parser():
+    from edgekit.runtime.backends import BACKENDS
+
     p = make_parser("edge-predict", __doc__ + "\n\nexamples:\n  edge-predict model_int8.tflite cat.jpg\n"
                     "  edge-predict model.tflite photos/val --json\n  edge-predict model.onnx photos/ --csv > out.csv")
     p.add_argument("model", help="a .tflite or .onnx model")
@@ -29,7 +31,7 @@ def build_parser():
     fmt.add_argument("--json", action="store_true", help="JSON lines: one object per image, then a summary")
     fmt.add_argument("--csv", action="store_true", help="CSV: one row per image (the summary goes to stderr)")
     p.add_argument("--threads", type=threads_type, help="inference threads (default: all cores, up to 4)")
-    p.add_argument("--backend", choices=("litert", "tflite_runtime", "tensorflow", "onnxruntime"),
+    p.add_argument("--backend", choices=BACKENDS,
                    help="force an interpreter (default: from the file type)")
     p.add_argument("--image-library", choices=("auto", "pillow", "opencv"), default="auto",
                    help="decode and resize with Pillow or OpenCV (default: Pillow for files)")
@@ -99,29 +101,16 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    import csv
-    import json
     from pathlib import Path
 
     from edgekit.errors import InputFileError
-    from edgekit.runtime import Classifier, collect_images
-    from edgekit.runtime.evaluate import Evaluation, labelled_roots, labelled_truth, printable
+    from edgekit.runtime import collect_images
+    from edgekit.runtime.evaluate import labelled_truth, printable
 
     # check the inputs before loading the model; broken entries inside folders are reported one by one below
     images = collect_images(args.inputs, keep_irregular=True)
-    clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, image_library=args.image_library,
-                          **contract_overrides(args))
-    for note in clf.notes:
-        print(f"note: {printable(note)}", file=sys.stderr)
-    roots, notes = labelled_roots(args.inputs, clf.contract.labels)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    ev = Evaluation(clf.contract.labels)
-    writer = csv.writer(sys.stdout) if args.csv else None
-    if writer:
-        writer.writerow(["image", "truth", *[f"{k}{i + 1}" for i in range(args.top_k) for k in ("label", "score")]])
-    shown = {p: printable(p) for p in images}
-    width = max(len(v) for v in shown.values())
+    clf, roots = _open(args)
+    out = _Output(args, clf, images)
     failed = 0
     for path in images:
         try:
@@ -131,36 +120,81 @@ def _run(args) -> int:
             failed += 1
             continue
         except MemoryError:
-            print(f"edge-predict: error: {shown[path]}: too large to decode in this machine's memory", file=sys.stderr)
+            print(f"edge-predict: error: {out.shown[path]}: too large to decode in this machine's memory",
+                  file=sys.stderr)
             failed += 1
             continue
-        truth = labelled_truth(Path(path), roots)
+        out.image(path, preds, labelled_truth(Path(path), roots))
+    out.summary()
+    if failed:
+        print(f"edge-predict: {failed} of {len(images)} images could not be read", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _open(args):
+    """The classifier (its notes said on stderr), and the labelled folders among the inputs."""
+    from edgekit.runtime import Classifier
+    from edgekit.runtime.evaluate import labelled_roots, printable
+
+    clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, image_library=args.image_library,
+                          **contract_overrides(args))
+    for note in clf.notes:
+        print(f"note: {printable(note)}", file=sys.stderr)
+    roots, notes = labelled_roots(args.inputs, clf.contract.labels)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return clf, roots
+
+
+class _Output:
+    """One line (text, a JSON object or a CSV row) per image, then the accuracy of the labelled ones."""
+
+    def __init__(self, args, clf, images):
+        import csv
+
+        from edgekit.runtime.evaluate import Evaluation, printable
+
+        self.args, self.clf = args, clf
+        self.ev = Evaluation(clf.contract.labels)
+        self.writer = csv.writer(sys.stdout) if args.csv else None
+        if self.writer:
+            self.writer.writerow(["image", "truth", *[f"{k}{i + 1}" for i in range(args.top_k)
+                                                      for k in ("label", "score")]])
+        self.shown = {p: printable(p) for p in images}
+        self.width = max(len(v) for v in self.shown.values())
+
+    def image(self, path, preds, truth: int | None) -> None:
+        import json
+
+        from edgekit.runtime.evaluate import printable
+
         if truth is not None:
-            ev.add(truth, preds[0].index)
-        truth_label = clf.contract.label(truth) if truth is not None else ""
-        if args.json:
+            self.ev.add(truth, preds[0].index)
+        truth_label = self.clf.contract.label(truth) if truth is not None else ""
+        if self.args.json:
             row = {"image": str(path), "predictions": [
                 {"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in preds]}
             if truth is not None:
                 row["truth"] = truth_label
             print(json.dumps(row))
-        elif writer:
-            writer.writerow([_csv_text(str(path)), _csv_text(truth_label),
-                             *[v for p in preds for v in (_csv_text(p.label), f"{p.score:.6f}")]])
+        elif self.writer:
+            self.writer.writerow([_csv_text(str(path)), _csv_text(truth_label),
+                                  *[v for p in preds for v in (_csv_text(p.label), f"{p.score:.6f}")]])
         else:
             mark = ("" if truth is None else
                     ("  ok" if truth == preds[0].index else f"  WRONG (is {printable(truth_label)})"))
-            print(f"{shown[path]:<{width}}  " + ", ".join(f"{printable(p.label)} {p.score:.3f}" for p in preds)
-                  + mark)
-    if ev.count:
-        if args.json:
-            print(json.dumps({"summary": ev.to_dict()}))
-        else:
-            print("\n" + ev.render(), file=sys.stderr if args.csv else sys.stdout)
-    if failed:
-        print(f"edge-predict: {failed} of {len(images)} images could not be read", file=sys.stderr)
-        return 2
-    return 0
+            print(f"{self.shown[path]:<{self.width}}  "
+                  + ", ".join(f"{printable(p.label)} {p.score:.3f}" for p in preds) + mark)
+
+    def summary(self) -> None:
+        import json
+
+        if self.ev.count:
+            if self.args.json:
+                print(json.dumps({"summary": self.ev.to_dict()}))
+            else:
+                print("\n" + self.ev.render(), file=sys.stderr if self.args.csv else sys.stdout)
 
 
 def main(argv=None) -> int:

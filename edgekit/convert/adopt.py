@@ -79,7 +79,7 @@ def _open(src: Path, out: Path, target: Path, options: ConvertOptions, log: Call
     fileio.probe_folder(out)
     log(f"[load] {src}")
     backend = open_backend(src, threads=options.threads)
-    if getattr(backend, "embedded", None) is not None:
+    if backend.embedded is not None:
         raise InputFileError(src, "already carries an edgekit contract; edge-predict and edge-camera use it as is")
     return backend
 

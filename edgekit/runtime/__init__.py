@@ -7,7 +7,8 @@
 Imports only NumPy, OpenCV, Pillow and the interpreter it uses.
 """
 
-from edgekit.runtime.backends import TensorInfo, open_backend
+from edgekit.runtime.backends import BACKENDS, Backend, open_backend
 from edgekit.runtime.classifier import Classifier, Prediction, collect_images
+from edgekit.runtime.tensors import TensorInfo
 
-__all__ = ["Classifier", "Prediction", "TensorInfo", "collect_images", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "Classifier", "Prediction", "TensorInfo", "collect_images", "open_backend"]

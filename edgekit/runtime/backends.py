@@ -1,40 +1,42 @@
 """Inference backends: LiteRT / tflite_runtime / tf.lite for .tflite, onnxruntime for .onnx.
 
-Each backend exposes the same tiny surface: tensor info for one input and one output,
+Each backend has the same tiny surface, the ``Backend`` protocol: tensor info for one input and one output,
 and ``run(x) -> y`` for a batch-of-one array already in the input's dtype.
 
-Hostile files are refused before anything large is allocated: the input tensor's element count
-(``edgekit.limits.check_input_elements``), the sum of all tensors and the output's size are checked before
-TFLite's ``allocate_tensors`` (the Interpreter constructor allocates no tensors), and the input's shape, type and
-quantization before any onnxruntime run (a session allocates at run time).
+Hostile files are refused before anything large is allocated (the checks are in ``edgekit.runtime.tensors``): the
+input tensor's element count (``edgekit.limits.check_input_elements``), the sum of all tensors and the output's size
+are checked before TFLite's ``allocate_tensors`` (the Interpreter constructor allocates no tensors), and the input's
+shape, type and quantization before any onnxruntime run (a session allocates at run time).
 """
 
 from __future__ import annotations
 
 import importlib
-import math
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, MissingDependencyError
 from edgekit.limits import check_input_elements, check_threads
+from edgekit.runtime.tensors import (
+    MAX_TENSOR_BYTES,
+    TensorInfo,
+    check_tensor,
+    image_input_shape,
+    output_count,
+)
+
+if TYPE_CHECKING:
+    from edgekit.contract import Embedded
 
 TFLITE_BACKENDS = ("litert", "tflite_runtime", "tensorflow")
 ONNX_BACKENDS = ("onnxruntime",)
-
-#: Most classes (output values) a model may have: a label is kept for each (ImageNet-21k has 21,843).
-MAX_OUTPUT_VALUES = 1_000_000
-
-#: Most bytes a TFLite model's tensors may add up to, checked before ``allocate_tensors`` (an upper bound on its
-#: arena: a small input resized to 30000x30000 inside the graph would otherwise be allocated).
-MAX_TENSOR_BYTES = 4 << 30
-
-#: Input element types edgekit can feed pixels into.
-IMAGE_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float16, np.float64, np.uint8, np.int8))
+#: Every interpreter a user may name (--backend of edge-predict, edge-camera and edge-bench).
+BACKENDS = TFLITE_BACKENDS + ONNX_BACKENDS
 
 
 def default_threads() -> int:
@@ -44,85 +46,25 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    scale: float = 0.0  # 0 means not quantized
-    zero_point: int = 0
+class Backend(Protocol):
+    """What the Classifier, edge-convert and edge-bench use of an opened model (``open_backend``)."""
 
-    @property
-    def quantized(self) -> bool:
-        return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
+    name: str  # the interpreter: litert, tflite_runtime, tensorflow or onnxruntime
+    threads: int
+    input: TensorInfo  # the one image input, its shape fixed (a dynamic batch is 1)
+    output: TensorInfo  # the first output, the one read
+    outputs: list[TensorInfo]
+    output_size: int  # values in the output
+    notes: list[str]  # what the user should know about how it runs (XNNPACK refused it, say)
+    embedded: Embedded | None  # the contract inside the file (set by open_backend)
 
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The output for a batch-of-one array already in the input's dtype (checked: ``output_size`` values)."""
+        ...
 
-def _fmt(dims) -> str:
-    return "[" + ", ".join(str(d) if isinstance(d, (int, np.integer)) else repr(d) for d in dims) + "]"
-
-
-def _dynamic(d) -> bool:
-    return d is None or isinstance(d, str) or (isinstance(d, (int, np.integer)) and d == -1)
-
-
-def image_input_shape(path, dims) -> tuple[int, ...]:
-    """The fixed input shape of an image model (a dynamic batch counts as 1), or a one-line InputFileError:
-    a rank that is not an image's, a symbolic, zero or negative size, a batch other than 1, or more values
-    than ``edgekit.limits.MAX_INPUT_ELEMENTS`` (checked before anything is allocated)."""
-    dims = list(dims) if dims is not None else []
-    if len(dims) not in (3, 4):
-        raise InputFileError(path, f"input shape {_fmt(dims)} is not an image (expected [1, H, W, C], "
-                                   "[1, C, H, W] or [1, H, W])")
-    out = []
-    for i, d in enumerate(dims):
-        if i == 0 and _dynamic(d):
-            out.append(1)  # a dynamic batch: edgekit runs one image at a time
-            continue
-        if _dynamic(d) or isinstance(d, bool) or not isinstance(d, (int, np.integer)):
-            raise InputFileError(path, f"input shape {_fmt(dims)} has a symbolic size {d!r}; edgekit needs a fixed "
-                                       "image size (export the model with one)")
-        if d <= 0:
-            raise InputFileError(path, f"input shape {_fmt(dims)} has a size of {int(d)}; the model is broken")
-        out.append(int(d))
-    if out[0] != 1:
-        raise InputFileError(path, f"input batch size is {out[0]}; edgekit runs one image at a time (export the "
-                                   "model with batch size 1 or a dynamic batch)")
-    check_input_elements(out, path)
-    return tuple(out)
-
-
-def output_count(path, dims) -> int:
-    """How many values the output holds (a dynamic batch counts as 1); a one-line error when it is unknown or 0."""
-    dims = list(dims) if dims is not None else []
-    n = 1
-    for i, d in enumerate(dims):
-        if i == 0 and _dynamic(d) and len(dims) > 1:
-            continue
-        if _dynamic(d) or isinstance(d, bool) or not isinstance(d, (int, np.integer)):
-            raise InputFileError(path, f"output shape {_fmt(dims)} has a symbolic size {d!r}; edgekit needs a fixed "
-                                       "number of classes")
-        n *= int(d)
-    if n <= 0:
-        raise InputFileError(path, f"output shape {_fmt(dims)} holds no values; the model is broken")
-    if n > MAX_OUTPUT_VALUES:
-        raise InputFileError(path, f"output shape {_fmt(dims)} holds {n:,} values, over edgekit's limit of "
-                                   f"{MAX_OUTPUT_VALUES:,} classes; this is not an image classifier edgekit can run")
-    return n
-
-
-def check_tensor(path, info: TensorInfo, role: str) -> None:
-    """Refuse an input type edgekit cannot feed, and quantization parameters no pixel can be mapped through."""
-    if role == "input" and info.dtype not in IMAGE_DTYPES:
-        raise InputFileError(path, f"input type {info.dtype} is not an image type (edgekit feeds float32, float16, "
-                                   "uint8 or int8)")
-    if np.issubdtype(info.dtype, np.integer) and info.scale != 0.0:
-        if not (math.isfinite(info.scale) and info.scale > 0):
-            raise InputFileError(path, f"{role} quantization scale {info.scale!r} is not a positive number; the "
-                                       "model is broken")
-        limits = np.iinfo(info.dtype)
-        if not limits.min <= info.zero_point <= limits.max:
-            raise InputFileError(path, f"{role} zero point {info.zero_point} is outside {info.dtype}'s range; the "
-                                       "model is broken")
+    def invoker(self, x: np.ndarray) -> Callable[[], object]:
+        """A call that runs the model on ``x`` and does nothing else, for timing a bare invoke."""
+        ...
 
 
 def _tflite_interpreter_class(backend: str | None):
@@ -152,6 +94,7 @@ class TFLiteBackend:
         self.name, cls = _tflite_interpreter_class(backend)
         kwargs = {"model_path": str(path), "num_threads": self.threads}
         self.notes: list[str] = []
+        self.embedded: Embedded | None = None
         try:
             self._it = self._load(cls, kwargs)
         except (ValueError, RuntimeError) as exc:
@@ -161,14 +104,14 @@ class TFLiteBackend:
                                            "does not provide (custom ops must be built into the interpreter)") from exc
             resolver = getattr(sys.modules.get(cls.__module__), "OpResolverType", None)
             if "XNNPACK" not in str(exc) or resolver is None:
-                raise InputFileError(path, f"cannot load as a TFLite model: {_first_line(exc)}") from exc
+                raise InputFileError(path, f"cannot load as a TFLite model: {_last_line(exc)}") from exc
             # XNNPACK refuses some valid models (extreme quantization scales, say); the builtin kernels run them
             try:
                 self._it = self._load(cls, {**kwargs, "experimental_op_resolver_type":
                                             resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES})
             except (ValueError, RuntimeError) as exc2:
-                raise InputFileError(path, f"cannot load as a TFLite model: {_first_line(exc2)}") from exc2
-            self.notes.append(f"XNNPACK refused this model ({_first_line(exc)}); running on TFLite's builtin "
+                raise InputFileError(path, f"cannot load as a TFLite model: {_last_line(exc2)}") from exc2
+            self.notes.append(f"XNNPACK refused this model ({_last_line(exc)}); running on TFLite's builtin "
                               "kernels, which are slower")
 
     def _load(self, cls, kwargs):
@@ -229,8 +172,13 @@ class TFLiteBackend:
             self._it.invoke()
             y = self._it.get_tensor(self._out_index)
         except (RuntimeError, ValueError) as exc:
-            raise InputFileError(self._path, f"inference failed: {_first_line(exc)}") from exc
+            raise InputFileError(self._path, f"inference failed: {_last_line(exc)}") from exc
         return _checked_output(self._path, y, self.output_size)
+
+    def invoker(self, x: np.ndarray) -> Callable[[], object]:
+        """``x`` set as the input once; the interpreter's own invoke(), with no copy in or out."""
+        self._it.set_tensor(self._in_index, x)
+        return self._it.invoke
 
 
 def _checked_output(path, y: np.ndarray, expected: int) -> np.ndarray:
@@ -284,7 +232,7 @@ class OnnxBackend:
             from edgekit.contract import onnx_looks_truncated
 
             why = ("the file is truncated (it ends inside a protobuf field)" if onnx_looks_truncated(path)
-                   else _first_line(exc))
+                   else _last_line(exc))
             raise InputFileError(path, f"cannot load as an ONNX model: {why}") from exc
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
         if len(ins) != 1:
@@ -301,22 +249,30 @@ class OnnxBackend:
                                    np.dtype(_ORT_TYPES.get(o.type, np.float32))) for o in outs]
         self.output = self.outputs[0]
         self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
+        self.notes: list[str] = []
+        self.embedded: Embedded | None = None
         self._names = [self.output.name]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         try:
             y = self._sess.run(self._names, {self.input.name: x}, self._run_options)[0]
         except self._errors as exc:
-            raise InputFileError(self._path, f"inference failed: {_first_line(exc)}") from exc
+            raise InputFileError(self._path, f"inference failed: {_last_line(exc)}") from exc
         return _checked_output(self._path, np.asarray(y), self.output_size)
 
+    def invoker(self, x: np.ndarray) -> Callable[[], object]:
+        """A whole run: onnxruntime has no separate set-input and invoke."""
+        return lambda: self.run(x)
 
-def _first_line(exc: BaseException) -> str:
+
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of an interpreter's message: TFLite and onnxruntime put the cause there, after
+    the lines that say where it happened (unlike ``edgekit.errors.first_line``)."""
     text = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return text[-1].strip()[:300] if text else exc.__class__.__name__
 
 
-def open_backend(path: str | Path, *, threads: int | None = None, backend: str | None = None):
+def open_backend(path: str | Path, *, threads: int | None = None, backend: str | None = None) -> Backend:
     """Open a model file with the backend its suffix calls for (or the one named).
 
     The file must be a regular file (a FIFO or device is refused without being opened); an edgekit artifact is
@@ -335,7 +291,7 @@ def open_backend(path: str | Path, *, threads: int | None = None, backend: str |
     elif backend in TFLITE_BACKENDS or (backend is None and suffix == ".tflite"):
         kind = "tflite"
     elif backend is not None:
-        raise EdgekitError(f"unknown backend {backend!r}; choose from {', '.join(TFLITE_BACKENDS + ONNX_BACKENDS)}")
+        raise EdgekitError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     else:
         raise InputFileError(p, f"unsupported model type {suffix or '(no suffix)'!r}; the runtime runs .tflite and "
                                 ".onnx (convert Keras models with edge-convert)")

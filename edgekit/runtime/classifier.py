@@ -18,12 +18,14 @@ from edgekit.contract import (
     OutputKind,
     check_regular_file,
     class_scores,
+    is_binary,
     read_sidecar,
+    score_count,
 )
 from edgekit.errors import EdgekitError, InputFileError, first_line
 from edgekit.limits import MAX_IMAGE_PIXELS, check_threads
 from edgekit.pixels import RESIZERS, image_size, opencv, resize_fidelity
-from edgekit.runtime.backends import open_backend
+from edgekit.runtime.backends import Backend, open_backend
 from edgekit.runtime.derive import apply_overrides, derive_contract
 from edgekit.runtime.preprocess import Preprocessor
 
@@ -38,7 +40,7 @@ class Prediction:
 class Classifier:
     """An image classifier bound to one model file and its contract."""
 
-    def __init__(self, backend, contract: Contract, *, source: str, notes: list[str] | None = None, path=None,
+    def __init__(self, backend: Backend, contract: Contract, *, source: str, notes: list[str] | None = None, path=None,
                  image_library: str = "auto"):
         if image_library not in ("auto", *RESIZERS):
             raise EdgekitError(f"image_library must be auto, opencv or pillow, got {image_library!r}")
@@ -86,21 +88,8 @@ class Classifier:
             raise EdgekitError(f"image_library must be auto, opencv or pillow, got {image_library!r}")
         p = Path(path)
         be = open_backend(p, threads=check_threads(threads), backend=backend)
-        notes: list[str] = list(getattr(be, "notes", []))
-        embedded = getattr(be, "embedded", None)
-        if contract is not None:
-            source = "given"
-        elif embedded is not None:
-            contract, source = embedded.contract, "embedded"
-        else:
-            contract, source = read_sidecar(p), "sidecar"
-            if contract is None:
-                try:
-                    contract, derived_notes = derive_contract(be.input, _output_size(be))
-                except EdgekitError as exc:
-                    raise InputFileError(p, str(exc)) from None
-                source = "derived"
-                notes.append("no edgekit contract in the model; assumed " + ", ".join(derived_notes))
+        notes: list[str] = list(be.notes)
+        contract, source = _model_contract(p, be, contract, notes)
         given = [name for name, v in (("--labels", labels), ("--mean", mean), ("--std", std),
                                       ("--color-order", color_order), ("--logits", logits)) if v is not None]
         if given and source in ("embedded", "sidecar"):
@@ -109,23 +98,7 @@ class Classifier:
                                                    color_order=color_order, logits=logits)
         notes += override_notes
         _check_input_fits(p, be.input.shape, contract, source, color_order is not None)
-        n_out = _output_size(be)
-        if contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT):
-            if n_out != 1:
-                raise InputFileError(p, f"the contract says {contract.output} (one output unit) but the model has "
-                                        f"{n_out} outputs")
-            n_out = 2  # [1 - p, p]
-        if contract.labels and len(contract.labels) != n_out:
-            labels_file = getattr(labels, "path", None) if labels is not None else None
-            if labels_file:
-                raise InputFileError(labels_file, f"has {len(contract.labels)} labels, but the model {p.name} has "
-                                                  f"{n_out} outputs (one label per line, in output order)")
-            whose = "were given" if labels is not None else f"are in its {source} contract"
-            raise InputFileError(p, f"the model has {n_out} outputs but {len(contract.labels)} labels {whose}")
-        if not contract.labels:
-            contract = replace(contract, labels=tuple(f"class_{i}" for i in range(n_out)))
-            if source == "derived" or labels is None:
-                notes.append(f"no labels; using class_0..class_{n_out - 1} (pass --labels FILE)")
+        contract = _labelled(p, contract, _score_count(p, be, contract), labels, source, notes)
         return cls(be, contract, source=source, notes=notes, path=p, image_library=image_library)
 
     # ---- the pipeline ------------------------------------------------------------------
@@ -202,9 +175,47 @@ class Classifier:
         return [self.classify(im, top_k=top_k, color_order=color_order) for im in images]
 
 
-def _output_size(be) -> int:
-    n = getattr(be, "output_size", None)
-    return int(n) if n is not None else int(np.prod(be.output.shape))
+def _model_contract(p: Path, be: Backend, given: Contract | None, notes: list[str]) -> tuple[Contract, str]:
+    """The contract to start from and where it came from: the one given, the one embedded in the file, its
+    sidecar, or one derived from the input tensor (with a note of what was assumed)."""
+    if given is not None:
+        return given, "given"
+    if be.embedded is not None:
+        return be.embedded.contract, "embedded"
+    contract = read_sidecar(p)
+    if contract is not None:
+        return contract, "sidecar"
+    try:
+        contract, derived_notes = derive_contract(be.input, be.output_size)
+    except EdgekitError as exc:
+        raise InputFileError(p, str(exc)) from None
+    notes.append("no edgekit contract in the model; assumed " + ", ".join(derived_notes))
+    return contract, "derived"
+
+
+def _score_count(p: Path, be: Backend, contract: Contract) -> int:
+    """How many class scores the model gives: its outputs, or 2 for one sigmoid unit ([1 - p, p])."""
+    n_out = be.output_size
+    if is_binary(contract.output) and n_out != 1:
+        raise InputFileError(p, f"the contract says {contract.output} (one output unit) but the model has "
+                                f"{n_out} outputs")
+    return score_count(contract.output, n_out)
+
+
+def _labelled(p: Path, contract: Contract, n_out: int, labels, source: str, notes: list[str]) -> Contract:
+    """The contract with one label per score: its own or the given ones (checked), else class_0, class_1, ..."""
+    if contract.labels and len(contract.labels) != n_out:
+        labels_file = getattr(labels, "path", None) if labels is not None else None
+        if labels_file:
+            raise InputFileError(labels_file, f"has {len(contract.labels)} labels, but the model {p.name} has "
+                                              f"{n_out} outputs (one label per line, in output order)")
+        whose = "were given" if labels is not None else f"are in its {source} contract"
+        raise InputFileError(p, f"the model has {n_out} outputs but {len(contract.labels)} labels {whose}")
+    if not contract.labels:
+        contract = replace(contract, labels=tuple(f"class_{i}" for i in range(n_out)))
+        if source == "derived" or labels is None:
+            notes.append(f"no labels; using class_0..class_{n_out - 1} (pass --labels FILE)")
+    return contract
 
 
 def _check_input_fits(p: Path, shape: tuple[int, ...], c: Contract, source: str, color_given: bool) -> None:
@@ -225,8 +236,6 @@ def _check_input_fits(p: Path, shape: tuple[int, ...], c: Contract, source: str,
              "derived": "the derived contract"}[source]
     raise InputFileError(p, f"the model's input is {list(shape)} but {where} says {c.width}x{c.height}, "
                             f"{c.channels} channel(s), {c.layout}; the contract belongs to another model")
-
-
 
 
 def _pil_read(path: Path):

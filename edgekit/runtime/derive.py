@@ -8,7 +8,7 @@ import numpy as np
 
 from edgekit.contract import ColorOrder, Contract, Layout, Normalization, OutputKind, Provenance
 from edgekit.errors import EdgekitError
-from edgekit.runtime.backends import TensorInfo
+from edgekit.runtime.tensors import TensorInfo
 
 
 def layout_and_size(shape: tuple[int, ...]) -> tuple[Layout, int, int, int]:

@@ -15,7 +15,7 @@ import numpy as np
 from edgekit.contract import ColorOrder, Contract, Interpolation, Layout, ResizePolicy
 from edgekit.errors import EdgekitError
 from edgekit.pixels import crop_box, cv2_interp, opencv, pil_resize, resize
-from edgekit.runtime.backends import TensorInfo
+from edgekit.runtime.tensors import TensorInfo
 
 
 class Preprocessor:

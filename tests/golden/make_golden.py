@@ -49,8 +49,9 @@ def runtime_pixels(path: Path, contract) -> np.ndarray:
     try:
         from edgekit.pixels import contract_pixels
     except ImportError:  # releases before the pixel path had its own module (schema 1)
-        from edgekit.data.folders import load_rgb
         from edgekit.runtime._preprocess import resize
+
+        from edgekit.data.folders import load_rgb
 
         return resize(load_rgb(path), contract)
     return contract_pixels(path, contract)

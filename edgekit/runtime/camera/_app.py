@@ -16,65 +16,10 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.pixels import opencv
+from edgekit.runtime.camera._capture import FrameGrabber
+from edgekit.runtime.camera._config import CameraConfig
+from edgekit.runtime.camera._overlay import Recorder, Smoother, draw
 from edgekit.runtime.camera._sources import shown
-
-
-@dataclass(frozen=True)
-class CameraConfig:
-    source: str = "0"
-    top_k: int = 3
-    frames: int | None = None  # stop after N frames
-    duration: float | None = None  # stop after S seconds
-    headless: bool = False  # JSON lines on stdout, no window
-    serve: str | None = None  # PORT or HOST:PORT
-    record: str | None = None  # annotated .mp4/.avi
-    force: bool = False
-    realtime: bool = False  # play a video file at its own frame rate, as a camera would deliver it
-    ema: float | None = None  # score smoothing: weight of the newest frame
-    threshold: float = 0.0  # predictions below this score are not shown
-    size: tuple[int, int] | None = None  # requested camera resolution (width, height)
-    reconnect: int = 5  # reconnect attempts for a live source that drops
-    frame_timeout: float = 10.0
-    allowed_hosts: tuple[str, ...] = ()  # --serve: Host names accepted besides localhost and the bound address
-    token: str | None = None  # --serve: a secret every request must carry
-
-    def __post_init__(self):
-        """The same checks as edge-camera's options (edgekit.limits), so the Python API refuses what the CLI
-        refuses; values are normalized (a whole-number string becomes an int)."""
-        from edgekit.limits import check_int, check_number
-        from edgekit.runtime.camera._server import check_allowed_hosts, check_token, parse_address
-
-        def put(name, value):
-            object.__setattr__(self, name, value)
-
-        if not isinstance(self.source, str) or not self.source:
-            raise EdgekitError(f"source: expected a camera index, /dev/videoN, 'picamera', a URL, a video file or "
-                               f"an image folder, got {self.source!r}")
-        put("top_k", check_int(self.top_k, "top_k", low=1, high=100_000))
-        if self.frames is not None:
-            put("frames", check_int(self.frames, "frames", low=1, high=10**9))
-        if self.duration is not None:
-            put("duration", check_number(self.duration, "duration", low=0, high=1e7, low_open=True))
-        if self.ema is not None:
-            put("ema", check_number(self.ema, "ema", low=0, high=1, low_open=True))
-        put("threshold", check_number(self.threshold, "threshold", low=0, high=1))
-        put("reconnect", check_int(self.reconnect, "reconnect", low=0, high=1000))
-        put("frame_timeout", check_number(self.frame_timeout, "frame_timeout", low=0, high=86400, low_open=True))
-        if self.size is not None:
-            try:
-                w, h = self.size
-            except (TypeError, ValueError):
-                raise EdgekitError(f"size: expected (width, height), got {self.size!r}") from None
-            put("size", (check_int(w, "size width", low=16, high=16384), check_int(h, "size height", low=16,
-                                                                                     high=16384)))
-        if self.serve is not None:
-            parse_address(self.serve)
-        if self.record is not None and (not isinstance(self.record, (str, os.PathLike)) or not str(self.record)):
-            raise EdgekitError(f"record: expected a video file name, got {self.record!r}")
-        put("allowed_hosts", check_allowed_hosts(self.allowed_hosts))
-        put("token", check_token(self.token))
-        if (self.allowed_hosts or self.token is not None) and self.serve is None:
-            raise EdgekitError("--allow-host and --token apply to --serve, which is not given")
 
 
 @dataclass
@@ -132,7 +77,8 @@ def _open(config: CameraConfig, log):
 
 
 def _start_server(config: CameraConfig, log):
-    from edgekit.runtime.camera._server import LiveServer, parse_address
+    from edgekit.runtime.camera._guards import parse_address
+    from edgekit.runtime.camera._server import LiveServer
 
     server = LiveServer(*parse_address(config.serve), allowed_hosts=config.allowed_hosts, token=config.token)
     log(f"edge-camera: serving {server.url} (stream {server.url}stream.mjpg, JSON {server.url}predictions.json)")
@@ -173,94 +119,140 @@ class _StopOnSignals:
 
 def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
     """Classify frames until the source ends, a bound is reached, or a signal asks to stop."""
-    from edgekit.runtime.camera._capture import FrameGrabber
-    from edgekit.runtime.camera._overlay import Recorder, Smoother, draw
-
     out = out or sys.stdout
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     smoother = Smoother(config.ema)
-    recorder = Recorder(config.record, 30.0, force=config.force) if config.record else None
-    window = None if (config.headless or config.serve or config.record) else _Window()
-    server = _start_server(config, log) if config.serve else None  # a port in use fails before the camera opens
+    outputs = _Outputs(config, out, log)  # a port in use fails before the camera opens
     try:
         source = _open(config, log)
     except BaseException:
-        if server is not None:
-            server.close()
-        if window is not None:
-            window.close()
+        outputs.close_views()
         raise
-    if recorder is not None and source.fps:
-        recorder.fps = source.fps
-    grabber = FrameGrabber(source, realtime=config.realtime)
-    pre_ms: list[float] = []
-    inf_ms: list[float] = []
-    stamps: deque[float] = deque(maxlen=30)
-    n = 0
-    stopped_by = "end"
-    t_start = time.perf_counter()
-    try:
-        with _StopOnSignals():
-            while True:
-                frame = grabber.get(timeout=config.frame_timeout)
-                if frame is None:
-                    break
-                t0 = time.perf_counter()
-                tensor = clf.input_tensor(frame, color_order="BGR")
-                t1 = time.perf_counter()
-                scores = smoother(clf.infer(tensor))
-                t2 = time.perf_counter()
-                pre_ms.append((t1 - t0) * 1e3)
-                inf_ms.append((t2 - t1) * 1e3)
-                stamps.append(t2)
-                fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
-                idx = np.argsort(-scores, kind="stable")[:config.top_k]
-                preds = [{"label": clf.contract.label(int(i)), "index": int(i), "score": round(float(scores[i]), 4)}
-                         for i in idx if scores[i] >= config.threshold]
-                record = {"frame": n, "time": round(t2 - t_start, 3), "label": preds[0]["label"] if preds else None,
-                          "score": preds[0]["score"] if preds else None, "predictions": preds,
-                          "fps": round(fps, 1), "preprocess_ms": round(pre_ms[-1], 3),
-                          "inference_ms": round(inf_ms[-1], 3), "dropped": grabber.dropped}
-                if grabber.name:
-                    record["file"] = grabber.name
-                if config.headless:
-                    out.write(json.dumps(record) + "\n")
-                    out.flush()
-                if window is not None or server is not None or recorder is not None:
-                    draw(frame, preds, f"{fps:.1f} fps  infer {inf_ms[-1]:.1f} ms  pre {pre_ms[-1]:.1f} ms")
-                if server is not None:
-                    server.publish(frame, record)
-                if recorder is not None:
-                    recorder.write(frame)
-                n += 1
-                if window is not None and not window.show(frame):
-                    stopped_by = "window"
-                    break
-                if config.frames and n >= config.frames:
-                    stopped_by = "frames"
-                    break
-                if config.duration and time.perf_counter() - t_start >= config.duration:
-                    stopped_by = "duration"
-                    break
-    except KeyboardInterrupt:
-        stopped_by = "signal"
-    finally:
-        seconds = time.perf_counter() - t_start
-        grabber.stop()
-        if window is not None:
-            window.close()
-        if server is not None:
-            server.close()
-        saved = recorder.close() if recorder is not None else None
-        if saved:
-            log(f"edge-camera: recorded {shown(saved)}")
-    if n == 0 and stopped_by == "end":
+    outputs.set_fps(source.fps)
+    loop = _Loop(clf, config, smoother, FrameGrabber(source, realtime=config.realtime), outputs)
+    loop.run()
+    if loop.n == 0 and loop.stopped_by == "end":
         raise EdgekitError(f"{shown(config.source)}: no frames could be read")
-    stats = RunStats(n, seconds, grabber.dropped, getattr(source, "reconnects", 0),
-                     float(np.median(pre_ms)) if pre_ms else 0.0, float(np.median(inf_ms)) if inf_ms else 0.0,
-                     stopped_by)
+    stats = loop.stats(getattr(source, "reconnects", 0))
     log(f"edge-camera: {stats.describe()}")
     return stats
+
+
+class _Outputs:
+    """Where each classified frame goes: JSON lines (--headless), a window, the browser view, the video file."""
+
+    def __init__(self, config: CameraConfig, out, log):
+        self.out, self.log, self.headless = out, log, config.headless
+        self.recorder = Recorder(config.record, 30.0, force=config.force) if config.record else None
+        self.window = None if (config.headless or config.serve or config.record) else _Window()
+        self.server = _start_server(config, log) if config.serve else None
+
+    def set_fps(self, fps: float | None) -> None:
+        if self.recorder is not None and fps:
+            self.recorder.fps = fps
+
+    def emit(self, frame, preds: list[dict], record: dict, speed: str) -> None:
+        """Send one frame to every output but the window."""
+        if self.headless:
+            self.out.write(json.dumps(record) + "\n")
+            self.out.flush()
+        if self.window is not None or self.server is not None or self.recorder is not None:
+            draw(frame, preds, speed)
+        if self.server is not None:
+            self.server.publish(frame, record)
+        if self.recorder is not None:
+            self.recorder.write(frame)
+
+    def show(self, frame) -> bool:
+        """Show the frame in the window, if any; False when the window was closed (q, Esc)."""
+        return self.window is None or self.window.show(frame)
+
+    def close_views(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.window is not None:
+            self.window.close()
+
+    def close(self) -> None:
+        """Close the window and the server, then finish the video file (said when one was saved)."""
+        if self.window is not None:
+            self.window.close()
+        if self.server is not None:
+            self.server.close()
+        saved = self.recorder.close() if self.recorder is not None else None
+        if saved:
+            self.log(f"edge-camera: recorded {shown(saved)}")
+
+
+class _Loop:
+    """Frame after frame: preprocess, infer, smooth, keep the top k above the threshold, send to the outputs."""
+
+    def __init__(self, clf, config: CameraConfig, smoother, grabber, outputs: _Outputs):
+        self.clf, self.config, self.smoother, self.grabber, self.outputs = clf, config, smoother, grabber, outputs
+        self.pre_ms: list[float] = []
+        self.inf_ms: list[float] = []
+        self.stamps: deque[float] = deque(maxlen=30)
+        self.n = 0
+        self.stopped_by = "end"
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        """Until the source ends or a bound, the window or a signal stops it; then every output is closed."""
+        self.t_start = time.perf_counter()
+        try:
+            with _StopOnSignals():
+                while True:
+                    frame = self.grabber.get(timeout=self.config.frame_timeout)
+                    if frame is None:
+                        break
+                    stop = self.step(frame)
+                    if stop:
+                        self.stopped_by = stop
+                        break
+        except KeyboardInterrupt:
+            self.stopped_by = "signal"
+        finally:
+            self.seconds = time.perf_counter() - self.t_start
+            self.grabber.stop()
+            self.outputs.close()
+
+    def step(self, frame) -> str | None:
+        """Classify one frame and send it on; why to stop now ("window", "frames", "duration"), or None."""
+        clf, config = self.clf, self.config
+        t0 = time.perf_counter()
+        tensor = clf.input_tensor(frame, color_order="BGR")
+        t1 = time.perf_counter()
+        scores = self.smoother(clf.infer(tensor))
+        t2 = time.perf_counter()
+        self.pre_ms.append((t1 - t0) * 1e3)
+        self.inf_ms.append((t2 - t1) * 1e3)
+        self.stamps.append(t2)
+        stamps = self.stamps
+        fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
+        idx = np.argsort(-scores, kind="stable")[:config.top_k]
+        preds = [{"label": clf.contract.label(int(i)), "index": int(i), "score": round(float(scores[i]), 4)}
+                 for i in idx if scores[i] >= config.threshold]
+        record = {"frame": self.n, "time": round(t2 - self.t_start, 3), "label": preds[0]["label"] if preds else None,
+                  "score": preds[0]["score"] if preds else None, "predictions": preds,
+                  "fps": round(fps, 1), "preprocess_ms": round(self.pre_ms[-1], 3),
+                  "inference_ms": round(self.inf_ms[-1], 3), "dropped": self.grabber.dropped}
+        if self.grabber.name:
+            record["file"] = self.grabber.name
+        self.outputs.emit(frame, preds, record,
+                          f"{fps:.1f} fps  infer {self.inf_ms[-1]:.1f} ms  pre {self.pre_ms[-1]:.1f} ms")
+        self.n += 1
+        if not self.outputs.show(frame):
+            return "window"
+        if config.frames and self.n >= config.frames:
+            return "frames"
+        if config.duration and time.perf_counter() - self.t_start >= config.duration:
+            return "duration"
+        return None
+
+    def stats(self, reconnects: int) -> RunStats:
+        return RunStats(self.n, self.seconds, self.grabber.dropped, reconnects,
+                        float(np.median(self.pre_ms)) if self.pre_ms else 0.0,
+                        float(np.median(self.inf_ms)) if self.inf_ms else 0.0, self.stopped_by)
 
 
 def check_record_path(path: str | None, force: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -133,17 +134,14 @@ class Recorder:
         self.frames += 1
 
     def _discard(self) -> None:
+        """Release the writer and remove the temporary file, whatever state they are in."""
         if self._writer is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._writer.release()
-            except Exception:
-                pass
             self._writer = None
         if self._tmp is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self._tmp.unlink()
-            except FileNotFoundError:
-                pass
             self._tmp = None
 
     def _problem(self) -> str | None:

@@ -1,7 +1,7 @@
 """--serve: a live browser view. An MJPEG stream, a JSON endpoint with the latest predictions and stats,
 and a small HTML page. Binds to 127.0.0.1 unless another host is asked for.
 
-Two guards, checked on every request (page, JSON, snapshot, stream):
+Two guards (their rules are in ``_guards``), checked on every request (page, JSON, snapshot, stream):
 
 - the Host header must name this server: localhost, 127.0.0.1, ::1, the address it listens on, or a name
   given with ``allowed_hosts`` (--allow-host). On a wildcard address (0.0.0.0, ::) the machine's hostname
@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import hmac
 import io
-import ipaddress
 import json
-import re
 import socket
-import string
 import threading
 import time
 from http.cookies import CookieError, SimpleCookie
@@ -35,135 +32,19 @@ from urllib.parse import parse_qs, urlsplit
 
 from edgekit.errors import EdgekitError
 from edgekit.pixels import opencv
+from edgekit.runtime.camera._guards import (
+    answered_hosts,
+    check_allowed_hosts,
+    check_listen_address,
+    check_token,
+    host_of,
+    is_ip,
+    is_loopback,
+)
+from edgekit.runtime.camera._page import PAGE
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-WILDCARDS = ("", "0.0.0.0", "::")
-TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-._~")  # URL-, header- and cookie-safe
-TOKEN_MIN, TOKEN_MAX = 8, 512
-_HOST_RE = re.compile(r"[A-Za-z0-9._%:-]{1,253}")
 HEADER_DEADLINE_S = 5.0  # from accepting a connection to the end of its request headers, however they trickle in
 PENDING_PER_ADDRESS = 8  # connections from one address not yet answered or let in by the guards
-
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>edge-camera</title>
-<style>body{font-family:sans-serif;background:#111;color:#eee;margin:1em}img{max-width:100%;border:1px solid #444}
-#label{font-size:2em;margin:.3em 0}#stats{color:#aaa}</style></head>
-<body data-frame="0">
-<div id="label">waiting for the first frame...</div>
-<img id="video" src="/stream.mjpg" alt="live view" onload="document.body.dataset.frame='1'">
-<pre id="stats"></pre>
-<script>
-async function poll() {
-  try {
-    const r = await fetch('/predictions.json', {cache: 'no-store'});
-    const d = await r.json();
-    if (d.predictions) {
-      const top = d.predictions[0];
-      document.getElementById('label').textContent = top ? `${top.label} ${(100 * top.score).toFixed(1)}%` : '-';
-      document.body.dataset.label = top ? top.label : '';
-      document.getElementById('stats').textContent =
-        `frame ${d.frame}  ${d.fps} fps  inference ${d.inference_ms} ms  preprocess ${d.preprocess_ms} ms  ` +
-        `dropped ${d.dropped}`;
-    }
-  } catch (e) {}
-  setTimeout(poll, 300);
-}
-poll();
-</script></body></html>
-"""
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'8080' -> ('127.0.0.1', 8080); 'HOST:PORT' and '[IPv6]:PORT' as given (0.0.0.0 only when asked for)."""
-    usage = f"--serve {text!r}: expected PORT or HOST:PORT, e.g. 8080, 0.0.0.0:8080 or [::1]:8080"
-    if not isinstance(text, str):
-        raise EdgekitError(usage)
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":") or ":" not in host:
-            raise EdgekitError(usage)
-        port = rest[1:]
-    else:
-        host, _, port = text.rpartition(":")
-        if ":" in host:
-            raise EdgekitError(f"--serve {text!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
-    host = host or "127.0.0.1"
-    if not (port.isascii() and port.isdigit()) or not _HOST_RE.fullmatch(host):
-        raise EdgekitError(usage)
-    number = int(port)
-    if not 0 <= number <= 65535:
-        raise EdgekitError(f"--serve {text!r}: port must be 0..65535")
-    return host, number
-
-
-def _normal(host: str) -> str:
-    return host.strip("[]").rstrip(".").lower()
-
-
-def host_of(value: str | None) -> str | None:
-    """The host named by a Host header ('name', 'name:port', '[v6]:port'), lower-case; None when malformed."""
-    if not value or not value.isascii():
-        return None
-    value = value.strip()
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not (rest[0] == ":" and (rest[1:] == "" or rest[1:].isdigit()))):
-            return None
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-        if port and not port.isdigit():
-            return None
-    else:
-        host = value  # a name, or a bare IPv6 address (not valid HTTP, but it can only match itself)
-    host = _normal(host)
-    return host if host and _HOST_RE.fullmatch(host) else None
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
-
-
-def is_loopback(host: str) -> bool:
-    if _normal(host) == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(_normal(host)).is_loopback
-    except ValueError:
-        return False
-
-
-def check_allowed_hosts(hosts) -> tuple[str, ...]:
-    """--allow-host values: host names or IP addresses (a port, if given, is ignored), normalized."""
-    if hosts is None:
-        return ()
-    if isinstance(hosts, str):
-        hosts = (hosts,)
-    out = []
-    for h in hosts:
-        name = host_of(h) if isinstance(h, str) else None
-        if name is None:
-            raise EdgekitError(f"--allow-host {h!r}: expected a host name or IP address, e.g. pi.local or "
-                               "192.168.1.20")
-        if name not in out:
-            out.append(name)
-    return tuple(out)
-
-
-def check_token(token) -> str | None:
-    """--token: None, or TOKEN_MIN..TOKEN_MAX characters from A-Z a-z 0-9 - . _ ~ (safe in a URL, a header
-    and a cookie without escaping)."""
-    if token is None:
-        return None
-    hint = "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe())'"
-    if not isinstance(token, str) or not TOKEN_MIN <= len(token) <= TOKEN_MAX:
-        raise EdgekitError(f"--token: use {TOKEN_MIN} to {TOKEN_MAX} characters, {hint}")
-    if not set(token) <= TOKEN_CHARS:
-        raise EdgekitError(f"--token: use only letters, digits and - . _ ~, {hint}")
-    return token
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -254,6 +135,131 @@ class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """One connection to the view: the guards, then the page, the JSON, a snapshot or the MJPEG stream of the
+    LiveServer ``self.server.live``."""
+
+    timeout = 30  # a client that stops reading the stream (or answer) is dropped
+
+    def setup(self):
+        super().setup()
+        self.live: LiveServer = self.server.live
+        self.rfile.close()  # read through the deadline instead (see handle_one_request)
+        self._reader = _DeadlineReader(self.connection, None)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self):
+        # the request line and headers must all arrive within HEADER_DEADLINE_S, however slowly they
+        # trickle in; what comes after (the answer, a long MJPEG stream) has the usual timeout
+        self._reader.deadline = time.monotonic() + HEADER_DEADLINE_S
+        try:
+            super().handle_one_request()
+        finally:
+            self._reader.deadline = None
+
+    def parse_request(self):
+        try:
+            return super().parse_request()
+        finally:
+            self._reader.deadline = None
+            self.connection.settimeout(self.timeout)
+
+    def log_message(self, *args):  # no per-request lines on stderr
+        pass
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        query_token = self.live.query_token(url.query)
+        if not self._guards_pass(query_token):
+            return
+        self.server.let_in(self.request)  # past the guards: no longer one of its address's pending
+        extra = {}
+        if self.live.token_matches(query_token):
+            extra["Set-Cookie"] = f"{self.live.cookie_name}={self.live.token}; Path=/; HttpOnly; SameSite=Strict"
+        self._answer(url.path, extra)
+
+    def _guards_pass(self, query_token: str | None) -> bool:
+        """The Host and token guards; a 403 or 401 answer (and False) when one fails."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or not self.live.host_allowed(hosts[0]):
+            self._send(403, "text/plain; charset=utf-8",
+                       b"403 forbidden: this Host is not accepted (edge-camera --allow-host NAME adds one)\n")
+            return False
+        live = self.live
+        if live.token is not None and not (live.token_matches(query_token) or live.token_matches(self._bearer())
+                                           or live.token_matches(self._cookie())):
+            self._send(401, "text/plain; charset=utf-8",
+                       b"401 unauthorized: open /?token=TOKEN once, or send Authorization: Bearer TOKEN\n",
+                       {"WWW-Authenticate": 'Bearer realm="edge-camera"'})
+            return False
+        return True
+
+    def _answer(self, path: str, extra: dict) -> None:
+        if path in ("/", "/index.html"):
+            self._send(200, "text/html; charset=utf-8", PAGE.encode(), extra)
+        elif path in ("/predictions.json", "/api/latest"):
+            self._send(200, "application/json", self.live.latest_json(), extra)
+        elif path == "/snapshot.jpg":
+            jpeg = self.live.snapshot()
+            if jpeg:
+                self._send(200, "image/jpeg", jpeg, extra)
+            else:
+                self._send(503, "text/plain", b"no frame yet", extra)
+        elif path == "/stream.mjpg":
+            self._stream(extra)
+        else:
+            self._send(404, "text/plain", b"not found", extra)
+
+    def _bearer(self) -> str | None:
+        scheme, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+
+    def _cookie(self) -> str | None:
+        jar = SimpleCookie()
+        for header in self.headers.get_all("Cookie") or ():
+            try:
+                jar.load(header)
+            except CookieError:
+                continue
+        morsel = jar.get(self.live.cookie_name)
+        return morsel.value if morsel is not None else None
+
+    def _headers(self, extra):
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+
+    def _send(self, code, ctype, body, extra=None):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self._headers(extra)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self, extra):
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self._headers(extra)
+        self.end_headers()
+        seen = -1
+        try:
+            while True:
+                nxt = self.live.next_frame(seen)
+                if nxt is None:
+                    return
+                seen, jpeg = nxt
+                if jpeg is None:
+                    continue
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                self.wfile.flush()
+        except OSError:  # the browser went away, or stopped reading for ``timeout`` seconds
+            return
+
+
 class LiveServer:
     """The browser view on ``host``:``port``. ``allowed_hosts``: extra names accepted in the Host header;
     ``token``: a secret every request must carry (see the module's docstring). Both are checked here,
@@ -262,156 +268,30 @@ class LiveServer:
     def __init__(self, host: str, port: int, *, allowed_hosts=(), token: str | None = None):
         allowed = check_allowed_hosts(allowed_hosts)
         self.token = check_token(token)
-        if not isinstance(host, str) or not _HOST_RE.fullmatch(_normal(host) or "0.0.0.0"):
-            raise EdgekitError(f"--serve: bad host {host!r}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise EdgekitError(f"--serve: port must be 0..65535, got {port!r}")
-        self.wildcard = _normal(host) in WILDCARDS or host == "::"
-        names = list(LOOPBACK_NAMES)
-        if self.wildcard:
-            me = socket.gethostname().lower().rstrip(".")
-            names += [me, f"{me.split('.', 1)[0]}.local"] if me else []
-        else:
-            names.append(_normal(host))
-        names += allowed
-        self.allowed_hosts: tuple[str, ...] = tuple(dict.fromkeys(n for n in names if n))
+        self.wildcard = check_listen_address(host, port)
+        self.allowed_hosts: tuple[str, ...] = answered_hosts(host, self.wildcard, allowed)
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
         self._latest: dict = {}
         self._seq = 0
         self._closed = False
-        server = self
+        self._httpd = self._listen(host, port)
+        self.host, self.port = host, self._httpd.server_address[1]
+        self.cookie_name = f"edge_camera_token_{self.port}"  # cookies ignore ports: one per server
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="edgekit-serve", daemon=True)
+        self._thread.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 30  # a client that stops reading the stream (or answer) is dropped
-
-            def setup(self):
-                super().setup()
-                self.rfile.close()  # read through the deadline instead (see handle_one_request)
-                self._reader = _DeadlineReader(self.connection, None)
-                self.rfile = io.BufferedReader(self._reader)
-
-            def handle_one_request(self):
-                # the request line and headers must all arrive within HEADER_DEADLINE_S, however slowly they
-                # trickle in; what comes after (the answer, a long MJPEG stream) has the usual timeout
-                self._reader.deadline = time.monotonic() + HEADER_DEADLINE_S
-                try:
-                    super().handle_one_request()
-                finally:
-                    self._reader.deadline = None
-
-            def parse_request(self):
-                try:
-                    return super().parse_request()
-                finally:
-                    self._reader.deadline = None
-                    self.connection.settimeout(self.timeout)
-
-            def log_message(self, *args):  # no per-request lines on stderr
-                pass
-
-            def do_GET(self):
-                hosts = self.headers.get_all("Host") or []
-                if len(hosts) != 1 or not server.host_allowed(hosts[0]):
-                    self._send(403, "text/plain; charset=utf-8",
-                               b"403 forbidden: this Host is not accepted (edge-camera --allow-host NAME adds one)\n")
-                    return
-                url = urlsplit(self.path)
-                query_token = server._query_token(url.query)
-                if server.token is not None and not (
-                        server._token_matches(query_token)
-                        or server._token_matches(self._bearer())
-                        or server._token_matches(self._cookie())):
-                    self._send(401, "text/plain; charset=utf-8",
-                               b"401 unauthorized: open /?token=TOKEN once, or send Authorization: Bearer TOKEN\n",
-                               {"WWW-Authenticate": 'Bearer realm="edge-camera"'})
-                    return
-                self.server.let_in(self.request)  # past the guards: no longer one of its address's pending
-                extra = {}
-                if server.token is not None and server._token_matches(query_token):
-                    extra["Set-Cookie"] = f"{server.cookie_name}={server.token}; Path=/; HttpOnly; SameSite=Strict"
-                path = url.path
-                if path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", _PAGE.encode(), extra)
-                elif path in ("/predictions.json", "/api/latest"):
-                    with server._cond:
-                        body = json.dumps(server._latest).encode()
-                    self._send(200, "application/json", body, extra)
-                elif path == "/snapshot.jpg":
-                    with server._cond:
-                        jpeg = server._jpeg
-                    if jpeg:
-                        self._send(200, "image/jpeg", jpeg, extra)
-                    else:
-                        self._send(503, "text/plain", b"no frame yet", extra)
-                elif path == "/stream.mjpg":
-                    self._stream(extra)
-                else:
-                    self._send(404, "text/plain", b"not found", extra)
-
-            def _bearer(self) -> str | None:
-                scheme, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
-                return value.strip() if scheme.lower() == "bearer" else None
-
-            def _cookie(self) -> str | None:
-                jar = SimpleCookie()
-                for header in self.headers.get_all("Cookie") or ():
-                    try:
-                        jar.load(header)
-                    except CookieError:
-                        continue
-                morsel = jar.get(server.cookie_name)
-                return morsel.value if morsel is not None else None
-
-            def _headers(self, extra):
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("X-Content-Type-Options", "nosniff")
-                self.send_header("Referrer-Policy", "no-referrer")
-                for key, value in (extra or {}).items():
-                    self.send_header(key, value)
-
-            def _send(self, code, ctype, body, extra=None):
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self._headers(extra)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _stream(self, extra):
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self._headers(extra)
-                self.end_headers()
-                seen = -1
-                try:
-                    while True:
-                        with server._cond:
-                            while server._seq == seen and not server._closed:
-                                server._cond.wait(0.5)
-                            if server._closed:
-                                return
-                            seen, jpeg = server._seq, server._jpeg
-                        if jpeg is None:
-                            continue
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                        self.wfile.flush()
-                except OSError:  # the browser went away, or stopped reading for ``timeout`` seconds
-                    return
-
+    def _listen(self, host: str, port: int) -> _HTTPServer:
         cls = _HTTPServer6 if ":" in host else _HTTPServer
         try:
-            self._httpd = cls((host, port), Handler)
+            httpd = cls((host, port), _Handler)
         except (OSError, OverflowError) as exc:
             why = getattr(exc, "strerror", None) or str(exc)
             if isinstance(exc, PermissionError) and port < 1024:
                 why += "; ports below 1024 need root, use 8080 or another port above 1023"
             raise EdgekitError(f"--serve {host}:{port}: cannot listen ({why})") from None
-        self.host, self.port = host, self._httpd.server_address[1]
-        self.cookie_name = f"edge_camera_token_{self.port}"  # cookies ignore ports: one per server
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="edgekit-serve", daemon=True)
-        self._thread.start()
+        httpd.live = self
+        return httpd
 
     def host_allowed(self, header: str | None) -> bool:
         host = host_of(header)
@@ -420,14 +300,16 @@ class LiveServer:
         return host in self.allowed_hosts or (self.wildcard and is_ip(host))
 
     @staticmethod
-    def _query_token(query: str) -> str | None:
+    def query_token(query: str) -> str | None:
+        """The ``token`` of a URL's query string, or None."""
         try:
             values = parse_qs(query, max_num_fields=20).get("token")
         except ValueError:
             return None
         return values[0] if values else None
 
-    def _token_matches(self, candidate: str | None) -> bool:
+    def token_matches(self, candidate: str | None) -> bool:
+        """``candidate`` is this server's token (compared in constant time); False when it has none."""
         if self.token is None or candidate is None:
             return False
         return hmac.compare_digest(candidate.encode("utf-8", "replace"), self.token.encode())
@@ -459,6 +341,25 @@ class LiveServer:
             self._latest = record
             self._seq += 1
             self._cond.notify_all()
+
+    def latest_json(self) -> bytes:
+        """The latest frame's record, as JSON."""
+        with self._cond:
+            return json.dumps(self._latest).encode()
+
+    def snapshot(self) -> bytes | None:
+        """The latest frame as a JPEG (None before the first)."""
+        with self._cond:
+            return self._jpeg
+
+    def next_frame(self, seen: int) -> tuple[int, bytes | None] | None:
+        """The frame published after number ``seen`` (its number and JPEG), waiting for it; None once closed."""
+        with self._cond:
+            while self._seq == seen and not self._closed:
+                self._cond.wait(0.5)
+            if self._closed:
+                return None
+            return self._seq, self._jpeg
 
     def close(self) -> None:
         with self._cond:
