@@ -102,6 +102,7 @@ def render_markdown(doc: dict) -> str:
     notes = [f"- {r['model']}: {n}" for r in doc["rows"] for n in r.get("notes") or []]
     if notes:
         lines += ["Notes:", "", *dict.fromkeys(notes), ""]
+    lines += recommendation_lines(doc)
     comp = doc.get("comparison")
     if comp:
         bad = [f for f in comp["rows"] if f["problems"]]
@@ -113,6 +114,20 @@ def render_markdown(doc: dict) -> str:
             lines.append(f"- not in the baseline: {', '.join(comp['unmatched'])}")
         lines.append("")
     return "\n".join(lines)
+
+
+def recommendation_lines(doc: dict) -> list[str]:
+    """The recommended file at each thread count, and why not the others. Recomputed from the rows (which are
+    checked when a bench.json is read back), never taken from the document's own field; none for merged runs."""
+    from edgekit.bench.suite import recommendations
+
+    lines = []
+    for rec in ([] if doc.get("merged") else recommendations(doc["rows"])):
+        at = f"at {rec['threads']} thread{'s' if rec['threads'] != 1 else ''}" if rec["threads"] else "here"
+        lines += [f"**Recommended {at}: {rec['artifact']}** ({rec['reason']})." if rec["artifact"] else
+                  f"No recommendation {at}: {rec['reason']}.", ""]
+        lines += [f"- {name}: {why}" for name, why in rec["others"].items()] + [""]
+    return lines
 
 
 PLOT_ROWS = 40  # rows drawn in each plot: the table holds them all, a plot of thousands is unreadable (and slow)

@@ -162,7 +162,12 @@ def run_bench(models: list[str | Path], options: BenchOptions | None = None, *,
         for p in paths:
             rows += _measure_model(p, options, data, e2e_images, said, log)
     _agreement(rows)
-    return {"schema_version": SCHEMA_VERSION, "environment": env, "device_before": before,
+    recommended = recommendations(rows)
+    for rec in recommended:
+        said = f"recommended here: {rec['artifact']} ({rec['reason']})" if rec["artifact"] else \
+            f"no recommendation: {rec['reason']}"
+        log(f"[{rec['threads'] or 'default'} threads] {said}")
+    return {"schema_version": SCHEMA_VERSION, "environment": env, "device_before": before, "recommended": recommended,
             "device_after": device_state(), "options": {k: (str(v) if isinstance(v, Path) else v)
                                                         for k, v in vars(options).items()},
             "data": {"source": str(options.data), "images": len(data.images), "classes": list(data.classes)}
@@ -252,6 +257,36 @@ def _score(row: dict, result: dict, data: _Data) -> None:
     if missing:
         row["notes"].append(f"--data folder(s) {missing[:5]} name none of the model's labels"
                             + ("; their images are not scored" if scored.any() else "; no accuracy"))
+
+
+#: a quantized row whose accuracy (or, without labels, top-1 agreement) is more than this many points below the
+#: reference's is not recommended: the conversion gate's default
+MAX_DROP_POINTS = 1.0
+
+
+def _passes(r: dict) -> bool:
+    if r["status"] != "ok" or r.get("format") == "keras":  # Keras is the reference, not something to deploy
+        return False
+    if r.get("accuracy_drop_points") is not None:
+        return r["accuracy_drop_points"] <= MAX_DROP_POINTS
+    agreement = r.get("top1_agreement")
+    return agreement is None or 100 * (1 - agreement) <= MAX_DROP_POINTS
+
+
+def recommendations(rows: list[dict]) -> list[dict]:
+    """For each thread count measured: the fastest deployable file within the accuracy gate (size breaking a tie),
+    and why not each other file (``edgekit.convert.recommend``)."""
+    from edgekit.convert.recommend import Candidate, recommend
+
+    out = []
+    for threads in dict.fromkeys(r.get("threads") for r in rows):
+        group = [r for r in rows if r.get("threads") == threads and r.get("format") != "keras"]
+        rec = recommend([Candidate(f"{r['model']}" + (f" ({r['backend']})" if r.get("backend") else ""),
+                                   r.get("format") or "", "pass" if _passes(r) else
+                                   ("error" if r["status"] != "ok" else "fail"), r.get("size_bytes") or 0,
+                                   (r.get("latency_ms") or {}).get("p50")) for r in group])
+        out.append({"threads": threads, **rec.to_dict()})
+    return out
 
 
 def _agreement(rows: list[dict]) -> None:

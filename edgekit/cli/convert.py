@@ -33,7 +33,7 @@ def _opset(text: str) -> int:
 
 
 def build_parser():
-    from edgekit.convert.options import MAX_OPSET, MIN_OPSET
+    from edgekit.convert.options import MAX_OPSET, MIN_OPSET, RECIPE_NAMES
     from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS, Int8IO
 
     p = make_parser("edge-convert", __doc__ + "\n\nexamples:\n  edge-convert model.h5\n"
@@ -59,6 +59,10 @@ def build_parser():
     g.add_argument("--int8-io", choices=[m.value for m in Int8IO], default="int8",
                    help="TFLite int8 model input/output type (default: int8)")
     g.add_argument("--opset", type=_opset, default=17, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: 17)")
+    g.add_argument("--onnx-recipe", choices=("auto", *RECIPE_NAMES), default="auto",
+                   help="how onnx_int8 is quantized: 'auto' (default) times every recipe on this machine and keeps "
+                        "the fastest that agrees with float as well as the best; name one to deploy on another CPU "
+                        "(qdq_s8s8 for Arm, qdq_u8s8_reduced for x86 without VNNI)")
     g.add_argument("--nchw", action="store_true", help="ONNX input as NCHW instead of NHWC")
     g.add_argument("--dynamic-batch", action="store_true", help="a variable batch dimension (default: fixed at 1)")
     g.add_argument("--unsafe", action="store_true", help="allow models with Lambda layers (they run code stored "
@@ -104,7 +108,7 @@ def run(args) -> int:
         formats=formats, calibration=args.calibration, validation=args.validation,
         calibration_images=args.calibration_images, validation_images=args.validation_images,
         max_drop=args.max_drop, min_agreement=args.min_agreement, int8_io=args.int8_io, opset=args.opset,
-        nchw=args.nchw,
+        nchw=args.nchw, onnx_recipe=None if args.onnx_recipe == "auto" else args.onnx_recipe,
         dynamic_batch=args.dynamic_batch, threads=args.threads, verify=not args.no_verify, auto_fix=args.auto_fix,
         allow_low_accuracy=args.allow_low_accuracy,
         force=args.force, unsafe=args.unsafe, compare=tuple(args.compare), architecture=args.architecture,

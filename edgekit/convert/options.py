@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit.convert.onnx_int8 import RECIPES
 from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS, Int8IO, get_target
 from edgekit.limits import OptionError, check_int, check_number, check_threads
 
@@ -13,6 +14,7 @@ from edgekit.limits import OptionError, check_int, check_number, check_threads
 MIN_OPSET, MAX_OPSET = 13, 18
 
 _COLOR_ORDERS = ("RGB", "BGR", "GRAY")
+RECIPE_NAMES = tuple(r.name for r in RECIPES)
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class ConvertOptions:
     max_drop: float = 1.0  # accuracy points (or top-1 disagreement points without labels)
     min_agreement: float | None = None  # default: 0.995 for float32 artifacts, 0.90 for the others
     int8_io: Int8IO = Int8IO.INT8  # the plain strings "int8", "uint8" and "float32" are taken too
+    onnx_recipe: str | None = None  # ONNX int8: one recipe of onnx_int8.RECIPES instead of the fastest measured here
     opset: int = 17
     nchw: bool = False
     dynamic_batch: bool = False
@@ -51,6 +54,8 @@ class ConvertOptions:
         if self.int8_io not in tuple(Int8IO):
             raise OptionError(f"int8_io: expected int8, uint8 or float32, got {self.int8_io!r}")
         object.__setattr__(self, "int8_io", Int8IO(self.int8_io))
+        if self.onnx_recipe is not None and self.onnx_recipe not in RECIPE_NAMES:
+            raise OptionError(f"onnx_recipe: expected one of {', '.join(RECIPE_NAMES)}, got {self.onnx_recipe!r}")
         _check_formats(self.formats)
         _check_overrides(self.overrides)
 

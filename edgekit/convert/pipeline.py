@@ -191,7 +191,7 @@ def _export_context(contract: Contract, data: ConvertData, options: ConvertOptio
 
     return ExportContext(contract=contract, calibration=calibration if cal_pixels is not None else None,
                          int8_io=options.int8_io, opset=options.opset, batch=None if options.dynamic_batch else 1,
-                         nchw=options.nchw)
+                         nchw=options.nchw, threads=options.threads, onnx_recipe=options.onnx_recipe)
 
 
 def _export_all(source: SourceModel, targets: list[TargetSpec], paths: dict[str, Path], ctx: ExportContext,
@@ -203,12 +203,27 @@ def _export_all(source: SourceModel, targets: list[TargetSpec], paths: dict[str,
         path = paths[target.name]
         log(f"[{i}/{len(targets)}] {target.name} -> {path}")
         res = _export_one(source, target, ctx, data.calibration_info, path, options, verifier)
+        res = _note_selection(res, log)
         log("      " + res.summary())
         results.append(res)
         if target.name == "tflite_int8" and res.status == Status.FAIL and \
                 data.calibration_info.get("method") == "images":
             results += diagnose_int8(source, ctx, res, stem, out, options, verifier, log)
     return results
+
+
+def _note_selection(res: ArtifactResult, log: Log) -> ArtifactResult:
+    """An ONNX int8 file says which recipe was kept; one that is not faster than float here says so."""
+    sel = res.quantization.get("selection")
+    if not sel:
+        return res
+    p50, f32 = sel["recipes"][sel["recipe"]]["p50_ms"], sel["float32_p50_ms"]
+    log(f"      recipe {sel['recipe']} ({sel['recipe_description']}): {p50:.2f} ms against float32's {f32:.2f} ms "
+        f"here, the fastest of {len(sel['recipes'])} that agrees with float")
+    if sel["faster_than_float"]:
+        return res
+    slow = f"not faster here: {p50 / f32:.2f}x float32's p50 with the fastest recipe"
+    return replace(res, message=f"{res.message}; {slow}" if res.message else slow)
 
 
 def _export_one(source: SourceModel, target: TargetSpec, ctx: ExportContext, cal_info: dict, path: Path,
@@ -222,16 +237,16 @@ def _export_one(source: SourceModel, target: TargetSpec, ctx: ExportContext, cal
 
         art_contract = replace(art_contract, layout=Layout.NCHW)
     try:
-        data = target.export(source, replace(ctx, contract=art_contract))
+        exported = target.export(source, replace(ctx, contract=art_contract))
     except EdgekitError:
         raise
     except Exception as exc:  # a converter failing on one target must not lose the others
         return ArtifactResult(path, target.name, 0, target.quantization(ctx), Status.ERROR,
                               seconds=time.perf_counter() - t0,
                               message=f"export failed: {exc.__class__.__name__}: {first_line(exc)}")
-    fileio.write_bytes(path, data, force=options.force)
-    fileio.write_text(sidecar_path(path), art_contract.to_json() + "\n", force=options.force)
-    res = ArtifactResult(path, target.name, len(data), target.quantization(ctx), Status.UNVERIFIED,
-                         seconds=time.perf_counter() - t0)
+    fileio.write_bytes(path, exported.data, force=options.force)
+    fileio.write_text(sidecar_path(path), exported.contract.to_json() + "\n", force=options.force)
+    res = ArtifactResult(path, target.name, len(exported.data), {**target.quantization(ctx), **exported.quantization},
+                         Status.UNVERIFIED, seconds=time.perf_counter() - t0)
     return verifier(res)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from edgekit import fileio
 from edgekit.contract import Contract
+from edgekit.convert.recommend import Candidate, Recommendation, recommend
 
 if TYPE_CHECKING:
     from edgekit.convert.options import ConvertOptions
@@ -95,6 +96,12 @@ class ConvertReport:
     def ok(self) -> bool:
         return all(a.status not in (Status.FAIL, Status.ERROR) for a in self.artifacts)
 
+    @property
+    def recommendation(self) -> Recommendation:
+        """The file to deploy on this machine: the fastest that passed, size breaking a tie."""
+        return recommend([Candidate(a.path.name, a.format, str(a.status), a.size_bytes,
+                                    a.latency_ms["p50"] if a.latency_ms else None) for a in self.artifacts])
+
     def to_dict(self) -> dict:
         return {
             "schema_version": REPORT_SCHEMA,
@@ -109,6 +116,7 @@ class ConvertReport:
             "validation": self.validation,
             "notes": self.notes,
             "artifacts": [a.to_dict(self.out) for a in self.artifacts],
+            "recommended": self.recommendation.to_dict(),
         }
 
 
@@ -139,6 +147,19 @@ def render_markdown(report: ConvertReport) -> str:
     for a in report.artifacts:
         if a.message:
             lines.append(f"- {a.path.name}: {a.status}: {a.message}")
+    rec = report.recommendation
+    lines += ["", "## Recommended for this machine", "",
+              f"**{rec.name}**: {rec.reason}." if rec.name else f"None: {rec.reason}.", ""]
+    lines += [f"- {name}: {why}" for name, why in rec.others.items()]
+    choice = [a for a in report.artifacts if "selection" in a.quantization]
+    for a in choice:
+        sel = a.quantization["selection"]
+        lines += ["", f"{a.path.name}: ONNX int8 recipe **{sel['recipe']}** ({sel['recipe_description']}), the "
+                      f"fastest of those that agree with float as well as the best, timed here at "
+                      f"{sel['threads'] or 'default'} threads (float32: {sel['float32_p50_ms']:.2f} ms):", "",
+                  markdown_table(["recipe", "p50 ms", "agreement with float", "bytes"],
+                                 [[k, f"{v['p50_ms']:.2f}", f"{v['agreement']:.3f}", v["bytes"]]
+                                  for k, v in sel["recipes"].items()])]
     return "\n".join(lines) + "\n"
 
 
@@ -196,6 +217,8 @@ def _artifact_rows(report: ConvertReport, random_cal: bool) -> list[list]:
 def write_report(report: ConvertReport, out: Path, options: ConvertOptions,
                  log: Callable[[str], None]) -> ConvertReport:
     """report.json and report.md in ``out`` (``options.force`` overwrites them)."""
+    for line in report.recommendation.lines():
+        log(f"[recommend] {line}" if not line.startswith(" ") else f"           {line.strip()}")
     fileio.write_json(out / "report.json", report.to_dict(), force=options.force)
     fileio.write_text(out / "report.md", render_markdown(report), force=options.force)
     log(f"[report] {out / 'report.md'}")

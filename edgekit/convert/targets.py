@@ -38,9 +38,21 @@ class ExportContext:
     opset: int = 17
     batch: int | None = 1  # None: dynamic batch
     nchw: bool = False  # ONNX only
+    threads: int | None = None  # what ONNX int8 recipes are timed at (the conversion's --threads)
+    onnx_recipe: str | None = None  # ONNX int8: this recipe only, instead of choosing by measurement
 
     def __post_init__(self):
         object.__setattr__(self, "int8_io", Int8IO(self.int8_io))
+
+
+@dataclass(frozen=True)
+class Exported:
+    """An exported file's bytes, the contract embedded in it, and what the export chose (``selection``: the ONNX
+    int8 recipe and its measurements), which the report and the sidecar record too."""
+
+    data: bytes
+    contract: Contract
+    quantization: dict = field(default_factory=dict)  # overrides TargetSpec.quantization's entries
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,7 @@ class TargetSpec:
     weights: str
     activations: str
     needs_calibration: bool
-    export: Callable[[SourceModel, ExportContext], bytes] = field(repr=False)
+    export: Callable[[SourceModel, ExportContext], Exported] = field(repr=False)
 
     def io_dtype(self, ctx: ExportContext) -> str:
         return ctx.int8_io if self.name == "tflite_int8" else "float32"
@@ -75,25 +87,31 @@ def quiet():
 
 
 def _tflite(mode: str):
-    def export(source: SourceModel, ctx: ExportContext) -> bytes:
+    def export(source: SourceModel, ctx: ExportContext) -> Exported:
         from edgekit.convert.tflite import export_tflite
 
         with quiet():
             data = export_tflite(source, mode, batch=ctx.batch, calibration=ctx.calibration, int8_io=ctx.int8_io)
-        return embed_tflite(data, ctx.contract)
+        return Exported(embed_tflite(data, ctx.contract), ctx.contract)
 
     return export
 
 
 def _onnx(int8: bool):
-    def export(source: SourceModel, ctx: ExportContext) -> bytes:
-        from edgekit.convert.onnx import export_onnx, quantize_onnx_int8
+    def export(source: SourceModel, ctx: ExportContext) -> Exported:
+        from edgekit.convert.onnx import export_onnx
+        from edgekit.convert.onnx_int8 import quantize_by_measurement
 
         proto = export_onnx(source, opset=ctx.opset, batch=ctx.batch, nchw=ctx.nchw)
+        contract, quantization = ctx.contract, {}
         if int8:
-            proto = quantize_onnx_int8(proto, ctx.calibration, nchw=ctx.nchw)
-        embed_onnx(proto, ctx.contract)
-        return proto.SerializeToString()
+            proto, choice = quantize_by_measurement(proto, ctx.calibration, nchw=ctx.nchw, threads=ctx.threads,
+                                                    only=ctx.onnx_recipe)
+            r = choice.chosen.recipe
+            quantization = {"activations": f"{r.activations} ({r.quant_format})", "selection": choice.details()}
+            contract = contract.with_provenance(quantization={**contract.provenance.quantization, **quantization})
+        embed_onnx(proto, contract)
+        return Exported(proto.SerializeToString(), contract, quantization)
 
     return export
 
@@ -106,7 +124,7 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("tflite_dynamic", ".tflite", "int8", "float32 (dynamic int8)", False, _tflite("dynamic")),
         TargetSpec("tflite_int8", ".tflite", "int8 per-channel", "int8", True, _tflite("int8")),
         TargetSpec("onnx_float32", ".onnx", "float32", "float32", False, _onnx(int8=False)),
-        TargetSpec("onnx_int8", ".onnx", "int8 per-channel (QDQ)", "int8 (QDQ)", True, _onnx(int8=True)),
+        TargetSpec("onnx_int8", ".onnx", "int8 per-channel", "chosen by measurement", True, _onnx(int8=True)),
     )
 }
 
