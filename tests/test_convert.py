@@ -237,9 +237,12 @@ def test_a_broken_artifact_is_caught(keras3_model, colours, tmp_path, capsys):
     assert check_parity(good.path, good.verification, 1.0) is good.verification
 
 
-def test_failed_int8_is_explained_and_auto_fix_tries_float_layers(colours, tmp_path, capsys):
-    """One huge channel in a conv output leaves int8 no resolution for the small ones: int8 must fail, the
-    exit code says so, and the report names layers from TFLite's QuantizationDebugger."""
+@pytest.mark.parametrize("outlier", [500.0, 5e6])
+def test_failed_int8_is_explained_and_auto_fix_rescues_it(colours, tmp_path, capsys, outlier):
+    """One huge channel in a conv output leaves int8 no resolution for the small ones: int8 must fail and the
+    report names layers from TFLite's QuantizationDebugger. --auto-fix's step 1 (int16 activations, 256 times
+    the resolution) rescues a 500 outlier and the run passes; a 5,000,000 one beats int16 too, so step 2 keeps
+    layers in float and the exit code still says int8 failed."""
     import keras
 
     inp = keras.Input((16, 16, 3))
@@ -250,18 +253,28 @@ def test_failed_int8_is_explained_and_auto_fix_tries_float_layers(colours, tmp_p
     m = keras.Model(inp, out)
     w = np.zeros((1, 1, 3, 4), np.float32)
     w[0, 0, 0, 1] = w[0, 0, 1, 2] = w[0, 0, 2, 3] = 0.01
-    m.get_layer("mixer").set_weights([w, np.array([500, 0, 0, 0], np.float32)])
+    m.get_layer("mixer").set_weights([w, np.array([outlier, 0, 0, 0], np.float32)])
     head = np.zeros((4, 3), np.float32)
     head[3, 0] = head[2, 1] = head[1, 2] = 2000.0
     m.get_layer("head").set_weights([head, np.zeros(3, np.float32)])
     m.save(tmp_path / "outlier.keras")
     code, err = _cli([tmp_path / "outlier.keras", "--out", tmp_path / "o", "--formats", "tflite_int8",
                       "--calibration", colours / "train", "--validation", colours / "val", "--auto-fix"], capsys)
-    assert code == 3, err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    int8, mixed = report["artifacts"]
+    int8, wide, *mixed = report["artifacts"]
     assert int8["status"] == "fail" and "largest int8 errors" in int8["message"] and "mixer" in int8["message"]
+    assert wide["format"] == "tflite_int16x8" and wide["quantization"]["activations"] == "int16"
+    assert wide["message"].startswith("rescue step 1 (int16 activations)")
+    if outlier == 500.0:
+        assert code == 0 and wide["status"] == "pass" and not mixed, err
+        assert "outlier_int16x8.tflite passes" in err
+        assert 0.9 < wide["size_bytes"] / int8["size_bytes"] < 1.3  # the same int8 weights
+        return
+    assert code == 3, err
+    assert wide["status"] == "fail"
+    (mixed,) = mixed
     assert mixed["format"] == "tflite_int8_mixed" and mixed["quantization"]["keep_float"]
+    assert mixed["message"].startswith("rescue step 2")
     assert (tmp_path / "o" / mixed["path"]).is_file() and mixed["top1_agreement"] is not None
 
 

@@ -146,3 +146,62 @@ def test_edge_bench_recommends_per_thread_count_within_the_accuracy_gate():
     assert recs[2]["artifact"] == "m_int8.onnx"
     md = "\n".join(recommendation_lines({"rows": rows}))
     assert "**Recommended at 1 thread: m_int8.onnx**" in md and "**Recommended at 2 threads: m_int8.onnx**" in md
+
+
+def test_agreement_counts_only_images_where_float_is_decisive():
+    from edgekit.convert.onnx_int8 import agreement, decisive
+
+    uniform = np.full((8, 10), 0.1) + np.random.default_rng(0).normal(0, 1e-9, (8, 10))  # an untrained model
+    assert not decisive(uniform).any() and agreement(np.eye(10)[:8], uniform) is None
+    sure = np.eye(10)[:8] * 0.9 + 0.01
+    assert decisive(sure).all()
+    assert agreement(sure, sure) == 1.0 and agreement(np.roll(sure, 1, axis=1), sure) == 0.0
+    sigmoid = np.array([[0.9], [0.1], [0.8], [0.3], [0.7]])
+    assert agreement(1 - sigmoid, sigmoid) == 0.0
+    # unmeasurable everywhere: the recipes are told apart by speed alone
+    trials = [Trial(recipe("qdq_s8s8"), 9.0, None, 10), Trial(recipe("qoperator_u8s8"), 3.0, None, 10)]
+    assert choose(trials, 6.0, 2).chosen.recipe.name == "qoperator_u8s8"
+
+
+@pytest.mark.tf
+def test_a_recipe_that_fails_verification_gives_way_to_the_next_fastest(tmp_path, monkeypatch):
+    """The recipe chosen by speed fails on the validation images (forced here): the next fastest is exported and
+    verified, and the report says which failed and which passed."""
+    import keras
+    from PIL import Image
+
+    from edgekit.convert import ConvertOptions, convert
+    from edgekit.convert.report import Status
+    from edgekit.convert.verify import Verifier
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("dark", "light")):
+        d = tmp_path / "data" / name
+        d.mkdir(parents=True)
+        for i in range(16):
+            Image.fromarray(rng.integers(0, 100, (12, 12, 3), dtype=np.uint8) + 150 * k).save(d / f"{i}.png")
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255.0)(inp)))
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x)).save(tmp_path / "m.keras")
+    real = Verifier.__call__
+    first = {}
+
+    def failing_first(self, res):
+        res = real(self, res)
+        sel = res.quantization.get("selection")
+        if sel:
+            first.setdefault("recipe", sel["recipe"])
+            if sel["recipe"] == first["recipe"]:
+                res.status, res.message = Status.FAIL, "accuracy dropped 9.00 points (forced by the test)"
+        return res
+
+    monkeypatch.setattr(Verifier, "__call__", failing_first)
+    report = convert(tmp_path / "m.keras", tmp_path / "out",
+                     ConvertOptions(formats=("onnx_int8",), calibration=str(tmp_path / "data"),
+                                    allow_low_accuracy=True, max_drop=100, min_agreement=0.0, bench_runs=2),
+                     log=lambda s: None)
+    (res,) = report.artifacts
+    assert res.status == Status.PASS
+    sel = res.quantization["selection"]
+    assert sel["recipe"] != first["recipe"] and sel["tried"][0].startswith(f"{first['recipe']} failed (accuracy")
+    assert res.message.endswith(f"{sel['recipe']} passes")

@@ -27,4 +27,7 @@ def test_train_then_convert(tmp_path, model, file):
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads((tmp_path / "run" / f"{Path(file).stem}_edgekit" / "report.json").read_text())
-    assert [a["status"] for a in report["artifacts"]] == ["pass"] * 3
+    from edgekit.convert import DEFAULT_FORMATS
+
+    assert [a["format"] for a in report["artifacts"]] == list(DEFAULT_FORMATS)
+    assert [a["status"] for a in report["artifacts"]] == ["pass"] * len(DEFAULT_FORMATS)

@@ -49,6 +49,7 @@ def onnx_int8_benchmarks(shared: Path, runs: int = 200, log=print) -> dict:
 
 
 def render_onnx_int8_markdown(results: dict) -> str:
+    from edgekit.convert.onnx_int8 import selection_rows
     from edgekit.report import markdown_table
 
     lines = ["# ONNX int8 against float", "",
@@ -69,6 +70,5 @@ def render_onnx_int8_markdown(results: dict) -> str:
                   f"- recipe: {sel.get('recipe')} ({sel.get('recipe_description')})",
                   f"- recommended by edge-convert: {m['recommended']['artifact']} ({m['recommended']['reason']})", "",
                   markdown_table(["recipe", "p50 ms (in edge-convert)", "agreement with float", "bytes"],
-                                 [[k, f"{v['p50_ms']:.2f}", f"{v['agreement']:.3f}", v["bytes"]]
-                                  for k, v in (sel.get("recipes") or {}).items()]), ""]
+                                 selection_rows(sel)), ""]
     return "\n".join(lines)

@@ -77,8 +77,9 @@ def build_parser():
     g.add_argument("--allow-low-accuracy", action="store_true", help="convert even when the source model "
                    "scores about chance on the labelled validation images (normally a sign of wrong preprocessing, "
                    "and exit code 3)")
-    g.add_argument("--auto-fix", action="store_true", help="when int8 fails, write a selectively quantized "
-                   "model that keeps the worst layers in float")
+    g.add_argument("--auto-fix", action="store_true", help="when TFLite int8 fails, rescue it: first int16 "
+                   "activations with the int8 weights (<model>_int16x8.tflite), then a model that keeps the worst "
+                   "layers in float (<model>_int8_mixed.tflite)")
     g.add_argument("--compare", metavar="FILE", action="append", default=[],
                    help="also verify an existing .tflite/.onnx (say, a vendor's int8) on the same images; repeatable")
     g.add_argument("--threads", type=threads_type, help="threads for verification and latency")
@@ -115,12 +116,14 @@ def run(args) -> int:
         overrides=contract_overrides(args)), log=lambda line: print(printable(line)))
     ours = [a for a in report.artifacts if not a.format.startswith("external")]
     bad = [a for a in ours if a.status in (Status.FAIL, Status.ERROR)]
-    fixed = next((a for a in ours if a.format == "tflite_int8_mixed" and a.status == Status.PASS), None)
+    rescues = ("tflite_int16x8", "tflite_int8_mixed")  # --auto-fix's steps, in order
+    fixed = next((a for a in ours if a.format in rescues and a.status == Status.PASS and "rescue" in a.message),
+                 None)
     for a in bad:
         print(printable(f"edge-convert: {a.status.upper()} {a.path.name}: {a.message}"), file=sys.stderr)
     if fixed is not None:
         print(f"edge-convert: --auto-fix: {fixed.path.name} passes; use it instead of the int8 file", file=sys.stderr)
-        bad = [a for a in bad if a.format not in ("tflite_int8", "tflite_int8_mixed")]
+        bad = [a for a in bad if a.format not in ("tflite_int8", *rescues)]
     if any(a.status == Status.ERROR for a in bad):
         return 2
     return 3 if bad else 0

@@ -1,5 +1,7 @@
-"""When int8 fails its check: say which layers it hurts most, and with --auto-fix write a selectively
-quantized model (``<stem>_int8_mixed.tflite``) that keeps the worst of them in float until it passes."""
+"""When int8 fails its check: say which layers it hurts most, and with --auto-fix rescue it, keeping as much of
+it integer as possible: first int16 activations with the same int8 weights (``<stem>_int16x8.tflite``: the same
+size, every layer still integer), then a selectively quantized model (``<stem>_int8_mixed.tflite``) that keeps
+the worst layers in float until it passes. Each result says which rescue step it was."""
 
 from __future__ import annotations
 
@@ -36,12 +38,44 @@ def diagnose_int8(source: SourceModel, ctx: ExportContext, failed: ArtifactResul
     top = ", ".join(e.describe() for e in layers[:3])
     failed.message += f"; largest int8 errors: {top}"
     if not options.auto_fix:
-        failed.message += "; rerun with --auto-fix to keep those layers in float"
-        log(f"      largest errors: {top}; rerun with --auto-fix to keep them in float")
+        failed.message += "; rerun with --auto-fix to try int16 activations, then those layers in float"
+        log(f"      largest errors: {top}; rerun with --auto-fix to try int16 activations, then them in float")
         return []
+    wide = None
+    if "tflite_int16x8" not in options.formats:  # asked for by name: it is in the report already
+        wide = _int16_activations(source, ctx, out / f"{stem}_int16x8.tflite", options, verifier, log)
+        if wide.status == Status.PASS:
+            return [wide]
     best = _keep_float(source, ctx, [e.tensor for e in layers], out / f"{stem}_int8_mixed.tflite", options,
                        verifier, log)
-    return [best] if best else []
+    return ([wide] if wide else []) + ([best] if best else [])
+
+
+def _int16_activations(source: SourceModel, ctx: ExportContext, path: Path, options: ConvertOptions,
+                       verifier: Verifier, log: Callable[[str], None]) -> ArtifactResult:
+    """Rescue step 1: the same int8 weights with int16 activations (every layer stays integer)."""
+    from edgekit.contract import embed_tflite
+    from edgekit.convert.targets import quiet
+    from edgekit.convert.tflite import export_tflite
+
+    log("      --auto-fix, step 1: int16 activations with the int8 weights (every layer stays integer)")
+    q = {"weights": "int8 per-channel", "activations": "int16", "io": "float32", "rescue": "int16 activations"}
+    art = ctx.contract.with_provenance(artifact_format="tflite_int16x8", quantization=q)
+    try:
+        with quiet():
+            data = embed_tflite(export_tflite(source, "int16x8", batch=ctx.batch, calibration=ctx.calibration), art)
+    except Exception as exc:  # some ops have no 16x8 kernel: say so, and go on to the next step
+        res = ArtifactResult(path, "tflite_int16x8", 0, q, Status.ERROR,
+                             message=f"rescue step 1 (int16 activations): export failed: {first_line(exc)}")
+        log("      " + res.summary())
+        return res
+    fileio.write_bytes(path, data, force=options.force)
+    fileio.write_text(sidecar_path(path), art.to_json() + "\n", force=options.force)
+    res = verifier(ArtifactResult(path, "tflite_int16x8", len(data), q, Status.UNVERIFIED))
+    step = "rescue step 1 (int16 activations)" + (": passes" if res.status == Status.PASS else "")
+    res.message = f"{step}; {res.message}" if res.message else step
+    log("      " + res.summary())
+    return res
 
 
 def _keep_float(source: SourceModel, ctx: ExportContext, worst: list[str], path: Path, options: ConvertOptions,
@@ -56,7 +90,7 @@ def _keep_float(source: SourceModel, ctx: ExportContext, worst: list[str], path:
     while True:
         k = min(k, most)
         keep = worst[:k]
-        log(f"      --auto-fix: keeping the {k} worst layer(s) in float")
+        log(f"      --auto-fix, step 2: keeping the {k} worst layer(s) in float")
         q = {"weights": f"int8 per-channel, {k} layer(s) float", "activations": "int8 (mixed)", "io": "float32",
              "keep_float": keep}
         art = ctx.contract.with_provenance(artifact_format="tflite_int8_mixed", quantization=q)
@@ -64,6 +98,8 @@ def _keep_float(source: SourceModel, ctx: ExportContext, worst: list[str], path:
         fileio.write_bytes(path, data, force=True if best is not None else options.force)
         fileio.write_text(sidecar_path(path), art.to_json() + "\n", force=True if best is not None else options.force)
         best = verifier(ArtifactResult(path, "tflite_int8_mixed", len(data), q, Status.UNVERIFIED))
+        step = f"rescue step 2 ({k} layer(s) in float)" + (": passes" if best.status == Status.PASS else "")
+        best.message = f"{step}; {best.message}" if best.message else step
         log("      " + best.summary())
         if best.status == Status.PASS or k == most:
             break

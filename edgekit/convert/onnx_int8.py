@@ -32,6 +32,10 @@ ELEMENTWISE = ("Add", "Mul", "Sigmoid", "HardSigmoid", "HardSwish", "Softmax")
 #: recipe's is not chosen, however fast
 AGREEMENT_SLACK = 0.01
 PROBE_IMAGES = 32  # calibration images used to compare the recipes' agreement with float
+#: a probe image counts for agreement only where the float model is decisive: its top score beats the second by
+#: this fraction of the top score (an untrained or out-of-domain model's near-uniform outputs flip with any noise)
+DECISIVE_MARGIN = 0.01
+MIN_DECISIVE = 4  # fewer decisive images than this: agreement is not measurable, the recipes are told apart by speed
 TIMING_RUNS = 20
 
 
@@ -77,11 +81,12 @@ def recipe(name: str) -> Recipe:
 class Trial:
     recipe: Recipe
     p50_ms: float
-    agreement: float  # top-1 agreement with the float model on the probe images
+    agreement: float | None  # top-1 agreement with float on the probe images where float is decisive (None: none)
     size_bytes: int
 
     def to_dict(self) -> dict:
-        return {"p50_ms": round(self.p50_ms, 4), "agreement": round(self.agreement, 4), "bytes": self.size_bytes}
+        return {"p50_ms": round(self.p50_ms, 4),
+                "agreement": None if self.agreement is None else round(self.agreement, 4), "bytes": self.size_bytes}
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,22 @@ class Choice:
                 "threads": self.threads, "recipes": {t.recipe.name: t.to_dict() for t in self.trials}}
 
 
+def selection_rows(selection: dict) -> list[list]:
+    """The recipe table of a recorded selection (``Choice.details()``): recipe, p50 ms, agreement, bytes."""
+    return [[name, f"{t['p50_ms']:.2f}", "-" if t["agreement"] is None else f"{t['agreement']:.3f}", t["bytes"]]
+            for name, t in (selection.get("recipes") or {}).items()]
+
+
 def choose(trials: Iterable[Trial], float_p50_ms: float, threads: int | None) -> Choice:
-    """The fastest trial among those within AGREEMENT_SLACK of the best agreement (size breaks a tie)."""
+    """The fastest trial among those within AGREEMENT_SLACK of the best agreement (size breaks a tie); by speed
+    alone when agreement could not be measured."""
     trials = tuple(trials)
     if not trials:
         raise ValueError("no ONNX int8 recipe could be quantized")
-    best = max(t.agreement for t in trials)
-    eligible = [t for t in trials if t.agreement >= best - AGREEMENT_SLACK]
+    measured = [t.agreement for t in trials if t.agreement is not None]
+    best = max(measured) if measured else None
+    eligible = [t for t in trials
+                if best is None or (t.agreement is not None and t.agreement >= best - AGREEMENT_SLACK)]
     chosen = min(eligible, key=lambda t: (t.p50_ms, t.size_bytes))
     return Choice(chosen, trials, float_p50_ms, threads)
 
@@ -180,15 +194,34 @@ def _session(path: Path, threads: int | None):
 
 
 def _measure(path: Path, probe: list[np.ndarray], nchw: bool, threads: int | None) -> tuple[float, np.ndarray]:
-    """(p50 ms of one inference on the first probe image, top-1 of every probe image)."""
+    """(p50 ms of one inference on the first probe image, the outputs of every probe image as rows)."""
     from edgekit.timing import measure_latency
 
     sess = _session(path, threads)
     name = sess.get_inputs()[0].name
     feeds = [{name: _layout(x, nchw)} for x in probe]
-    top1 = np.array([np.asarray(sess.run(None, f)[0]).reshape(-1).argmax() for f in feeds])
+    outputs = np.stack([np.asarray(sess.run(None, f)[0], np.float64).reshape(-1) for f in feeds])
     lat = measure_latency(lambda: sess.run(None, feeds[0]), runs=TIMING_RUNS, warmup=3)
-    return lat.p50, top1
+    return lat.p50, outputs
+
+
+def decisive(outputs: np.ndarray) -> np.ndarray:
+    """Which rows' top score beats the second by DECISIVE_MARGIN of the top score (one output: all rows)."""
+    if outputs.shape[1] < 2:
+        return np.ones(len(outputs), bool)
+    top2 = np.sort(outputs, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) >= DECISIVE_MARGIN * np.maximum(np.abs(top2[:, 1]), 1e-12)
+
+
+def agreement(outputs: np.ndarray, reference: np.ndarray) -> float | None:
+    """Top-1 agreement with ``reference`` over the rows where it is decisive; None with fewer than MIN_DECISIVE.
+    A single output (a sigmoid) agrees when both sides of 0.5 match."""
+    mask = decisive(reference)
+    if mask.sum() < MIN_DECISIVE:
+        return None
+    if reference.shape[1] == 1:
+        return float(((outputs[mask, 0] > 0.5) == (reference[mask, 0] > 0.5)).mean())
+    return float((outputs[mask].argmax(1) == reference[mask].argmax(1)).mean())
 
 
 def quantize_by_measurement(proto, calibration: Callable[[], Iterable[np.ndarray]], *, nchw: bool = False,
@@ -209,17 +242,17 @@ def quantize_by_measurement(proto, calibration: Callable[[], Iterable[np.ndarray
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         op_types = sorted({n.op_type for n in onnx.load(str(pre)).graph.node})
         probe = [x for _, x in zip(range(PROBE_IMAGES), calibration(), strict=False)]
-        float_p50, float_top1 = _measure(src, probe, nchw, threads)
+        float_p50, float_out = _measure(src, probe, nchw, threads)
         trials, paths = [], {}
         for r in recipes:
             out = tmp / f"{r.name}.onnx"
             with _quiet():  # the first call calibrates and fills the cache; the others reuse its ranges
                 _quantize(pre, out, r, _Reader(name, calibration(), nchw), cache, op_types)
-            p50, top1 = _measure(out, probe, nchw, threads)
-            trials.append(Trial(r, p50, float((top1 == float_top1).mean()), out.stat().st_size))
+            p50, outputs = _measure(out, probe, nchw, threads)
+            trials.append(Trial(r, p50, agreement(outputs, float_out), out.stat().st_size))
             paths[r.name] = out
             if log is not None:
                 log(f"      onnx int8 recipe {r.name}: p50 {p50:.2f} ms (float32 {float_p50:.2f} ms), "
-                    f"agreement with float {trials[-1].agreement:.3f} on {len(probe)} calibration images")
+                    f"agreement with float {trials[-1].agreement} on {len(probe)} calibration images")
         choice = choose(trials, float_p50, threads)
         return onnx.load(str(paths[choice.chosen.recipe.name])), choice

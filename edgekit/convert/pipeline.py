@@ -75,7 +75,7 @@ def _refuse_before_work(src: Path, out: Path, stem: str, paths: dict[str, Path],
         raise InputFileError(out, "exists and is not a folder (--out names the output folder)")
     fileio.probe_folder(out)  # /proc/x, a read-only disk, a path under a file: refused now, not after converting
     if not options.force:  # refuse before doing any work
-        extra = [out / f"{stem}_int8_mixed.tflite"] if options.auto_fix else []
+        extra = [out / f"{stem}_int16x8.tflite", out / f"{stem}_int8_mixed.tflite"] if options.auto_fix else []
         artifacts = [*paths.values(), *extra]
         for p in [*artifacts, *map(sidecar_path, artifacts), out / "report.json", out / "report.md"]:
             fileio.check_writable(p, force=False)
@@ -205,11 +205,38 @@ def _export_all(source: SourceModel, targets: list[TargetSpec], paths: dict[str,
         res = _export_one(source, target, ctx, data.calibration_info, path, options, verifier)
         res = _note_selection(res, log)
         log("      " + res.summary())
+        if res.status == Status.FAIL and "selection" in res.quantization and ctx.onnx_recipe is None:
+            res = _next_recipes(source, target, ctx, data, path, options, verifier, res, log)
         results.append(res)
         if target.name == "tflite_int8" and res.status == Status.FAIL and \
                 data.calibration_info.get("method") == "images":
             results += diagnose_int8(source, ctx, res, stem, out, options, verifier, log)
     return results
+
+
+#: other ONNX int8 recipes tried, fastest first, when the chosen one fails verification
+RECIPE_RETRIES = 2
+
+
+def _next_recipes(source: SourceModel, target: TargetSpec, ctx: ExportContext, data: ConvertData, path: Path,
+                  options: ConvertOptions, verifier: Verifier, failed: ArtifactResult, log: Log) -> ArtifactResult:
+    """The chosen ONNX int8 recipe failed on the validation images: the next fastest ones, until one passes."""
+    sel = failed.quantization["selection"]
+    others = sorted((name for name in sel["recipes"] if name != sel["recipe"]),
+                    key=lambda name: sel["recipes"][name]["p50_ms"])[:RECIPE_RETRIES]
+    tried = [f"{sel['recipe']} failed ({failed.message.split(';')[0]})"]
+    res = failed
+    for name in others:
+        log(f"      trying the next fastest ONNX int8 recipe, {name}")
+        res = _export_one(source, target, replace(ctx, onnx_recipe=name), data.calibration_info, path,
+                          replace(options, force=True), verifier)  # our own file, just written
+        log("      " + res.summary())
+        if res.status == Status.PASS:
+            res.quantization["selection"] = {**res.quantization["selection"], "tried": tried,
+                                             "first_ranking": sel["recipes"]}
+            return replace(res, message="; ".join([*tried, f"{name} passes"]))
+        tried.append(f"{name} failed ({res.message.split(';')[0]})")
+    return replace(res, message="; ".join(tried))
 
 
 def _note_selection(res: ArtifactResult, log: Log) -> ArtifactResult:

@@ -123,6 +123,7 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("tflite_float16", ".tflite", "float16", "float32", False, _tflite("float16")),
         TargetSpec("tflite_dynamic", ".tflite", "int8", "float32 (dynamic int8)", False, _tflite("dynamic")),
         TargetSpec("tflite_int8", ".tflite", "int8 per-channel", "int8", True, _tflite("int8")),
+        TargetSpec("tflite_int16x8", ".tflite", "int8 per-channel", "int16", True, _tflite("int16x8")),
         TargetSpec("onnx_float32", ".onnx", "float32", "float32", False, _onnx(int8=False)),
         TargetSpec("onnx_int8", ".onnx", "int8 per-channel", "chosen by measurement", True, _onnx(int8=True)),
     )
