@@ -112,14 +112,12 @@ def _run(args) -> int:
     clf, roots = _open(args)
     out = _Output(args, clf, images)
     failed = 0
-    for path in images:
-        try:
-            preds = clf.classify(path, top_k=args.top_k)
-        except InputFileError as exc:  # one bad file does not stop the rest
-            print(f"edge-predict: error: {printable(exc.path)}: {exc.problem}", file=sys.stderr)
+    for path, preds in clf.classify_stream(images, top_k=args.top_k):  # decodes the next file while this one runs
+        if isinstance(preds, InputFileError):  # one bad file does not stop the rest
+            print(f"edge-predict: error: {printable(preds.path)}: {preds.problem}", file=sys.stderr)
             failed += 1
             continue
-        except MemoryError:
+        if isinstance(preds, MemoryError):
             print(f"edge-predict: error: {out.shown[path]}: too large to decode in this machine's memory",
                   file=sys.stderr)
             failed += 1

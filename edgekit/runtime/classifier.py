@@ -166,13 +166,49 @@ class Classifier:
 
     def classify(self, image, *, top_k: int = 5, color_order=None) -> list[Prediction]:
         """Top-k predictions for one image (a path, a PIL image, or an ndarray with its colour order)."""
-        s = self.scores(image, color_order=color_order)
+        return self._top(self.scores(image, color_order=color_order), top_k)
+
+    def _top(self, s: np.ndarray, top_k: int) -> list[Prediction]:
         k = max(1, min(int(top_k), s.size))
         idx = np.argsort(-s, kind="stable")[:k]
         return [Prediction(self.contract.label(int(i)), int(i), float(s[i])) for i in idx]
 
     def classify_many(self, images: Iterable, *, top_k: int = 5, color_order=None) -> list[list[Prediction]]:
         return [self.classify(im, top_k=top_k, color_order=color_order) for im in images]
+
+    def classify_stream(self, images: Iterable, *, top_k: int = 5, color_order=None, prefetch: int = 2):
+        """(image, top-k predictions or the error it raised) for each image, in order. Files are decoded on a
+        background thread, ``prefetch`` ahead, while the model runs on the one before (decoders release the
+        GIL), so a folder is not decode + infer one after the other. An unreadable file yields its
+        InputFileError (or MemoryError) and the rest go on."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        def decode(image):
+            try:
+                return self.load(image, color_order), None
+            except (InputFileError, MemoryError) as exc:
+                return None, exc
+
+        items = iter(images)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekit-decode") as pool:
+            pending: deque = deque()
+            for image in items:
+                pending.append((image, pool.submit(decode, image)))
+                if len(pending) > prefetch:
+                    yield self._predict(*pending.popleft(), top_k)
+            while pending:
+                yield self._predict(*pending.popleft(), top_k)
+
+    def _predict(self, image, future, top_k: int):
+        loaded, error = future.result()
+        if error is not None:
+            return image, error
+        try:
+            s = self.infer(self._pre.into_tensor(*loaded))
+        except (InputFileError, MemoryError) as exc:
+            return image, exc
+        return image, self._top(s, top_k)
 
 
 def _model_contract(p: Path, be: Backend, given: Contract | None, notes: list[str]) -> tuple[Contract, str]:
