@@ -23,7 +23,10 @@ def test_train_then_convert(tmp_path, model, file):
     assert r.returncode == 0, r.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["model_h5"] == "written") == (file == "model.h5")
-    r = subprocess.run([str(bin_dir / "edge-convert"), file, "--max-drop", "100"], cwd=tmp_path / "run",
+    # one epoch on 30 images leaves the model at chance, its outputs nearly uniform: top-1 agreement there is noise,
+    # so neither accuracy nor agreement is gated; what is tested is that every file converts, runs and is verified
+    r = subprocess.run([str(bin_dir / "edge-convert"), file, "--max-drop", "100", "--min-agreement", "0"],
+                       cwd=tmp_path / "run",
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads((tmp_path / "run" / f"{Path(file).stem}_edgekit" / "report.json").read_text())
