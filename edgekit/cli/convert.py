@@ -33,7 +33,7 @@ def _opset(text: str) -> int:
 
 
 def build_parser():
-    from edgekit.convert.options import MAX_OPSET, MIN_OPSET, RECIPE_NAMES
+    from edgekit.convert.options import MAX_OPSET, MIN_OPSET, RECIPE_NAMES, WEIGHT_ROUNDINGS
     from edgekit.convert.targets import DEFAULT_FORMATS, TARGETS, Int8IO
 
     p = make_parser("edge-convert", __doc__ + "\n\nexamples:\n  edge-convert model.h5\n"
@@ -63,6 +63,10 @@ def build_parser():
                    help="how onnx_int8 is quantized: 'auto' (default) times every recipe on this machine and keeps "
                         "the fastest that agrees with float as well as the best; name one to deploy on another CPU "
                         "(qdq_s8s8 for Arm, qdq_u8s8_reduced for x86 without VNNI)")
+    g.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS, default="auto",
+                   help="tflite_int8 weights: 'auto' (default) also rounds each layer's weights to its output on the "
+                        "calibration images (GPTQ) and keeps that file when it is closer to float on calibration "
+                        "images it did not see; 'nearest' keeps the converter's rounding")
     g.add_argument("--nchw", action="store_true", help="ONNX input as NCHW instead of NHWC")
     g.add_argument("--dynamic-batch", action="store_true", help="a variable batch dimension (default: fixed at 1)")
     g.add_argument("--unsafe", action="store_true", help="allow models with Lambda layers (they run code stored "
@@ -110,6 +114,7 @@ def run(args) -> int:
         calibration_images=args.calibration_images, validation_images=args.validation_images,
         max_drop=args.max_drop, min_agreement=args.min_agreement, int8_io=args.int8_io, opset=args.opset,
         nchw=args.nchw, onnx_recipe=None if args.onnx_recipe == "auto" else args.onnx_recipe,
+        weight_rounding=args.weight_rounding,
         dynamic_batch=args.dynamic_batch, threads=args.threads, verify=not args.no_verify, auto_fix=args.auto_fix,
         allow_low_accuracy=args.allow_low_accuracy,
         force=args.force, unsafe=args.unsafe, compare=tuple(args.compare), architecture=args.architecture,

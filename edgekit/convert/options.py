@@ -15,6 +15,7 @@ MIN_OPSET, MAX_OPSET = 13, 18
 
 _COLOR_ORDERS = ("RGB", "BGR", "GRAY")
 RECIPE_NAMES = tuple(r.name for r in RECIPES)
+WEIGHT_ROUNDINGS = ("auto", "nearest")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ConvertOptions:
     min_agreement: float | None = None  # default: 0.995 for float32 artifacts, 0.90 for the others
     int8_io: Int8IO = Int8IO.INT8  # the plain strings "int8", "uint8" and "float32" are taken too
     onnx_recipe: str | None = None  # ONNX int8: one recipe of onnx_int8.RECIPES instead of the fastest measured here
+    weight_rounding: str = "auto"  # TFLite int8: "auto" (to the layers' outputs when closer to float) or "nearest"
     opset: int = 17
     nchw: bool = False
     dynamic_batch: bool = False
@@ -56,6 +58,9 @@ class ConvertOptions:
         object.__setattr__(self, "int8_io", Int8IO(self.int8_io))
         if self.onnx_recipe is not None and self.onnx_recipe not in RECIPE_NAMES:
             raise OptionError(f"onnx_recipe: expected one of {', '.join(RECIPE_NAMES)}, got {self.onnx_recipe!r}")
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise OptionError(f"weight_rounding: expected one of {', '.join(WEIGHT_ROUNDINGS)}, "
+                              f"got {self.weight_rounding!r}")
         _check_formats(self.formats)
         _check_overrides(self.overrides)
 

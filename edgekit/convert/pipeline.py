@@ -21,6 +21,7 @@ from edgekit.convert.budget import compute_budget
 from edgekit.convert.data import ConvertData, choose_data, labels_for
 from edgekit.convert.options import ConvertOptions
 from edgekit.convert.report import ArtifactResult, ConvertReport, Status, write_report
+from edgekit.convert.samples import RANDOM
 from edgekit.convert.source import SourceModel, load_source
 from edgekit.convert.source_contract import (
     check_flags,
@@ -191,7 +192,8 @@ def _export_context(contract: Contract, data: ConvertData, options: ConvertOptio
 
     return ExportContext(contract=contract, calibration=calibration if cal_pixels is not None else None,
                          int8_io=options.int8_io, opset=options.opset, batch=None if options.dynamic_batch else 1,
-                         nchw=options.nchw, threads=options.threads, onnx_recipe=options.onnx_recipe)
+                         nchw=options.nchw, threads=options.threads, onnx_recipe=options.onnx_recipe,
+                         weight_rounding="nearest" if str(options.calibration) == RANDOM else options.weight_rounding)
 
 
 def _export_all(source: SourceModel, targets: list[TargetSpec], paths: dict[str, Path], ctx: ExportContext,

@@ -40,6 +40,7 @@ class ExportContext:
     nchw: bool = False  # ONNX only
     threads: int | None = None  # what ONNX int8 recipes are timed at (the conversion's --threads)
     onnx_recipe: str | None = None  # ONNX int8: this recipe only, instead of choosing by measurement
+    weight_rounding: str = "auto"  # TFLite int8: "auto" re-rounds to the layers' outputs when it measures closer
 
     def __post_init__(self):
         object.__setattr__(self, "int8_io", Int8IO(self.int8_io))
@@ -92,9 +93,23 @@ def _tflite(mode: str):
 
         with quiet():
             data = export_tflite(source, mode, batch=ctx.batch, calibration=ctx.calibration, int8_io=ctx.int8_io)
-        return Exported(embed_tflite(data, ctx.contract), ctx.contract)
+        contract, quantization = ctx.contract, {}
+        if mode == "int8" and ctx.weight_rounding == "auto":
+            data, rounding = _rerounded(source, ctx, data)
+            quantization = {"weight_rounding": rounding}
+            contract = contract.with_provenance(quantization={**contract.provenance.quantization, **quantization})
+        return Exported(embed_tflite(data, contract), contract, quantization)
 
     return export
+
+
+def _rerounded(source: SourceModel, ctx: ExportContext, int8: bytes) -> tuple[bytes, dict]:
+    from edgekit.convert.reround import reround_int8
+    from edgekit.convert.tflite import export_tflite
+
+    with quiet():
+        float32 = export_tflite(source, "float32", batch=ctx.batch)
+    return reround_int8(int8, float32, list(ctx.calibration()))
 
 
 def _onnx(int8: bool):
