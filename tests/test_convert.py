@@ -609,3 +609,28 @@ keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(Twi
     r = subprocess.run([str(edge_convert), str(tmp_path / "data.h5"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "holds no Keras model or weights" in r.stderr
+
+
+def test_int8_weight_rounding_is_measured_recorded_and_can_be_turned_off(keras3_model, colours, tmp_path, capsys):
+    """tflite_int8 says how its weights were rounded (GPTQ kept only when closer to float on calibration images it
+    did not see), in report.json, report.md and the file's own contract; --weight-rounding nearest keeps the
+    converter's file as it was."""
+    from edgekit.contract import read_contract
+
+    args = [keras3_model, "--formats", "tflite_int8", "--calibration", colours / "train", "--validation",
+            colours / "val"]
+    code, err = _cli([*args, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    (a,) = json.loads((tmp_path / "a" / "report.json").read_text())["artifacts"]
+    info = a["quantization"]["weight_rounding"]
+    assert info["method"] in ("gptq", "nearest") and info["layers"] == 3
+    assert (info["fit_images"], info["check_images"]) == (54, 18)
+    assert (info["method"] == "gptq") == (info["output_mse_rerounded"] < info["output_mse_nearest"])
+    assert "weights rounded" in (tmp_path / "a" / "report.md").read_text()
+    found = read_contract(tmp_path / "a" / a["path"])
+    assert found.source == "embedded"
+    embedded = found.contract.provenance.quantization["weight_rounding"]
+    assert embedded == info
+    code, err = _cli([*args, "--out", tmp_path / "b", "--weight-rounding", "nearest"], capsys)
+    (b,) = json.loads((tmp_path / "b" / "report.json").read_text())["artifacts"]
+    assert code == 0 and "weight_rounding" not in b["quantization"]

@@ -21,6 +21,7 @@ from edgekit.convert.budget import compute_budget
 from edgekit.convert.data import ConvertData, choose_data, labels_for
 from edgekit.convert.options import ConvertOptions
 from edgekit.convert.report import ArtifactResult, ConvertReport, Status, write_report
+from edgekit.convert.reround import describe as describe_rounding
 from edgekit.convert.samples import RANDOM
 from edgekit.convert.source import SourceModel, load_source
 from edgekit.convert.source_contract import (
@@ -243,6 +244,8 @@ def _next_recipes(source: SourceModel, target: TargetSpec, ctx: ExportContext, d
 
 def _note_selection(res: ArtifactResult, log: Log) -> ArtifactResult:
     """An ONNX int8 file says which recipe was kept; one that is not faster than float here says so."""
+    if "weight_rounding" in res.quantization:
+        log(f"      {describe_rounding(res.quantization['weight_rounding'])}")
     sel = res.quantization.get("selection")
     if not sel:
         return res

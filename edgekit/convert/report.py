@@ -13,6 +13,7 @@ from edgekit import fileio
 from edgekit.contract import Contract
 from edgekit.convert.onnx_int8 import selection_rows
 from edgekit.convert.recommend import Candidate, Recommendation, recommend
+from edgekit.convert.reround import describe as describe_rounding
 
 if TYPE_CHECKING:
     from edgekit.convert.options import ConvertOptions
@@ -152,6 +153,8 @@ def render_markdown(report: ConvertReport) -> str:
     lines += ["", "## Recommended for this machine", "",
               f"**{rec.name}**: {rec.reason}." if rec.name else f"None: {rec.reason}.", ""]
     lines += [f"- {name}: {why}" for name, why in rec.others.items()]
+    lines += [f"- {a.path.name}: {describe_rounding(a.quantization['weight_rounding'])}"
+              for a in report.artifacts if "weight_rounding" in a.quantization]
     choice = [a for a in report.artifacts if "selection" in a.quantization]
     for a in choice:
         sel = a.quantization["selection"]

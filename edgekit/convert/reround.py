@@ -229,3 +229,12 @@ def reround_int8(int8: bytes, float32: bytes, images: list[np.ndarray], *, damp:
         return rerounded, {"method": "gptq", **info}
     return int8, {"method": "nearest", "reason": "rounding to the output did not bring the output closer to "
                                                  "float here", **info}
+
+
+def describe(info: dict) -> str:
+    """One line for the console and report.md."""
+    if info.get("method") == "gptq":
+        return (f"weights rounded to each layer's output (GPTQ, {info['layers']} layers, {info['fit_images']} "
+                f"images): output error against float {info['output_mse_nearest']:.3g} -> "
+                f"{info['output_mse_rerounded']:.3g} on {info['check_images']} calibration images it did not see")
+    return f"weights rounded to the nearest step: {info.get('reason', 'asked for')}"
