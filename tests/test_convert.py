@@ -274,6 +274,8 @@ def test_failed_int8_is_explained_and_auto_fix_rescues_it(colours, tmp_path, cap
     assert wide["status"] == "fail"
     (mixed,) = mixed
     assert mixed["format"] == "tflite_int8_mixed" and mixed["quantization"]["keep_float"]
+    mse = mixed["quantization"]["output_mse"]  # chosen by what each layer in float does to the output
+    assert list(mse) == mixed["quantization"]["keep_float"] and all(v >= 0 for v in mse.values())
     assert mixed["message"].startswith("rescue step 2")
     assert (tmp_path / "o" / mixed["path"]).is_file() and mixed["top1_agreement"] is not None
 

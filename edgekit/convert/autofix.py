@@ -80,21 +80,36 @@ def _int16_activations(source: SourceModel, ctx: ExportContext, path: Path, opti
 
 def _keep_float(source: SourceModel, ctx: ExportContext, worst: list[str], path: Path, options: ConvertOptions,
                 verifier: Verifier, log: Callable[[str], None]) -> ArtifactResult | None:
-    """Keep 1, 2, 4, ... of the ``worst`` layers in float until the model passes (or all but one are float)."""
+    """Keep 1, 2, 4, ... layers in float until the model passes (or all but one are float): the layers whose
+    float version brings the model's output closest to float's, then the rest by their own error. The int8
+    layers that remain get their weights rounded to their outputs, as tflite_int8's do."""
     from edgekit.contract import embed_tflite
-    from edgekit.convert.debug import selective_int8
+    from edgekit.convert.debug import by_output_error, selective_int8
+    from edgekit.convert.reround import reround_int8
+    from edgekit.convert.targets import quiet
+    from edgekit.convert.tflite import export_tflite
 
+    with quiet():
+        float32 = export_tflite(source, "float32", batch=ctx.batch)
+    images = list(ctx.calibration())
+    log(f"      --auto-fix, step 2: measuring what each of the {min(len(worst), 8)} worst layers in float does to "
+        "the output")
+    ranked = by_output_error(source, ctx.calibration, worst, float32, images[-64:])
+    order = [name for name, _ in ranked]
     best = None
     k = 1
-    most = max(1, len(worst) - 1)  # with every layer in float there is nothing left to quantize
+    most = max(1, len(order) - 1)  # with every layer in float there is nothing left to quantize
     while True:
         k = min(k, most)
-        keep = worst[:k]
-        log(f"      --auto-fix, step 2: keeping the {k} worst layer(s) in float")
+        keep = order[:k]
+        log(f"      --auto-fix, step 2: keeping {k} layer(s) in float")
+        data, rounding = reround_int8(selective_int8(source, ctx.calibration, keep), float32, images)
         q = {"weights": f"int8 per-channel, {k} layer(s) float", "activations": "int8 (mixed)", "io": "float32",
-             "keep_float": keep}
+             "keep_float": keep, "chosen_by": "output error against float with the layer alone in float",
+             "output_mse": {name: (None if mse != mse else mse) for name, mse in ranked[:k]},
+             "weight_rounding": rounding}
         art = ctx.contract.with_provenance(artifact_format="tflite_int8_mixed", quantization=q)
-        data = embed_tflite(selective_int8(source, ctx.calibration, keep), art)
+        data = embed_tflite(data, art)
         fileio.write_bytes(path, data, force=True if best is not None else options.force)
         fileio.write_text(sidecar_path(path), art.to_json() + "\n", force=True if best is not None else options.force)
         best = verifier(ArtifactResult(path, "tflite_int8_mixed", len(data), q, Status.UNVERIFIED))

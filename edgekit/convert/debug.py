@@ -86,6 +86,31 @@ def worst_layers(source, calibration: Calibration, debug_data: Calibration | Non
     return sorted(rows, key=lambda e: -e.rmse_over_scale)
 
 
+CANDIDATES = 8  # layers whose accumulated effect is measured, taken from the top of the per-layer ranking
+
+
+def by_output_error(source, calibration: Calibration, ranked: list[str], float32: bytes,
+                    images: list) -> list[tuple[str, float]]:
+    """The first ``CANDIDATES`` of ``ranked`` (tensor names, per-layer error order), reordered by what keeping each
+    one alone in float does to the model's output: the error that builds up through the layers after it, which
+    a layer's own error does not show. Returns (tensor, output MSE against float with it in float), best first;
+    the rest of ``ranked`` follows in its own order with no measurement (NaN)."""
+    import numpy as np
+
+    from edgekit.convert.reround import output_error
+    from edgekit.convert.targets import quiet
+
+    tf = tensorflow()
+    measured = []
+    with quiet(), _builtin_kernels():
+        dbg = _debugger(source, calibration)
+        for name in ranked[:CANDIDATES]:
+            dbg.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=[name])
+            measured.append((name, output_error(dbg.get_nondebug_quantized_model(), float32, images)))
+    measured.sort(key=lambda m: m[1])
+    return measured + [(name, float(np.nan)) for name in ranked[CANDIDATES:]]
+
+
 def selective_int8(source, calibration: Calibration, keep_float: list[str]) -> bytes:
     """int8 everywhere except the layers producing ``keep_float`` tensors; float32 inputs and outputs."""
     from edgekit.convert.targets import quiet

@@ -188,6 +188,16 @@ def _output_error(data: bytes, reference: list[np.ndarray], images: list[np.ndar
     return float(np.mean(errs))
 
 
+def output_error(data: bytes, float32: bytes, images: list[np.ndarray]) -> float:
+    """Mean squared difference of ``data``'s output from ``float32``'s on ``images``."""
+    f_it = _interpreter(float32)
+    reference = []
+    for x in images:
+        _feed(f_it, x)
+        reference.append(_output(f_it))
+    return _output_error(data, reference, images)
+
+
 def _measured(int8, float32, qmodel, layers, fit, check, damp) -> tuple[bytes, float, float]:
     from tensorflow.lite.tools import flatbuffer_utils
 
