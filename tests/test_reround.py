@@ -96,26 +96,42 @@ def test_the_option_is_checked_like_the_cli_checks_it():
         ConvertOptions(weight_rounding="gptq")
 
 
-def _tiny_int8(tmp_path):
-    """A small conv net with correlated channels and coarse weights, its float32 and plain int8 TFLite files,
-    and calibration images."""
+def _tiny_model():
+    """A small conv net whose weights rounding hurts: each output channel has one large weight (a coarse int8
+    step) and small ones that are each about one step, reading strongly correlated input channels."""
     import keras
 
-    from edgekit.convert.source import from_keras_model
-    from edgekit.convert.tflite import export_tflite
-
     keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
     inp = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
     x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(16, 1, activation="relu")(x)
+    x = keras.layers.Conv2D(16, 1)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(5, activation="softmax")(x)
+    out = keras.layers.Dense(5)(x)
     model = keras.Model(inp, out)
+    for layer in model.layers[1:4]:
+        w, b = layer.get_weights()
+        w = rng.normal(0, 0.012, w.shape).astype(np.float32)
+        flat = w.reshape(-1, w.shape[-1])
+        flat[rng.integers(0, len(flat), w.shape[-1]), np.arange(w.shape[-1])] = 1.0
+        layer.set_weights([flat.reshape(w.shape), b])
+    return model
+
+
+def _images(n=96):
     rng = np.random.default_rng(0)
-    base = rng.uniform(0, 1, size=(96, 16, 16, 1)).astype(np.float32)
-    images = [np.concatenate([base[i], base[i] * 0.8, 1 - base[i]], -1)[None] for i in range(96)]
-    src = from_keras_model(model)
+    base = rng.uniform(0, 1, size=(n, 16, 16, 1)).astype(np.float32)
+    return [np.concatenate([base[i], base[i] * 0.8 + 0.1, 1 - base[i]], -1)[None] for i in range(n)]
+
+
+def _tiny_int8(tmp_path):
+    """The tiny model's float32 and plain int8 TFLite files, and calibration images."""
+    from edgekit.convert.source import from_keras_model
+    from edgekit.convert.tflite import export_tflite
+
+    images = _images()
+    src = from_keras_model(_tiny_model())
     f32 = export_tflite(src, "float32")
     i8 = export_tflite(src, "int8", calibration=lambda: iter(images), int8_io="float32")
     return f32, i8, images
@@ -144,7 +160,7 @@ def test_the_int8_file_keeps_its_ops_and_scales_and_the_closer_rounding_is_kept(
     data, info = reround_int8(i8, f32, images)
     assert info["layers"] == 4 and info["check_images"] == 24 and info["fit_images"] == 72
     before, after = info["output_mse_nearest"], info["output_mse_rerounded"]
-    assert info["method"] == ("gptq" if after < before else "nearest")
+    assert info["method"] == "gptq" and after < before  # this model's weights are built for rounding to hurt
     a = flatbuffer_utils.convert_bytearray_to_object(bytearray(i8))
     b = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
     assert len(a.subgraphs[0].operators) == len(b.subgraphs[0].operators)
@@ -165,3 +181,31 @@ def test_too_few_calibration_images_keep_the_converters_rounding(tmp_path):
     f32, i8, images = _tiny_int8(tmp_path)
     data, info = reround_int8(i8, f32, images[:10])
     assert data == i8 and info["method"] == "nearest" and "10 calibration images" in info["reason"]
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("recipe_name", ["qdq_u8s8", "qoperator_u8s8", "qdq_u8s8_reduced"])
+def test_onnx_int8_convolutions_are_rerounded_in_both_formats(tmp_path, recipe_name):
+    """QDQ and QOperator models both get their Conv weights re-rounded (7-bit recipes within their range), the
+    measured choice recorded, and a kept re-rounding really is closer to float on the held-back images."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.convert.onnx import export_onnx
+    from edgekit.convert.onnx_int8 import quantize_by_measurement
+    from edgekit.convert.source import from_keras_model
+
+    images = _images()
+    proto = export_onnx(from_keras_model(_tiny_model()), opset=17, batch=1, nchw=False)
+    plain, _ = quantize_by_measurement(proto, lambda: iter(images), only=recipe_name)
+    model, choice = quantize_by_measurement(proto, lambda: iter(images), only=recipe_name, reround=True)
+    info = choice.weight_rounding
+    assert info["layers"] == 3 and (info["fit_images"], info["check_images"]) == (72, 24)
+    assert info["method"] == "gptq" and info["output_mse_rerounded"] < info["output_mse_nearest"]
+    int8 = onnx.TensorProto.INT8
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == int8}
+    limit = 64 if recipe_name.endswith("reduced") else 127
+    assert weights and all(np.abs(w.astype(int)).max() <= limit for w in weights.values())
+    assert [n.op_type for n in model.graph.node] == [n.op_type for n in plain.graph.node]
+    if info["method"] == "gptq":
+        assert model.SerializeToString() != plain.SerializeToString()

@@ -64,9 +64,9 @@ def build_parser():
                         "the fastest that agrees with float as well as the best; name one to deploy on another CPU "
                         "(qdq_s8s8 for Arm, qdq_u8s8_reduced for x86 without VNNI)")
     g.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS, default="auto",
-                   help="tflite_int8 weights: 'auto' (default) also rounds each layer's weights to its output on the "
-                        "calibration images (GPTQ) and keeps that file when it is closer to float on calibration "
-                        "images it did not see; 'nearest' keeps the converter's rounding")
+                   help="int8 weights (tflite_int8, onnx_int8): 'auto' (default) also rounds each layer's weights "
+                        "to its output on the calibration images (GPTQ) and keeps that file when it is closer to "
+                        "float on calibration images it did not see; 'nearest' keeps the quantizer's rounding")
     g.add_argument("--nchw", action="store_true", help="ONNX input as NCHW instead of NHWC")
     g.add_argument("--dynamic-batch", action="store_true", help="a variable batch dimension (default: fixed at 1)")
     g.add_argument("--unsafe", action="store_true", help="allow models with Lambda layers (they run code stored "

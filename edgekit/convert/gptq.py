@@ -12,13 +12,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], same: bool) -> np.ndarray:
+def patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], same: bool,
+            pads: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """NHWC activations -> [N*OH*OW, KH*KW, C]: what each output position of a convolution sees, in the
-    (kh, kw, c) order of TFLite's weights; TensorFlow's SAME padding puts the odd pixel at the bottom/right."""
+    (kh, kw, c) order of TFLite's weights; TensorFlow's SAME padding puts the odd pixel at the bottom/right.
+    ``pads`` (top, left, bottom, right), as ONNX states them, overrides ``same``."""
     n, h, w, c = x.shape
     kh, kw = kernel
     sh, sw = stride
-    if same:
+    if pads is not None:
+        top, left, bottom, right = pads
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    elif same:
         oh, ow = -(-h // sh), -(-w // sw)
         ph, pw = max((oh - 1) * sh + kh - h, 0), max((ow - 1) * sw + kw - w, 0)
         x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
@@ -29,6 +35,19 @@ def patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], sam
         for j in range(kw):
             out[:, :, :, i, j, :] = x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
     return out.reshape(n * oh * ow, kh * kw, c)
+
+
+def conv_hessian(p: np.ndarray) -> np.ndarray:
+    """``patches`` output -> the [KH*KW*C, KH*KW*C] input Hessian of a full convolution (float32 products,
+    float64 result)."""
+    flat = np.ascontiguousarray(p.reshape(len(p), -1), np.float32)
+    return (flat.T @ flat).astype(np.float64)
+
+
+def depthwise_hessian(p: np.ndarray) -> np.ndarray:
+    """``patches`` output -> [C, KH*KW, KH*KW]: each channel's own input Hessian."""
+    per_channel = np.ascontiguousarray(np.asarray(p, np.float32).transpose(2, 0, 1))  # [C, M, taps]
+    return np.matmul(per_channel.transpose(0, 2, 1), per_channel).astype(np.float64)
 
 
 def _upper_inverse_factors(h: np.ndarray, damp: float) -> np.ndarray:

@@ -18,7 +18,7 @@ import io
 import logging
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,7 @@ class Choice:
     trials: tuple[Trial, ...]
     float_p50_ms: float
     threads: int | None
+    weight_rounding: dict | None = None  # reround_onnx's record, when it ran on the chosen recipe
 
     @property
     def faster_than_float(self) -> bool:
@@ -226,9 +227,10 @@ def agreement(outputs: np.ndarray, reference: np.ndarray) -> float | None:
 
 def quantize_by_measurement(proto, calibration: Callable[[], Iterable[np.ndarray]], *, nchw: bool = False,
                             threads: int | None = None, only: str | None = None,
-                            log: Callable[[str], None] | None = None):
+                            log: Callable[[str], None] | None = None, reround: bool = False):
     """(int8 ``onnx.ModelProto``, Choice): every recipe (or ``only`` that one) quantized from one calibration,
-    timed against float at ``threads``, the fastest kept that agrees with float as well as the best recipe."""
+    timed against float at ``threads``, the fastest kept that agrees with float as well as the best recipe;
+    with ``reround``, its weights then rounded to the layers' outputs when that measures closer to float."""
     onnx = require("onnx", extra="convert")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -255,4 +257,10 @@ def quantize_by_measurement(proto, calibration: Callable[[], Iterable[np.ndarray
                 log(f"      onnx int8 recipe {r.name}: p50 {p50:.2f} ms (float32 {float_p50:.2f} ms), "
                     f"agreement with float {trials[-1].agreement} on {len(probe)} calibration images")
         choice = choose(trials, float_p50, threads)
-        return onnx.load(str(paths[choice.chosen.recipe.name])), choice
+        model = onnx.load(str(paths[choice.chosen.recipe.name]))
+        if not reround:
+            return model, choice
+        from edgekit.convert.reround_onnx import reround_onnx
+
+        model, rounding = reround_onnx(model, onnx.load(str(pre)), [_layout(x, nchw) for x in calibration()])
+        return model, replace(choice, weight_rounding=rounding)

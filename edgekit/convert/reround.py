@@ -10,11 +10,18 @@ closer to float is kept, and both numbers are recorded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgekit.convert.gptq import patches, round_to_output, round_to_output_depthwise
+from edgekit.convert.gptq import (
+    conv_hessian,
+    depthwise_hessian,
+    patches,
+    round_to_output,
+    round_to_output_depthwise,
+)
 from edgekit.errors import first_line
 
 _LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -108,18 +115,13 @@ def _input_dequantized(interp, model, op) -> np.ndarray:
 
 def _accumulate(layer: _Layer, a: np.ndarray) -> None:
     if layer.kind == "FULLY_CONNECTED":
-        p = a.reshape(-1, a.shape[-1]).astype(np.float64)
-        h = p.T @ p
+        h = conv_hessian(a.reshape(-1, 1, a.shape[-1]))
     else:
         o = layer.op.builtinOptions
         same = o.padding == _schema().Padding.SAME
         kh, kw = layer.float_weights.shape[1:3]
-        p = patches(a, (kh, kw), (o.strideH, o.strideW), same).astype(np.float64)
-        if layer.kind == "CONV_2D":
-            p = p.reshape(len(p), -1)
-            h = p.T @ p
-        else:
-            h = np.einsum("mkc,mjc->ckj", p, p)
+        p = patches(a, (kh, kw), (o.strideH, o.strideW), same)
+        h = conv_hessian(p) if layer.kind == "CONV_2D" else depthwise_hessian(p)
     layer.hessian = h if layer.hessian is None else layer.hessian + h
 
 
@@ -213,6 +215,32 @@ def _measured(int8, float32, qmodel, layers, fit, check, damp) -> tuple[bytes, f
     return rerounded, _output_error(int8, reference, check), _output_error(rerounded, reference, check)
 
 
+def too_few(images: list) -> dict:
+    return {"method": "nearest", "reason": f"{len(images)} calibration images (rounding to the output needs "
+                                           f"{MIN_IMAGES})"}
+
+
+def split(images: list) -> tuple[list, list]:
+    """(images the rounding fits, up to MAX_ROUNDING_IMAGES; the last quarter, 8 to 64, held back to judge it)."""
+    held = max(8, min(64, len(images) // 4))
+    return images[:-held][:MAX_ROUNDING_IMAGES], images[-held:]
+
+
+def keep_closer(original, layers: int, fit: list, check: list, measure: Callable[[], tuple]) -> tuple:
+    """``measure()`` -> (re-rounded model, output MSE of ``original``, of the re-rounded one) on ``check``; the
+    re-rounded model is kept only when it is closer to float. Returns (model, record)."""
+    try:
+        rerounded, before, after = measure()
+    except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # the interpreter or the factorisation
+        return original, {"method": "nearest", "reason": f"rounding to the output could not run: {first_line(exc)}"}
+    info = {"layers": layers, "fit_images": len(fit), "check_images": len(check),
+            "output_mse_nearest": before, "output_mse_rerounded": after}
+    if after < before:
+        return rerounded, {"method": "gptq", **info}
+    return original, {"method": "nearest", "reason": "rounding to the output did not bring the output closer to "
+                                                     "float here", **info}
+
+
 def reround_int8(int8: bytes, float32: bytes, images: list[np.ndarray], *, damp: float = 0.001) -> tuple[bytes, dict]:
     """``int8`` with its weights rounded to the layers' outputs when that brings its output closer to ``float32``'s
     on held-back calibration ``images`` (model input units, [1, H, W, C] each); otherwise ``int8`` unchanged.
@@ -220,25 +248,15 @@ def reround_int8(int8: bytes, float32: bytes, images: list[np.ndarray], *, damp:
     from tensorflow.lite.tools import flatbuffer_utils
 
     if len(images) < MIN_IMAGES:
-        return int8, {"method": "nearest", "reason": f"{len(images)} calibration images (rounding to the output "
-                                                      f"needs {MIN_IMAGES})"}
-    held = max(8, min(64, len(images) // 4))
-    fit, check = images[:-held][:MAX_ROUNDING_IMAGES], images[-held:]
+        return int8, too_few(images)
+    fit, check = split(images)
     qmodel = flatbuffer_utils.convert_bytearray_to_object(bytearray(int8))
     fmodel = flatbuffer_utils.convert_bytearray_to_object(bytearray(float32))
     layers = _layers(qmodel, fmodel)
     if not layers:
         return int8, {"method": "nearest", "reason": "no layer of the int8 file lines up with the float file"}
-    try:
-        rerounded, before, after = _measured(int8, float32, qmodel, layers, fit, check, damp)
-    except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # the interpreter or the factorisation
-        return int8, {"method": "nearest", "reason": f"rounding to the output could not run: {first_line(exc)}"}
-    info = {"layers": len(layers), "fit_images": len(fit), "check_images": len(check),
-            "output_mse_nearest": before, "output_mse_rerounded": after}
-    if after < before:
-        return rerounded, {"method": "gptq", **info}
-    return int8, {"method": "nearest", "reason": "rounding to the output did not bring the output closer to "
-                                                 "float here", **info}
+    return keep_closer(int8, len(layers), fit, check,
+                       lambda: _measured(int8, float32, qmodel, layers, fit, check, damp))
 
 
 def describe(info: dict) -> str:

@@ -40,7 +40,7 @@ class ExportContext:
     nchw: bool = False  # ONNX only
     threads: int | None = None  # what ONNX int8 recipes are timed at (the conversion's --threads)
     onnx_recipe: str | None = None  # ONNX int8: this recipe only, instead of choosing by measurement
-    weight_rounding: str = "auto"  # TFLite int8: "auto" re-rounds to the layers' outputs when it measures closer
+    weight_rounding: str = "auto"  # int8 files: "auto" re-rounds to the layers' outputs when it measures closer
 
     def __post_init__(self):
         object.__setattr__(self, "int8_io", Int8IO(self.int8_io))
@@ -121,9 +121,11 @@ def _onnx(int8: bool):
         contract, quantization = ctx.contract, {}
         if int8:
             proto, choice = quantize_by_measurement(proto, ctx.calibration, nchw=ctx.nchw, threads=ctx.threads,
-                                                    only=ctx.onnx_recipe)
+                                                    only=ctx.onnx_recipe, reround=ctx.weight_rounding == "auto")
             r = choice.chosen.recipe
             quantization = {"activations": f"{r.activations} ({r.quant_format})", "selection": choice.details()}
+            if choice.weight_rounding is not None:
+                quantization["weight_rounding"] = choice.weight_rounding
             contract = contract.with_provenance(quantization={**contract.provenance.quantization, **quantization})
         embed_onnx(proto, contract)
         return Exported(proto.SerializeToString(), contract, quantization)
