@@ -13,26 +13,88 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.timing import measure_latency, sample_frame
+from edgekit.timing import sample_frame
 
 
-def classify_overhead(model: Path, *, runs: int = 200, threads: int | None = None) -> dict:
-    """p50 of ``classify(640x480 BGR frame)`` (top 5) against p50 of a bare ``interpreter.invoke()`` with the
-    tensor already set."""
+def classify_overhead(model: Path, *, runs: int = 300, threads: int | None = None, warmup: int = 30) -> dict:
+    """``classify(640x480 BGR frame)`` (top 5) against a bare ``invoke()`` with the tensor already set (onnxruntime:
+    the session's own ``run()``), timed in turns in one loop (classify, bare invoke, preprocess, ...), so that a
+    busy machine slows each alike; the ratio of the medians, and the median of each turn's ratio."""
+    import gc
+
     from edgekit.runtime import Classifier
+    from edgekit.timing import stats_from_samples
 
     clf = Classifier.open(model, threads=threads)
     frame = sample_frame()
     tensor = clf.preprocess(frame, color_order="BGR")
     backend = clf.backend
-    backend.run(tensor)
-    # the TFLite interpreter's own invoke() and nothing else (onnxruntime: a whole run)
-    invoke = measure_latency(backend.invoker(tensor), runs=runs, warmup=20)
-    classify = measure_latency(lambda: clf.classify(frame, color_order="BGR", top_k=5), runs=runs, warmup=20)
-    pre = measure_latency(lambda: clf.input_tensor(frame, color_order="BGR"), runs=runs, warmup=20)
-    return {"model": model.name, "threads": backend.threads, "invoke_ms": invoke.to_dict(),
-            "classify_ms": classify.to_dict(), "preprocess_ms": pre.to_dict(),
-            "ratio_p50": round(classify.p50 / invoke.p50, 3)}
+    invoke = backend.invoker(tensor)  # LiteRT's own invoke() and nothing else; onnxruntime's run()
+
+    def classify():
+        clf.classify(frame, color_order="BGR", top_k=5)
+
+    def pre():
+        clf.input_tensor(frame, color_order="BGR")
+
+    calls = (classify, invoke, pre)
+    times = np.zeros((runs, len(calls)))
+    for _ in range(warmup):
+        for fn in calls:
+            fn()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(runs):
+            for j, fn in enumerate(calls):
+                t0 = time.perf_counter_ns()
+                fn()
+                times[i, j] = time.perf_counter_ns() - t0
+    finally:
+        if was_enabled:
+            gc.enable()
+    c, inv, p = (stats_from_samples(times[:, j] / 1e6) for j in range(len(calls)))
+    return {"model": model.name, "format": _format(model, clf), "backend": backend.name, "threads": backend.threads,
+            "invoke_ms": inv.to_dict(), "classify_ms": c.to_dict(), "preprocess_ms": p.to_dict(),
+            "ratio_p50": round(c.p50 / inv.p50, 3),
+            "ratio_paired_p50": round(float(np.median(times[:, 0] / times[:, 1])), 3)}
+
+
+def _format(model: Path, clf) -> str:
+    fmt = clf.contract.provenance.artifact_format
+    if fmt:
+        return fmt
+    kind = "onnx" if model.suffix == ".onnx" else "tflite"
+    dtype = np.dtype(clf.backend.input.dtype)
+    return f"{kind}_{'float32' if dtype == np.float32 else 'int8' if dtype.itemsize == 1 else dtype.name}"
+
+
+_ONNX_FLOAT32 = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+from pathlib import Path
+import keras
+from edgekit.contract import Contract, Normalization, sidecar_path
+from edgekit.convert import ConvertOptions, convert
+tmp = Path(sys.argv[1])
+src = tmp / "mobilenet_v2.keras"
+keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)).save(src)
+sidecar_path(src).write_text(Contract(height=224, width=224,
+                                      normalization=Normalization.mean_std((127.5,), (127.5,))).to_json())
+report = convert(src, tmp / "onnx", ConvertOptions(formats=("onnx_float32",), calibration="random", verify=False,
+                                                  calibration_images=4), log=lambda m: None)
+print(next(a.path for a in report.artifacts if a.format == "onnx_float32"))
+"""
+
+
+def onnx_float32_model(tmp: Path) -> Path:
+    """MobileNetV2 1.0/224 (random weights: the speed is the real network's) as float32 ONNX with float input and
+    the normalization (x - 127.5) / 127.5 in its contract, written by edge-convert's own code in a fresh process
+    (TensorFlow is imported there, not here)."""
+    r = subprocess.run([sys.executable, "-c", _ONNX_FLOAT32, str(tmp)], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr.strip().splitlines() or ["conversion failed"])[-1])
+    return Path(r.stdout.strip().splitlines()[-1])
 
 
 _COLD_RUNTIME = """
@@ -128,18 +190,32 @@ def camera_throughput(model: Path, video: Path) -> dict:
 
 
 def runtime_benchmarks(shared: Path, *, log: Callable[[str], None] = print) -> dict:
-    """The numbers of benchmarks/runtime.py: MobileNetV2 1.0/224 int8 (Google's TF2 post-training quantized
-    file in ../shared; its TF1 uint8 sibling runs about twice as slow)."""
+    """The numbers of benchmarks/runtime.py: classify(frame) against a bare invoke() for MobileNetV2 1.0/224 int8
+    (Google's TF2 post-training quantized file in ../shared; its TF1 uint8 sibling runs about twice as slow) and
+    for the same network as float32 ONNX; edge-predict over 1,000 photos against a plain loop; cold start; and
+    edge-camera's frame rate."""
+    from edgekit.bench.throughput import folder_throughput
     from edgekit.environment import environment
 
     coral = Path(shared) / "reference" / "coral"
     model = coral / "models" / "tf2_mobilenet_v2_1.0_224_ptq.tflite"
     image = coral / "images" / "cat_720p.jpg"
-    results: dict = {"schema_version": 1, "environment": environment(), "model": str(model.relative_to(shared))}
-    log("classify(frame) against invoke()")
-    results["overhead"] = [classify_overhead(model, threads=t) for t in (1, 2)]
-    log(json.dumps({r["threads"]: r["ratio_p50"] for r in results["overhead"]}))
+    results: dict = {"schema_version": 2, "environment": environment(), "model": str(model.relative_to(shared))}
     with tempfile.TemporaryDirectory() as tmp:
+        models = [model]
+        try:
+            log("converting MobileNetV2 to float32 ONNX (in a fresh process)")
+            models.append(onnx_float32_model(Path(tmp)))
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            log(f"no float32 ONNX model, so no ONNX row: {exc}")
+        log("classify(frame) against invoke()")
+        results["overhead"] = [classify_overhead(m, threads=t) for m in models for t in (1, 2)]
+        log(json.dumps([(r["format"], r["threads"], r["ratio_p50"]) for r in results["overhead"]]))
+        cats = Path(shared) / "data" / "cats_and_dogs_filtered" / "train" / "cats"
+        results["folder"] = []
+        for m in (coral / "models" / "mobilenet_v1_0.25_128_quant.tflite", model):
+            log(f"edge-predict over {cats}: {m.name}")
+            results["folder"].append(folder_throughput(m, cats, log=log))
         keras_file = None
         try:
             from edgekit.lazy import tensorflow
@@ -165,14 +241,27 @@ def render_runtime_markdown(results: dict) -> str:
     from edgekit.report import markdown_table
 
     env = results["environment"]
-    lines = ["# Runtime: classify() overhead, cold start and camera frame rate", "",
+    lines = ["# Runtime: classify() overhead, folder throughput, cold start and camera frame rate", "",
              f"Machine: {env['cpu']}, {env['cpu_count']} cores. Model: `{results['model']}` (MobileNetV2 1.0/224, "
              "int8 with uint8 I/O). Reproduce: `.venv/bin/python benchmarks/runtime.py`.", "",
-             "## classify(640x480 BGR frame) against a bare invoke()", ""]
-    rows = [[r["threads"], f"{r['invoke_ms']['p50']:.3f}", f"{r['preprocess_ms']['p50']:.3f}",
-             f"{r['classify_ms']['p50']:.3f}", f"{r['ratio_p50']:.3f}"] for r in results["overhead"]]
-    lines += [markdown_table(["threads", "bare invoke() p50 ms", "preprocess p50 ms", "classify p50 ms",
+             "## classify(640x480 BGR frame) against a bare invoke()", "",
+             "Timed in turns in one loop (classify, bare invoke, preprocess), so that a busy machine slows each alike. "
+             "The bare call is LiteRT's own `invoke()` with the input already set, or onnxruntime's `run()`. "
+             "The float32 ONNX is MobileNetV2 1.0/224 with random weights and float input, normalized by edgekit "
+             "((x - 127.5) / 127.5).", ""]
+    rows = [[r.get("format", "tflite_int8"), r["threads"], f"{r['invoke_ms']['p50']:.3f}",
+             f"{r['preprocess_ms']['p50']:.3f}", f"{r['classify_ms']['p50']:.3f}", f"{r['ratio_p50']:.3f}"]
+            for r in results["overhead"]]
+    lines += [markdown_table(["model", "threads", "bare invoke() p50 ms", "preprocess p50 ms", "classify p50 ms",
                               "classify / invoke"], rows), ""]
+    if results.get("folder"):
+        from edgekit.bench.throughput import render_throughput_markdown
+
+        lines += ["## A folder of 1,000 JPEGs: edge-predict against a plain loop", "",
+                  "Plain loop: `cv2.imread`, resize, BGR->RGB, `set_tensor`, `invoke`, argmax, on the same model and "
+                  "threads. In-process columns time the loop alone; command columns a fresh process each (start-up and "
+                  "model load included). Medians of 3, taken in turns.", ""]
+        lines += render_throughput_markdown(results["folder"])
     cold = results["cold_start"]
     lines += ["## Cold start: import, open the model, first result (best of 3, fresh process)", ""]
     rows = [["edgekit.runtime + LiteRT", cold["runtime"]["seconds_min"], cold["runtime"]["peak_rss_mb"],

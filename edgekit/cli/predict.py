@@ -30,11 +30,14 @@ def build_parser():
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON lines: one object per image, then a summary")
     fmt.add_argument("--csv", action="store_true", help="CSV: one row per image (the summary goes to stderr)")
-    p.add_argument("--threads", type=threads_type, help="inference threads (default: all cores, up to 4)")
+    p.add_argument("--threads", type=threads_type,
+                   help="inference threads (default: all cores, up to 4; for 50 images or more, 1 or that, "
+                        "whichever a short timing at load finds faster)")
     p.add_argument("--backend", choices=BACKENDS,
                    help="force an interpreter (default: from the file type)")
     p.add_argument("--image-library", choices=("auto", "pillow", "opencv"), default="auto",
-                   help="decode and resize with Pillow or OpenCV (default: Pillow for files)")
+                   help="decode and resize with Pillow or OpenCV (default: Pillow's pixels for files, decoded by "
+                        "OpenCV for plain JPEGs and PNGs, where they are the same)")
     add_contract_flags(p)
     return p
 
@@ -109,7 +112,7 @@ def _run(args) -> int:
 
     # check the inputs before loading the model; broken entries inside folders are reported one by one below
     images = collect_images(args.inputs, keep_irregular=True)
-    clf, roots = _open(args)
+    clf, roots = _open(args, len(images))
     out = _Output(args, clf, images)
     failed = 0
     for path, preds in clf.classify_stream(images, top_k=args.top_k):  # decodes the next file while this one runs
@@ -130,14 +133,26 @@ def _run(args) -> int:
     return 0
 
 
-def _open(args):
-    """The classifier (its notes said on stderr), and the labelled folders among the inputs."""
+#: From this many images on, edge-predict without --threads times the model at 1 thread and at the default first.
+PROBE_FROM_IMAGES = 50
+
+
+def _open(args, n_images: int):
+    """The classifier (its notes said on stderr), and the labelled folders among the inputs. Without --threads, a
+    run over many images first times the model at 1 thread and at the default, and keeps the faster."""
     from edgekit.runtime import Classifier
     from edgekit.runtime.evaluate import labelled_roots, printable
 
-    clf = Classifier.open(args.model, threads=args.threads, backend=args.backend, image_library=args.image_library,
+    threads, notes = args.threads, []
+    if threads is None and n_images >= PROBE_FROM_IMAGES:
+        from edgekit.runtime.threads import choose_threads
+
+        choice = choose_threads(args.model, backend=args.backend)
+        threads = choice.threads
+        notes.append(choice.note())
+    clf = Classifier.open(args.model, threads=threads, backend=args.backend, image_library=args.image_library,
                           **contract_overrides(args))
-    for note in clf.notes:
+    for note in clf.notes + notes:
         print(f"note: {printable(note)}", file=sys.stderr)
     roots, notes = labelled_roots(args.inputs, clf.contract.labels)
     for note in notes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,19 +14,19 @@ from edgekit.contract import (
     ColorOrder,
     Contract,
     Layout,
-    OutputKind,
     check_regular_file,
-    class_scores,
     is_binary,
     read_sidecar,
     score_count,
 )
-from edgekit.errors import EdgekitError, InputFileError, first_line
-from edgekit.limits import MAX_IMAGE_PIXELS, check_threads
-from edgekit.pixels import RESIZERS, image_size, opencv, resize_fidelity
+from edgekit.errors import EdgekitError, InputFileError
+from edgekit.limits import check_threads
+from edgekit.pixels import RESIZERS, resize_fidelity
 from edgekit.runtime.backends import Backend, open_backend
 from edgekit.runtime.derive import apply_overrides, derive_contract
 from edgekit.runtime.preprocess import Preprocessor
+from edgekit.runtime.reading import read_image_file
+from edgekit.runtime.scoring import Scorer
 
 
 @dataclass(frozen=True)
@@ -60,9 +59,7 @@ class Classifier:
             if self.path is None or isinstance(exc, InputFileError):
                 raise
             raise InputFileError(self.path, str(exc)) from None
-        out = backend.output
-        self._out_scale = out.scale if out.quantized else 0.0
-        self._out_zp = out.zero_point
+        self._scorer = Scorer(backend.output, contract.output, self.path)
 
     @classmethod
     def open(
@@ -104,18 +101,12 @@ class Classifier:
     # ---- the pipeline ------------------------------------------------------------------
     def load(self, image, color_order: str | ColorOrder | None = None):
         """Decode any supported input to (a uint8 ndarray or a PIL image, its colour order), for the library
-        that will resize it. "auto" decodes files with Pillow and resizes with OpenCV (the closest match to
+        that will resize it. "auto" decodes files to the pixels Pillow gives (through OpenCV, twice as fast, for
+        8-bit JPEGs and PNGs with nothing to rotate or composite) and resizes with OpenCV (the closest match to
         the training resize); "pillow" does both with Pillow; "opencv" both with OpenCV."""
         lib = self.image_library
         if isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            size = image_size(path)  # the header only: refuses a decompression bomb before it is decoded
-            if lib == "opencv":
-                return _cv2_read(path), ColorOrder.BGR
-            if size is None:
-                raise InputFileError(path, "not an image file edgekit can read (JPEG, PNG, BMP, GIF, WebP, TIFF, ...)")
-            im = _pil_read(path)
-            return (im, ColorOrder.RGB) if lib == "pillow" else (np.asarray(im), ColorOrder.RGB)
+            return read_image_file(image if isinstance(image, Path) else Path(image), lib)
         if isinstance(image, np.ndarray):
             if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
                 order = ColorOrder.GRAY
@@ -149,29 +140,20 @@ class Classifier:
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Run the model on a preprocessed tensor; returns float scores for each class."""
-        y = self.backend.run(tensor).reshape(-1)
-        if self._out_scale:
-            y = (y.astype(np.float32) - self._out_zp) * self._out_scale
-        else:
-            y = y.astype(np.float32, copy=False)
-        if self.contract.output != OutputKind.PROBABILITIES:
-            with np.errstate(all="ignore"):
-                y = class_scores(y, self.contract.output)
-        if not np.isfinite(y).all():  # NaN would sort anywhere, and is not JSON
-            raise InputFileError(self.path or "model", "inference gave NaN or infinite scores; the model is broken")
-        return y
+        return self._scorer.scores(self.backend.run(tensor))
 
     def scores(self, image, *, color_order=None) -> np.ndarray:
         return self.infer(self.input_tensor(image, color_order=color_order))
 
     def classify(self, image, *, top_k: int = 5, color_order=None) -> list[Prediction]:
         """Top-k predictions for one image (a path, a PIL image, or an ndarray with its colour order)."""
-        return self._top(self.scores(image, color_order=color_order), top_k)
+        return self._predictions(self.backend.run(self.input_tensor(image, color_order=color_order)), top_k)
 
-    def _top(self, s: np.ndarray, top_k: int) -> list[Prediction]:
-        k = max(1, min(int(top_k), s.size))
-        idx = np.argsort(-s, kind="stable")[:k]
-        return [Prediction(self.contract.label(int(i)), int(i), float(s[i])) for i in idx]
+    def _predictions(self, raw: np.ndarray, top_k: int) -> list[Prediction]:
+        """The top k of the backend's output (ties to the lower index), as ``np.argsort(-self.infer(x))`` orders."""
+        idx, scores = self._scorer.top(raw, top_k)
+        label = self.contract.label
+        return [Prediction(label(i), i, v) for i, v in zip(idx, scores, strict=True)]
 
     def classify_many(self, images: Iterable, *, top_k: int = 5, color_order=None) -> list[list[Prediction]]:
         return [self.classify(im, top_k=top_k, color_order=color_order) for im in images]
@@ -179,7 +161,9 @@ class Classifier:
     def classify_stream(self, images: Iterable, *, top_k: int = 5, color_order=None, prefetch: int = 2):
         """(image, top-k predictions or the error it raised) for each image, in order. Files are decoded on a
         background thread, ``prefetch`` ahead, while the model runs on the one before (decoders release the
-        GIL), so a folder is not decode + infer one after the other. An unreadable file yields its
+        GIL), so a folder is not decode + infer one after the other. A file the background thread has not started
+        on when its turn comes is decoded here instead of waited for (on a busy machine the thread may not get a
+        core), so the stream is never much slower than decoding in turn. An unreadable file yields its
         InputFileError (or MemoryError) and the rest go on."""
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
@@ -196,19 +180,18 @@ class Classifier:
             for image in items:
                 pending.append((image, pool.submit(decode, image)))
                 if len(pending) > prefetch:
-                    yield self._predict(*pending.popleft(), top_k)
+                    yield self._predict(*pending.popleft(), top_k, decode)
             while pending:
-                yield self._predict(*pending.popleft(), top_k)
+                yield self._predict(*pending.popleft(), top_k, decode)
 
-    def _predict(self, image, future, top_k: int):
-        loaded, error = future.result()
+    def _predict(self, image, future, top_k: int, decode):
+        loaded, error = decode(image) if future.cancel() else future.result()  # not started: decode it here
         if error is not None:
             return image, error
         try:
-            s = self.infer(self._pre.into_tensor(*loaded))
+            return image, self._predictions(self.backend.run(self._pre.into_tensor(*loaded)), top_k)
         except (InputFileError, MemoryError) as exc:
             return image, exc
-        return image, self._top(s, top_k)
 
 
 def _model_contract(p: Path, be: Backend, given: Contract | None, notes: list[str]) -> tuple[Contract, str]:
@@ -272,45 +255,6 @@ def _check_input_fits(p: Path, shape: tuple[int, ...], c: Contract, source: str,
              "derived": "the derived contract"}[source]
     raise InputFileError(p, f"the model's input is {list(shape)} but {where} says {c.width}x{c.height}, "
                             f"{c.channels} channel(s), {c.layout}; the contract belongs to another model")
-
-
-def _pil_read(path: Path):
-    """Decode with Pillow (``open_rgb``: EXIF orientation, transparency, 16-bit, palettes), every failure one line."""
-    from edgekit.pixels import open_rgb
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return open_rgb(path)
-    except InputFileError as exc:
-        cause = exc.__cause__
-        if cause is not None and str(cause).strip():  # say what the decoder said, not only its class
-            raise InputFileError(path, f"not a readable image ({first_line(cause)})") from None
-        raise
-    except MemoryError:
-        raise InputFileError(path, "too large to decode in this machine's memory") from None
-    except Exception as exc:  # a decoder's own exception on a malformed file
-        raise InputFileError(path, f"not a readable image ({first_line(exc)})") from None
-
-
-def _cv2_read(path: Path) -> np.ndarray:
-    cv2 = opencv()
-    check_regular_file(path, "image")
-    from edgekit.lazy import native_stderr_silenced
-
-    try:
-        with native_stderr_silenced():  # libjpeg prints "Premature end of JPEG file" itself; our error says it
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
-    except MemoryError:
-        raise InputFileError(path, "too large to decode in this machine's memory") from None
-    except (cv2.error, UnicodeError, ValueError, TypeError, OSError) as exc:
-        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
-            raise InputFileError(path, f"image is over edgekit's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
-                                       "downscale it first") from None
-        raise InputFileError(path, f"not an image OpenCV can read ({first_line(exc)})") from None
-    if frame is None or frame.size == 0:
-        raise InputFileError(path, "not an image OpenCV can read")
-    return frame
 
 
 def _walk_images(root: Path, keep_irregular: bool) -> list[Path]:
