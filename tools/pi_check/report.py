@@ -26,6 +26,9 @@ def render(results: dict) -> str:
         lines += ["| check | result | detail |", "|---|---|---|"]
         lines += [f"| {c['name']} | {'pass' if c['ok'] else 'FAIL'} | {c['detail'].replace('|', chr(92) + '|')} |"
                   for c in rel.get("checks", [])]
+        failed = [t for c in rel.get("checks", []) for t in c.get("data", {}).get("failed_tests", [])]
+        if failed:
+            lines += ["", "Failed tests: " + ", ".join(f"`{t}`" for t in failed)]
         t = rel.get("timings", {})
         lines += ["", "Time (emulated, minutes): " + ", ".join(f"{k} {v / 60:.1f}" for k, v in t.items() if v), ""]
     lines += ["Image libraries: `pillow` decodes and resizes with Pillow (bit-exact across architectures); `auto`, "
