@@ -204,3 +204,28 @@ def test_summary_line_and_results_readme():
                                                  "timings": {"total": 255.0}}]}
     text = report.render(results)
     assert report.NOT_PERFORMANCE in text and line in text and "| camera --headless | FAIL | 3/30 frames |" in text
+
+
+def _facts(**over):
+    facts = {"device_model": None, "os_release": "Debian GNU/Linux 12 (bookworm)", "python": "3.11.2 (64-bit, x)",
+             "arm_dotprod": "no: int8 gains little over float here", "picamera2": "not found (...)",
+             "simplejpeg": "not found (...)"}
+    return {**facts, **over}
+
+
+def test_edge_env_check_needs_every_device_fact_and_a_dotprod_answer():
+    good = {"rc": 0, "edge_env": {"device": _facts()}}
+    assert judge.check_env(good).ok
+    assert not judge.check_env({"rc": 0, "edge_env": {"device": _facts(arm_dotprod="n/a (not Arm)")}}).ok
+    missing = _facts()
+    del missing["simplejpeg"]
+    c = judge.check_env({"rc": 0, "edge_env": {"device": missing}})
+    assert not c.ok and "simplejpeg" in c.detail
+    assert not judge.check_env({"error": "edge-env crashed"}).ok
+
+
+def test_simplejpeg_check():
+    ok = {"rc": 0, "simplejpeg": "1.8.2", "numpy": "2.3.5", "bytes": 700, "round_trip_max_diff": 3}
+    assert judge.check_simplejpeg(ok).ok
+    assert not judge.check_simplejpeg({**ok, "rc": 1}).ok
+    assert not judge.check_simplejpeg({"rc": 1, "error": "pip install simplejpeg failed: no wheel"}).ok

@@ -1,11 +1,12 @@
-"""edge-env / edgekit --version: the versions of the whole stack and the CPU, for bug reports."""
+"""edge-env / edgekit --version: the versions of the whole stack and the CPU, for bug reports; on a Raspberry Pi
+also the board, the OS release, the dot-product extension, and whether picamera2 and simplejpeg work here."""
 
 from __future__ import annotations
 
 import sys
 
 from edgekit.cli._common import make_parser, run_main
-from edgekit.environment import environment, format_environment
+from edgekit.environment import device_facts, environment, format_device_facts, format_environment
 
 
 def main(argv=None) -> int:
@@ -15,8 +16,12 @@ def main(argv=None) -> int:
     def run(args):
         import json
 
-        env = environment()
-        print(json.dumps(env, indent=2) if args.json else format_environment(env))
+        env, facts = environment(), device_facts()
+        if args.json:
+            print(json.dumps({**env, "device": facts}, indent=2))
+        else:
+            print(format_environment(env))
+            print(format_device_facts(facts))
 
     return run_main("edge-env", p, run, argv)
 

@@ -163,7 +163,35 @@ def step_cold_start(plan: dict, base: Path) -> dict:
     return cold_start(base / spec["model"], None, base / spec["image"])["runtime"]
 
 
-STEPS = {"env": step_env, "pip_check": step_pip_check, "no_tf": step_no_tf, "pytest": step_pytest,
+_SIMPLEJPEG = """
+import json, numpy, simplejpeg
+frame = numpy.zeros((48, 64, 3), numpy.uint8)
+frame[:, :32] = 200
+jpeg = simplejpeg.encode_jpeg(frame, quality=90, colorspace="RGB")
+back = simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
+print(json.dumps({"simplejpeg": simplejpeg.__version__, "numpy": numpy.__version__, "bytes": len(jpeg),
+                  "round_trip_max_diff": int(numpy.abs(back.astype(int) - frame).max())}))
+"""
+
+
+def step_simplejpeg(plan: dict, base: Path) -> dict:
+    """The README's picamera2 fix: PyPI's simplejpeg, installed beside the venv's NumPy 2, imports and encodes
+    (apt's is built for NumPy 1; picamera2 itself is not in Debian's archive, so only this half is checked)."""
+    target = Path(plan["out"]) / "simplejpeg-site"
+    pip = _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                "simplejpeg"], timeout=900)
+    if pip["rc"] != 0:
+        return {"rc": pip["rc"], "error": f"pip install simplejpeg failed: {pip['stderr'].strip()[-300:]}"}
+    env = dict(os.environ, PYTHONPATH=str(target))
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _SIMPLEJPEG], capture_output=True, text=True, timeout=600, env=env)
+    data = _json_lines(r.stdout)
+    return {"rc": r.returncode, "seconds": round(time.perf_counter() - t0, 2),
+            **(data[-1] if data else {"error": r.stderr.strip()[-300:]})}
+
+
+STEPS = {"env": step_env, "simplejpeg": step_simplejpeg, "pip_check": step_pip_check, "no_tf": step_no_tf,
+         "pytest": step_pytest,
          "reference": step_reference, "agreement": step_agreement, "pixels": step_pixels,
          "camera": step_camera, "cold_start": step_cold_start}
 

@@ -228,14 +228,44 @@ def check_cold_start(step: dict | None) -> Check:
                                    f"{step.get('tensorflow_imported')}")
 
 
+DEVICE_FACTS = ("device_model", "os_release", "python", "arm_dotprod", "picamera2", "simplejpeg")
+
+
+def check_env(step: dict | None) -> Check:
+    """edge-env runs in the root and reports the device facts a bug report needs; the dot-product line says yes
+    or no on Arm (the emulated cortex-a72 of a Pi 4 has none)."""
+    err = _error(step)
+    if err:
+        return Check("edge-env", False, err)
+    facts = (step.get("edge_env") or {}).get("device") or {}
+    missing = [k for k in DEVICE_FACTS if k not in facts]
+    dot = str(facts.get("arm_dotprod", ""))
+    ok = step["rc"] == 0 and not missing and dot.startswith(("yes", "no"))
+    detail = (f"os {facts.get('os_release')}; python {facts.get('python')}; dotprod {dot}; "
+              f"picamera2 {facts.get('picamera2', '?')[:40]}")
+    return Check("edge-env", ok, detail + (f"; missing {missing}" if missing else ""))
+
+
+def check_simplejpeg(step: dict | None) -> Check:
+    err = _error(step)
+    if err:
+        return Check("simplejpeg from PyPI", False, err)
+    ok = step["rc"] == 0 and step.get("round_trip_max_diff") is not None and step["round_trip_max_diff"] <= 8
+    return Check("simplejpeg from PyPI", ok, f"simplejpeg {step.get('simplejpeg')} with NumPy {step.get('numpy')}: "
+                                             f"encodes and decodes (max diff {step.get('round_trip_max_diff')})")
+
+
 def judge(arm: dict, x86: dict, expected_labels: dict[str, str], pixels: dict | None) -> list[Check]:
     s, r = arm.get("steps", {}), x86.get("steps", {})
-    checks = [check_pip(s.get("pip_check")), check_no_tf(s.get("no_tf")), check_pytest(s.get("pytest")),
+    checks = [check_env(s.get("env")), check_pip(s.get("pip_check")), check_no_tf(s.get("no_tf")),
+              check_pytest(s.get("pytest")),
               check_labels(s.get("reference"), expected_labels, r.get("reference"))]
     checks += check_agreement(s.get("agreement"), r.get("agreement"))
     if "pixels" in s:
         checks.append(check_pixels(pixels or {}))
     checks += [check_camera(s.get("camera")), check_cold_start(s.get("cold_start"))]
+    if "simplejpeg" in s:
+        checks.append(check_simplejpeg(s.get("simplejpeg")))
     return checks
 
 

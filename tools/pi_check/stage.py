@@ -16,7 +16,7 @@ from tools.pi_check.host import REPO, SHARED, build_wheel, source_hash
 #: "runtime" (the default) is the runtime's own behaviour; "full" adds the hostile-input files, which spawn a
 #: process per case and take several times longer under emulation.
 PYTEST_FILES = {
-    "runtime": ("tests/test_runtime_light.py", "tests/test_contract.py", "tests/test_golden.py",
+    "runtime": ("tests/test_runtime_light.py", "tests/test_contract.py", "tests/test_golden.py", "tests/test_env.py",
                 "tests/test_reference_models.py", "tests/test_preprocess.py", "tests/test_runtime_cli.py",
                 "tests/test_camera.py"),
 }
@@ -79,7 +79,8 @@ def plan(steps: list[str], tests: str = "runtime") -> dict:
     }
 
 
-GUEST_STEPS = ["env", "pip_check", "no_tf", "reference", "agreement", "pixels", "camera", "cold_start", "pytest"]
+GUEST_STEPS = ["env", "simplejpeg", "pip_check", "no_tf", "reference", "agreement", "pixels", "camera", "cold_start",
+               "pytest"]
 HOST_STEPS = ["env", "reference", "agreement", "pixels"]
 
 
