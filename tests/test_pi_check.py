@@ -69,6 +69,19 @@ def test_without_root_make_pi_check_skips_with_one_line(monkeypatch, capsys):
     assert len(out) == 1 and out[0].startswith("pi-check: SKIPPED:") and "root" in out[0]
 
 
+def test_without_shared_make_pi_check_skips_with_one_line(monkeypatch, capsys, tmp_path):
+    from tools.pi_check import __main__ as main_mod
+    from tools.pi_check import stage
+
+    monkeypatch.setattr(main_mod.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(main_mod.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(main_mod.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(stage, "SHARED", tmp_path / "shared")
+    assert main_mod.main([]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("pi-check: SKIPPED:") and "../shared" in out[0]
+
+
 def test_where_qemu_10_comes_from():
     assert preflight.backports_plan({"ID": "debian", "VERSION_CODENAME": "bookworm"}) == (
         "bookworm-backports", "bookworm-backports")

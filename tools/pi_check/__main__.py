@@ -135,7 +135,10 @@ def _parse(argv):
 
 def main(argv=None) -> int:
     args = _parse(argv)
-    why = preflight.skip_reason(euid=os.geteuid(), system=platform.system(), machine=platform.machine())
+    from tools.pi_check.stage import shared_missing
+
+    why = (preflight.skip_reason(euid=os.geteuid(), system=platform.system(), machine=platform.machine())
+           or shared_missing())
     try:
         if why:
             raise Skip(why)

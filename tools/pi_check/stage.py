@@ -84,12 +84,21 @@ GUEST_STEPS = ["env", "simplejpeg", "pip_check", "no_tf", "reference", "agreemen
 HOST_STEPS = ["env", "reference", "agreement", "pixels"]
 
 
+def shared_missing() -> str | None:
+    """Why the reference material beside the checkout is not usable, or None."""
+    if not (SHARED / "reference" / "coral").is_dir() or not (SHARED / CATDOG).is_file():
+        return (f"needs ../shared beside the checkout (the reference models and images its checks use), not found at "
+                f"{SHARED}")
+    return None
+
+
 def stage(cache: Path, log, tests: str = "runtime") -> Path:
     """Everything the guest needs, in cache/stage (rebuilt each run; the converted models are cached)."""
     from edgekit.bench.runtime import write_video
 
-    if not (SHARED / "reference" / "coral").is_dir() or not (SHARED / CATDOG).is_file():
-        raise FileNotFoundError(f"../shared reference material not found at {SHARED}")
+    missing = shared_missing()
+    if missing:
+        raise FileNotFoundError(missing)
     st = cache / "stage"
     if st.exists():
         shutil.rmtree(st)
