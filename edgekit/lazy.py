@@ -17,6 +17,7 @@ _PIP_NAMES = {
     "tf2onnx": "tf2onnx",
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
+    "paho": "paho-mqtt",
     "ai_edge_litert": "ai-edge-litert",
     "matplotlib": "matplotlib",
     "cv2": "opencv-python-headless",

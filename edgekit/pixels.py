@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.contract import ColorOrder, Contract, Interpolation, ResizePolicy
+from edgekit.contract import ColorOrder, Contract, Interpolation, ResizePolicy, crop_box
 from edgekit.errors import InputFileError, first_line
 from edgekit.fileio import check_regular_file
 from edgekit.limits import MAX_IMAGE_PIXELS, check_pixels
@@ -67,17 +67,6 @@ def to_color_order(img: np.ndarray, src: ColorOrder, dst: ColorOrder) -> np.ndar
     if dst == ColorOrder.GRAY:
         return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY if src == ColorOrder.RGB else cv2.COLOR_BGR2GRAY)
     return img[..., ::-1]
-
-
-def crop_box(h: int, w: int, th: int, tw: int) -> tuple[int, int, int, int]:
-    """Largest centred box of aspect tw/th inside an h x w image: (y0, y1, x0, x1)."""
-    if w * th > h * tw:  # too wide
-        cw = max(1, round(h * tw / th))
-        x0 = (w - cw) // 2
-        return 0, h, x0, x0 + cw
-    ch = max(1, round(w * th / tw))
-    y0 = (h - ch) // 2
-    return y0, y0 + ch, 0, w
 
 
 def resize(img: np.ndarray, contract: Contract) -> np.ndarray:

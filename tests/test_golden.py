@@ -17,7 +17,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 VERSIONS = sorted((p for p in GOLDEN.glob("v*") if p.is_dir()), key=lambda p: int(p.name[1:]))
 #: what a model's contract must keep from the contract.json it was converted with (provenance may differ)
 KEPT = ("height", "width", "channels", "color_order", "layout", "normalization", "resize", "interpolation",
-        "antialias", "labels", "output")
+        "antialias", "labels", "output", "task", "box_format")  # not "outputs": each file records its own order
 
 
 def _contract(folder: Path) -> Contract:
@@ -68,6 +68,27 @@ def test_models_keep_their_contract_and_scores(folder, name):
     # The default path resizes with OpenCV, whose arm64 build rounds 1 LSB differently on about a fifth of the
     # bytes (make pi-check measured scores up to 4.8e-4 apart): the stated tolerance, or that, whichever is larger.
     np.testing.assert_allclose(got, expected["scores"], atol=max(expected["tolerance"], ARM64_OPENCV_ATOL), rtol=0)
+    if "box" in expected:  # a localizer (schema 3 on): the box in the model's frame, and mapped onto the image
+        _check_box(clf, folder, expected)
+
+
+#: The box on arm64's OpenCV resize: ARM64_OPENCV_ATOL in the model's frame, times the input's 16 pixels over the
+#: letterbox's scale (0.8), is 0.02 px.
+ARM64_BOX_ATOL_PX = 0.02
+
+
+def _check_box(clf, folder: Path, expected: dict) -> None:
+    from edgekit.runtime import Detection, Localizer
+
+    assert isinstance(clf, Localizer), "a localizer's file must open as a Localizer"
+    assert clf.contract.is_localizer and set(map(str, clf.contract.outputs)) == {"scores", "box"}
+    (det,) = clf.detect(folder / "image.png")
+    assert isinstance(det, Detection)
+    assert det.label == expected["labels"][int(np.argmax(expected["scores"]))]
+    np.testing.assert_allclose(clf.infer_all(clf.preprocess(folder / "image.png"))[1], expected["box_model"],
+                               atol=max(expected["tolerance"], ARM64_OPENCV_ATOL), rtol=0)
+    np.testing.assert_allclose(det.box, expected["box"], atol=max(expected["box_tolerance"], ARM64_BOX_ATOL_PX),
+                               rtol=0)
 
 
 @pytest.mark.parametrize("name", ["model.tflite", "model.onnx"])

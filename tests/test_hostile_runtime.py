@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from edgekit.contract import (
+    CLASSIFIER_SCHEMA_VERSION,
     INTEGRITY_MEMBER,
     ONNX_INTEGRITY_KEY,
     ONNX_KEY,
-    SCHEMA_VERSION,
     Contract,
     Normalization,
     embed_onnx,
@@ -506,7 +506,7 @@ def test_the_tflite_integrity_format(tmp_path):
         assert z.namelist() == [INTEGRITY_MEMBER, "edgekit_contract.json", "labels.txt"]
         assert z.getinfo(INTEGRITY_MEMBER).compress_type == zipfile.ZIP_STORED
         record = json.loads(z.read(INTEGRITY_MEMBER))
-        assert json.loads(z.read("edgekit_contract.json"))["schema_version"] == SCHEMA_VERSION == 2
+        assert json.loads(z.read("edgekit_contract.json"))["schema_version"] == CLASSIFIER_SCHEMA_VERSION == 2
     assert record["bytes"] == n and record["sha256"] == hashlib.sha256(flat).hexdigest()
     assert data[-22:-18] == b"PK\x05\x06"
     assert embed_tflite(data, RGB) == data  # embedding again replaces, never stacks

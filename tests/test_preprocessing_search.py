@@ -216,7 +216,8 @@ def test_imagenet_models_without_labels_get_the_shipped_class_names(tmp_path):
     assert imagenet_labels(1001)[:2] == ("background", "tench") and imagenet_labels(10) is None
     model = tmp_path / "m.h5"
     model.write_bytes(b"")
-    source = SimpleNamespace(notes=[], image_shape=(224, 224, 3), num_outputs=1001, last_activation="softmax")
+    source = SimpleNamespace(notes=[], image_shape=(224, 224, 3), num_outputs=1001, last_activation="softmax",
+                             localizer=False)
     contract, notes = source_contract(source, model, {})
     assert contract.labels[0] == "background" and len(contract.labels) == 1001
     assert any("ImageNet class names" in n for n in notes)

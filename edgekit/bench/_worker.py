@@ -53,12 +53,14 @@ def _runtime(spec: dict) -> dict:
     model_only = measure_latency(lambda: be.run(tensor), **timing)
     cycle = iter(range(10**9))
     e2e = measure_latency(lambda: clf.classify(images[next(cycle) % len(images)], top_k=5), **timing)
-    preds = [int(np.argmax(clf.scores(p))) for p in spec.get("data", [])]
     fmt = clf.contract.provenance.artifact_format or None  # tflite_int8, onnx_float32, ... when embedded
-    return {"format": fmt, "backend": be.name, "threads": be.threads, "labels": list(clf.contract.labels),
-            "load_ms": load_ms,
-            "first_inference_ms": first_ms, "model_only": model_only, "end_to_end": e2e, "predictions": preds,
-            "notes": clf.notes}
+    out = {"format": fmt, "backend": be.name, "threads": be.threads, "labels": list(clf.contract.labels),
+           "load_ms": load_ms, "first_inference_ms": first_ms, "model_only": model_only, "end_to_end": e2e,
+           "notes": clf.notes}
+    if spec.get("boxes") and hasattr(clf, "detect"):  # a localizer on a box dataset: the boxes too
+        found = [clf.detect(p)[0] for p in spec.get("data", [])]
+        return {**out, "predictions": [d.index for d in found], "boxes": [list(d.box) for d in found]}
+    return {**out, "predictions": [int(np.argmax(clf.scores(p))) for p in spec.get("data", [])]}
 
 
 def _keras(spec: dict) -> dict:
@@ -78,7 +80,9 @@ def _keras(spec: dict) -> dict:
         return contract_pixels(p, contract)
 
     def forward(x):
-        return class_scores(np.asarray(source.call(tf.constant(x))).reshape(1, -1), contract.output)[0]
+        y = source.call(tf.constant(x))
+        y = y[0] if source.localizer else y  # a localizer's (scores, box): the box is computed too
+        return class_scores(np.asarray(y).reshape(1, -1), contract.output)[0]
 
     images = [Path(p) for p in spec["images"]]
     x = model_input(contract, pixels(images[0])[None])
@@ -98,14 +102,33 @@ def _keras(spec: dict) -> dict:
 
     e2e = measure_latency(end_to_end, **timing)
     data = [Path(p) for p in spec.get("data", [])]
-    preds = []
+    preds, boxes = [], []
     for i in range(0, len(data), 64):  # batched through the traced function: accuracy, not speed, is wanted here
+        if spec.get("boxes") and source.localizer:
+            batch_preds, batch_boxes = _keras_boxes(source, contract, data[i:i + 64])
+            preds += batch_preds
+            boxes += batch_boxes
+            continue
         batch = model_input(contract, np.stack([pixels(p) for p in data[i:i + 64]]))
         preds += class_scores(source.predict(batch), contract.output).argmax(1).tolist()
-    return {"format": "keras", "backend": "keras-predict" if spec.get("keras_predict") else "keras", "threads": None,
-            "labels": list(contract.labels), "load_ms": load_ms, "first_inference_ms": first_ms,
-            "model_only": model_only, "end_to_end": e2e, "predictions": preds,
-            "notes": [n for n in notes if "labels from" not in n]}
+    out = {"format": "keras", "backend": "keras-predict" if spec.get("keras_predict") else "keras", "threads": None,
+           "labels": list(contract.labels), "load_ms": load_ms, "first_inference_ms": first_ms,
+           "model_only": model_only, "end_to_end": e2e, "predictions": preds,
+           "notes": [n for n in notes if "labels from" not in n]}
+    return {**out, "boxes": boxes} if spec.get("boxes") and source.localizer else out
+
+
+def _keras_boxes(source, contract, paths: list[Path]) -> tuple[list[int], list[list[float]]]:
+    """A Keras localizer's classes and boxes (each image's own pixels) for a batch of files."""
+    from edgekit.contract import Frame, class_scores
+    from edgekit.convert import model_input
+    from edgekit.pixels import contract_pixels, load_rgb
+
+    images = [load_rgb(p) for p in paths]
+    scores, boxes = source.predict_all(model_input(contract, np.stack([contract_pixels(im, contract)
+                                                                       for im in images])))
+    preds = class_scores(scores, contract.output).argmax(1).tolist()
+    return preds, [Frame.of(im.shape[:2], contract).to_image(b).tolist() for im, b in zip(images, boxes, strict=True)]
 
 
 def measure(spec: dict) -> dict:

@@ -24,6 +24,10 @@ def table_rows(doc: dict) -> list[list]:
     out = []
     for r in doc["rows"]:
         lat, e2e = r.get("latency_ms") or {}, r.get("end_to_end_ms") or {}
+        if r.get("not_measured"):  # edge-bench --host: a host that produced no results, and why
+            out.append([r.get("device", ""), r["model"], *[""] * (len(COLUMNS) - 3),
+                        f"{r['status']}: {r.get('error')}"])
+            continue
         out.append([
             r.get("device", "") if merged else "", r["model"], r.get("format", ""), r.get("backend") or "",
             r.get("threads") or "default", _f(r["size_bytes"] / 1e6, 2), _f(r.get("load_ms"), 1),
@@ -37,6 +41,11 @@ def table_rows(doc: dict) -> list[list]:
 
 def _columns(doc: dict) -> tuple[list[str], list[list]]:
     rows = table_rows(doc)
+    if any(r.get("mean_iou") is not None for r in doc["rows"]):  # localizers on a box dataset: before "status"
+        headers = [*COLUMNS[:-1], "mean_iou", "iou50", COLUMNS[-1]]
+        rows = [[*row[:-1], _f(r.get("mean_iou"), 4), _f(r.get("iou50"), 4), row[-1]]
+                for row, r in zip(rows, doc["rows"], strict=True)]
+        return (headers, rows) if doc.get("merged") else (headers[1:], [r[1:] for r in rows])
     if doc.get("merged"):
         return COLUMNS, rows
     return COLUMNS[1:], [r[1:] for r in rows]
@@ -74,6 +83,26 @@ def _environment_lines(doc: dict) -> list[str]:
     return lines
 
 
+STATE_COLUMNS = ("governor", "cpu0_mhz", "temperature_c", "throttled")
+
+
+def device_state_table(doc: dict) -> tuple[list[str], list[list]] | None:
+    """A merged report's device state before -> after each device's run (frequency governor, clock, temperature,
+    throttling as vcgencmd says on a Pi): the table that shows whether two devices were compared fairly."""
+    if not doc.get("merged"):
+        return None
+    rows = []
+    for e in doc.get("environments") or []:
+        before, after = e.get("device_before") or {}, e.get("device_after") or {}
+        cells = []
+        for key in STATE_COLUMNS:
+            b, a = before.get(key), after.get(key)
+            cells.append("-" if b is None and a is None else f"{_f(b, 1) if b is not None else '-'}"
+                         + ("" if a == b else f" -> {_f(a, 1) if a is not None else '-'}"))
+        rows.append([e["device"], *cells])
+    return ["device", *STATE_COLUMNS], rows
+
+
 def _spread_sentence(doc: dict) -> str:
     spreads = [r["latency_ms"]["spread"] for r in doc["rows"] if r.get("latency_ms")]
     if not spreads:
@@ -99,6 +128,10 @@ def render_markdown(doc: dict) -> str:
         lines.append(f"Accuracy on {d['images']} images of {d['source']}; drop and agreement against the first "
                      f"model ({next((r.get('reference') for r in doc['rows'] if r.get('reference')), '-')}).")
     lines += [_spread_sentence(doc), "", markdown_table(headers, rows), ""]
+    state = device_state_table(doc)
+    if state:
+        lines += ["Each device's state before -> after its run (- where it cannot be read):", "",
+                  markdown_table(*state), ""]
     notes = [f"- {r['model']}: {n}" for r in doc["rows"] for n in r.get("notes") or []]
     if notes:
         lines += ["Notes:", "", *dict.fromkeys(notes), ""]
@@ -200,6 +233,9 @@ def render_html(doc: dict) -> str:
     headers, rows = _columns(doc)
     blocks: list[tuple[str, object]] = [("p", ln.lstrip("- ")) for ln in _environment_lines(doc)]
     blocks += [("p", _spread_sentence(doc)), ("table", (headers, rows))]
+    state = device_state_table(doc)
+    if state:
+        blocks += [("h2", "device state before -> after each run"), ("table", state)]
     blocks += _figures(doc)
     return html_page("edge-bench", blocks)
 

@@ -32,7 +32,8 @@ MAX_CPUS = 1_000_000
 # latency_ms and end_to_end_ms: the range of each key edge-bench writes (any other key: a finite number in 0..MAX_MS)
 _STAT_RANGES = {"runs": (0, MAX_COUNT), "outliers": (0, MAX_COUNT), "fps": (0, MAX_FPS), "spread": (0, MAX_SPREAD)}
 _ROW_RANGES = {"load_ms": (0, MAX_MS), "first_inference_ms": (0, MAX_MS), "peak_rss_mb": (0, MAX_MS),
-               "accuracy": (0, 1), "top1_agreement": (0, 1), "accuracy_drop_points": (-100, 100), "fps": (0, MAX_FPS)}
+               "accuracy": (0, 1), "top1_agreement": (0, 1), "accuracy_drop_points": (-100, 100), "fps": (0, MAX_FPS),
+               "mean_iou": (0, 1), "iou50": (0, 1)}
 _ENVIRONMENT_TYPES = (("packages", dict), ("thread_variables", dict), ("isa", list), ("cpu", str),
                       ("device_model", str), ("os", str), ("platform", str), ("python", str))
 _ROW_TEXT = ("backend", "device", "error", "path", "reference")  # each None or text
@@ -288,9 +289,10 @@ def check_merge_size(documents: list[dict]) -> None:
                            f"holds at most {MAX_ROWS:,}")
 
 
-def merge_results(documents: list[dict], sources: list[str] | None = None) -> dict:
+def merge_results(documents: list[dict], sources: list[str] | None = None, *,
+                  names: list[str] | None = None) -> dict:
     """Several runs (a laptop and a Pi, say) as one document: every row names its device (and the file it came
-    from when two runs share a device)."""
+    from when two runs share a device), or the name given in ``names`` (edge-bench --host: the hosts)."""
     from edgekit.bench._env import device_name
 
     if not documents:
@@ -301,7 +303,9 @@ def merge_results(documents: list[dict], sources: list[str] | None = None) -> di
     for doc, src in zip(documents, sources, strict=True):
         check_results(doc, src)
     check_merge_size(documents)
-    names = [device_name(d.get("environment", {})) for d in documents]
+    if names is not None and len(names) != len(documents):
+        raise EdgekitError(f"merge: {len(documents)} documents but {len(names)} names")
+    names = list(names) if names is not None else [device_name(d.get("environment", {})) for d in documents]
     counts = Counter(names)
     rows, envs = [], []
     for doc, name, src in zip(documents, names, sources, strict=True):

@@ -29,7 +29,7 @@ class BenchOptions:
     min_seconds: float = 0.0
     threads: tuple[int | None, ...] = (None,)  # None: the runtime's default (all cores, up to 4)
     backends: tuple[str, ...] = ()  # e.g. ("litert", "tensorflow") to run each .tflite through both
-    data: str | Path | None = None  # class folders: accuracy, per-class accuracy, agreement
+    data: str | Path | None = None  # class folders: accuracy, per-class accuracy, agreement; a box dataset: + mean IoU
     max_images: int = 500
     keras_predict: bool = True  # for .keras/.h5: a model.predict row besides model(x)
     overrides: dict | None = None  # labels/mean/std/color_order/logits for models without a contract
@@ -82,6 +82,31 @@ def check_models(models: list[str | Path]) -> list[Path]:
         except OSError as exc:
             raise InputFileError(p, f"cannot be read ({exc.strerror or exc})") from None
     return paths
+
+
+def is_box_dataset(data: str | Path) -> bool:
+    """A .csv file, or a folder of Pascal VOC .xml files (in it or in its annotations/ folder)."""
+    p = Path(data)
+    if p.is_file():
+        return p.suffix.lower() == ".csv"
+    return p.is_dir() and any(any(d.glob("*.xml")) for d in (p, p / "annotations") if d.is_dir())
+
+
+def _box_images(data: str | Path, max_images: int) -> tuple[list[Path], np.ndarray, tuple[str, ...], np.ndarray]:
+    """A box dataset's images (the first ``max_images`` of each class, in order), class indices, the class names
+    and the ground-truth boxes (image pixels)."""
+    from edgekit.data.localization import read_box_dataset
+
+    ds = read_box_dataset(data)
+    if not len(ds):
+        raise InputFileError(data, "holds no image with a box")
+    truth = ds.label_indices()
+    keep = np.arange(len(ds))
+    if max_images and len(ds) > max_images:
+        per = max(1, max_images // len(ds.labels))
+        keep = np.sort(np.concatenate([np.flatnonzero(truth == i)[:per] for i in range(len(ds.labels))]))
+    samples = [ds.samples[i] for i in keep]
+    return [s.path for s in samples], truth[keep], ds.labels, np.array([s.box for s in samples], np.float64)
 
 
 def _data_images(data: str | Path, max_images: int) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
@@ -183,11 +208,16 @@ class _Data:
     images: list[Path]
     truth: np.ndarray | None
     classes: tuple[str, ...]
+    boxes: np.ndarray | None = None  # a box dataset's ground truth, [N, 4] image pixels
 
     @classmethod
     def load(cls, options: BenchOptions, log: Callable[[str], None]) -> _Data:
         if options.data is None:
             return cls([], None, ())
+        if is_box_dataset(options.data):
+            data = cls(*_box_images(options.data, options.max_images))
+            log(f"data: {len(data.images)} images with boxes in {len(data.classes)} classes from {options.data}")
+            return data
         data = cls(*_data_images(options.data, options.max_images))
         log(f"data: {len(data.images)} images in {len(data.classes)} classes from {options.data}")
         return data
@@ -202,7 +232,8 @@ def _measure_model(p: Path, options: BenchOptions, data: _Data, e2e_images: list
     for extra in _runs_for(p, options):
         spec = {"path": str(p), "runs": options.runs, "warmup": options.warmup,
                 "min_seconds": options.min_seconds, "images": e2e_images,
-                "data": [str(x) for x in data.images], "overrides": options.overrides or {}, **extra}
+                "data": [str(x) for x in data.images], "overrides": options.overrides or {},
+                **({"boxes": True} if data.boxes is not None else {}), **extra}
         what = extra.get("backend") or ("keras-predict" if extra.get("keras_predict") else "")
         log(f"measuring {p.name}" + (f" ({what})" if what else "")
             + (f" with {extra['threads']} thread{'s' if extra['threads'] > 1 else ''}"
@@ -236,7 +267,22 @@ def _row(p: Path, extra: dict, result: dict, data: _Data) -> dict:
         row["notes"] = result.get("notes") or []
         if data.truth is not None:
             _score(row, result, data)
+        if data.boxes is not None:
+            _score_boxes(row, result, data)
     return row
+
+
+def _score_boxes(row: dict, result: dict, data: _Data) -> None:
+    """A localizer's mean IoU against the ground-truth boxes, and the fraction at IoU >= 0.5."""
+    from edgekit.contract import iou
+
+    boxes = result.get("boxes")
+    if boxes is None:
+        row["notes"].append("--data has boxes but the model gives none (not a localizer): no mean IoU")
+        return
+    ious = iou(np.asarray(boxes, np.float64), data.boxes)
+    row["mean_iou"] = round(float(ious.mean()), 4)
+    row["iou50"] = round(float((ious >= 0.5).mean()), 4)
 
 
 def _score(row: dict, result: dict, data: _Data) -> None:

@@ -27,10 +27,16 @@ def build_parser():
                     "  edge-bench model.keras model_float32.tflite model_int8.tflite model_int8.onnx --data val/ "
                     "--out bench/\n  edge-bench model_int8.tflite --threads 1,2,4 --backend litert,tensorflow\n"
                     "  edge-bench model_int8.tflite --out now/ --compare baseline/bench.json\n"
-                    "  edge-bench --merge laptop/bench.json pi/bench.json --out both/")
+                    "  edge-bench --merge laptop/bench.json pi/bench.json --out both/\n"
+                    "  edge-bench model_int8.tflite --host localhost --host pi@pi5.local --host pi@pi4.local:2222 "
+                    "--remote-python '~/venv/bin/python' --out fleet/\n\n"
+                    "exit status: 0 when every row is ok; 2 when a model failed (or bad input); 3 on a --compare "
+                    "regression. With --host, a host that cannot be measured (unreachable, no edgekit, another "
+                    "edgekit version, a timeout) gets a row saying why and does not change the exit status; 1 when no "
+                    "host produced results.")
     p.add_argument("models", nargs="*", metavar="MODEL", help=".keras, .h5, .tflite or .onnx files")
     p.add_argument("--data", metavar="DIR", help="class folders: accuracy, per-class accuracy, and top-1 agreement "
-                   "with the first model")
+                   "with the first model; a box dataset (Pascal VOC folder or CSV): also each localizer's mean IoU")
     p.add_argument("--max-images", type=cli.int_in(0, 10_000_000), default=500, help="--data images, class-balanced; 0 "
                    "for all (default: 500)")
     p.add_argument("--runs", type=cli.int_in(1, 1_000_000), default=100, help="timed runs per model (default: 100)")
@@ -48,6 +54,24 @@ def build_parser():
     p.add_argument("--merge", nargs="+", metavar="BENCH_JSON", help="combine runs from several devices into one "
                    "report (with --out)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    fleet = p.add_argument_group("several devices over SSH (the system's ssh and scp; BatchMode, never a prompt)")
+    fleet.add_argument("--host", action="append", metavar="USER@HOST[:PORT]", help="measure on this host too "
+                       "(repeat for a fleet; 'localhost' runs here without SSH), one host after another (see "
+                       "--parallel-hosts); the models "
+                       "(and --data images) are copied once into ~/.cache/edgekit/bench there, by SHA-256, and "
+                       "the rows merged into one report with a device column")
+    fleet.add_argument("--remote-python", metavar="PATH", help="the hosts' Python that has edgekit (the same version "
+                       "as here) installed (default: python3; '~/' is the remote home)")
+    fleet.add_argument("--ssh-config", metavar="FILE", help="an ssh_config file for ssh and scp (-F; default: "
+                       "~/.ssh/config)")
+    fleet.add_argument("--ssh-option", action="append", metavar="KEY=VALUE", help="an ssh -o option, e.g. "
+                       "IdentityFile=~/.ssh/pi (repeatable)")
+    fleet.add_argument("--connect-timeout", type=cli.float_in(0.5, 3600), default=10.0, help="seconds to wait for "
+                       "each SSH connection (default: 10)")
+    fleet.add_argument("--host-timeout", type=cli.float_in(1, 30 * 86_400), help="seconds one host may "
+                       "spend measuring (default: 15 minutes per model run, plus 2 minutes)")
+    fleet.add_argument("--parallel-hosts", action="store_true", help="measure the remote hosts at the same time "
+                       "(each still one model at a time); localhost after them")
     cli.add_contract_flags(p)
     return p
 
@@ -78,14 +102,20 @@ def run(args) -> int:
 
     # everything that can be refused is refused here, before anything is measured or written
     backends, overrides, baseline, merged = _refuse_early(args)
+    fleet = _fleet_options(args)
     if merged is not None:
         doc = merge_results(merged, [str(p) for p in args.merge])
     else:
-        doc = run_bench(args.models, BenchOptions(
+        options = BenchOptions(
             runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads or (None,),
             backends=backends, data=args.data, max_images=args.max_images,
-            keras_predict=not args.no_keras_predict, overrides=overrides),
-            log=lambda m: print(m, file=sys.stderr))
+            keras_predict=not args.no_keras_predict, overrides=overrides)
+        if fleet is not None:
+            from edgekit.bench.fleet import run_fleet
+
+            doc = run_fleet(args.models, options, fleet, log=lambda m: print(m, file=sys.stderr, flush=True))
+        else:
+            doc = run_bench(args.models, options, log=lambda m: print(m, file=sys.stderr))
     code = _print_rows(doc)
     if baseline is not None and _compare(doc, baseline, args):
         code = 3
@@ -102,10 +132,16 @@ def _refuse_early(args) -> tuple[tuple[str, ...], dict, dict | None, list[dict] 
     from pathlib import Path
 
     from edgekit.bench.results import load_results
-    from edgekit.bench.suite import check_models
+    from edgekit.bench.suite import check_models, is_box_dataset
     from edgekit.errors import EdgekitError
     from edgekit.runtime.backends import BACKENDS
 
+    if (args.remote_python or args.ssh_config or args.ssh_option or args.host_timeout or args.parallel_hosts) \
+            and not args.host:
+        raise EdgekitError("--remote-python, --ssh-config, --ssh-option, --host-timeout and --parallel-hosts need "
+                           "--host")
+    if args.host and (args.merge or args.compare):
+        raise EdgekitError("give either --host or --merge/--compare, not both (compare each host's run on its own)")
     if args.merge:
         if args.models:
             raise EdgekitError("give either MODEL files or --merge, not both")
@@ -119,14 +155,28 @@ def _refuse_early(args) -> tuple[tuple[str, ...], dict, dict | None, list[dict] 
             raise EdgekitError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     if not args.merge:
         check_models(args.models)
-    if args.data and not Path(args.data).is_dir():
-        raise EdgekitError(f"{args.data}: --data must be a folder with one subfolder per class")
+    if args.data and not Path(args.data).is_dir() and not is_box_dataset(args.data):
+        raise EdgekitError(f"{args.data}: --data must be a folder with one subfolder per class, or a box dataset "
+                           "(a Pascal VOC folder or a CSV)")
     baseline = load_results(args.compare) if args.compare else None
     merged = _load_all(args.merge) if args.merge else None
     overrides = {k: v for k, v in cli.contract_overrides(args).items() if v is not None}
     if args.out:
         _check_out(Path(args.out), args.force)
     return backends, overrides, baseline, merged
+
+
+def _fleet_options(args):
+    """--host and its options as FleetOptions (None without --host); refused in one line when wrong."""
+    if not args.host:
+        return None
+    from edgekit.bench.fleet import FleetOptions
+    from edgekit.bench.ssh import SshOptions
+
+    ssh = SshOptions(config=args.ssh_config, options=tuple(args.ssh_option or ()),
+                     connect_timeout=args.connect_timeout)
+    return FleetOptions(tuple(args.host), remote_python=args.remote_python or "python3", ssh=ssh,
+                        host_timeout=args.host_timeout, parallel=args.parallel_hosts)
 
 
 def _check_out(out, force: bool) -> None:
@@ -144,7 +194,7 @@ def _check_out(out, force: bool) -> None:
 
 
 def _print_rows(doc: dict) -> int:
-    """One line per row (a failed model's error once); 0 when every row is ok, else 2."""
+    """One line per row (a failed model's error once); 0 when every measured row is ok, else 2."""
     said: set[str] = set()  # a model that fails fails on every thread count and backend: said once
     for r in doc["rows"]:
         if r["status"] != "ok":
@@ -157,13 +207,15 @@ def _print_rows(doc: dict) -> int:
         lat = r["latency_ms"]
         acc = f", accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else ""
         agree = f", agreement {r['top1_agreement']:.4f}" if r.get("top1_agreement") is not None else ""
+        agree += f", mean IoU {r['mean_iou']:.4f}" if r.get("mean_iou") is not None else ""
         rss = f", {r['peak_rss_mb']:.0f} MB" if r.get("peak_rss_mb") else ""
         threads = r.get("threads")
         where = ", ".join(str(v) for v in (r.get("device"), r.get("backend"),
                                            f"{threads} thread{'s' if threads > 1 else ''}" if threads else None) if v)
         print(f"{r['model']} ({where}): p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms, "
               f"spread {lat['spread']:.0%}{rss}{acc}{agree}")
-    return 0 if all(r["status"] == "ok" for r in doc["rows"]) else 2
+    # a --host that could not be measured has a row saying why, and does not fail the run (see the epilog)
+    return 0 if all(r["status"] == "ok" or r.get("not_measured") for r in doc["rows"]) else 2
 
 
 def _compare(doc: dict, baseline: dict, args) -> bool:

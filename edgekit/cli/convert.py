@@ -48,9 +48,12 @@ def build_parser():
     g = p.add_argument_group("data")
     g.add_argument("--calibration", metavar="SRC", help="int8 calibration images: a folder (class subfolders or "
                    "flat), a dataset name (mnist, fashion_mnist, cifar10, cats_vs_dogs), an .npy array, or 'random' "
-                   "(accuracy unknown). Default: the training data named in the model's contract.json")
-    g.add_argument("--validation", metavar="SRC", help="labelled class folders or a dataset name to verify on "
-                   "(default: a held-out part of the calibration data, never the same images)")
+                   "(accuracy unknown); for a localizer, also a box dataset (a folder of Pascal VOC .xml files or a "
+                   "filename,width,height,class,xmin,ymin,xmax,ymax CSV). Default: the training data named in the "
+                   "model's contract.json")
+    g.add_argument("--validation", metavar="SRC", help="labelled class folders or a dataset name to verify on, or "
+                   "a box dataset for a localizer (default: a held-out part of the calibration data, never the same "
+                   "images)")
     g.add_argument("--calibration-images", type=positive_int, default=300, metavar="N",
                    help="calibration images, class-balanced (default: 300)")
     g.add_argument("--validation-images", type=non_negative_int, default=1000, metavar="N",
@@ -75,6 +78,8 @@ def build_parser():
     g = p.add_argument_group("verification")
     g.add_argument("--max-drop", type=float_in(0, 100), default=1.0, help="fail an artifact whose accuracy "
                    "drops more than this many points (default: 1.0)")
+    g.add_argument("--max-iou-drop", type=float_in(0, 1), default=0.02, metavar="F", help="a localizer: fail an "
+                   "artifact whose mean IoU against the ground-truth boxes drops more than this (default: 0.02)")
     g.add_argument("--min-agreement", type=float_in(0, 1), metavar="F", help="fail an artifact whose top-1 predictions "
                    "agree with the source model's on less than this fraction of images, even if accuracy held "
                    "(default: 0.995 for float32, 0.90 for the others)")
@@ -112,7 +117,8 @@ def run(args) -> int:
     report = convert(src, out, ConvertOptions(
         formats=formats, calibration=args.calibration, validation=args.validation,
         calibration_images=args.calibration_images, validation_images=args.validation_images,
-        max_drop=args.max_drop, min_agreement=args.min_agreement, int8_io=args.int8_io, opset=args.opset,
+        max_drop=args.max_drop, max_iou_drop=args.max_iou_drop, min_agreement=args.min_agreement,
+        int8_io=args.int8_io, opset=args.opset,
         nchw=args.nchw, onnx_recipe=None if args.onnx_recipe == "auto" else args.onnx_recipe,
         weight_rounding=args.weight_rounding,
         dynamic_batch=args.dynamic_batch, threads=args.threads, verify=not args.no_verify, auto_fix=args.auto_fix,

@@ -1,7 +1,8 @@
 """edge-predict: classify images or folders with a .tflite or .onnx model (no TensorFlow needed).
 
 Given a folder with one subfolder per class (named like the model's labels), it also reports accuracy,
-per-class accuracy and a confusion matrix."""
+per-class accuracy and a confusion matrix. A localizer (its contract says localize) prints its class, score and
+box (x_min, y_min, x_max, y_max in the image's pixels); --draw DIR writes each image with its box drawn."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def build_parser():
                         "whichever a short timing at load finds faster)")
     p.add_argument("--backend", choices=BACKENDS,
                    help="force an interpreter (default: from the file type)")
+    p.add_argument("--draw", metavar="DIR", help="write each image with its prediction drawn (a localizer's box, "
+                                                 "else the top label) into DIR, as PNG")
+    p.add_argument("--force", action="store_true", help="overwrite files that exist in --draw DIR")
     p.add_argument("--image-library", choices=("auto", "pillow", "opencv"), default="auto",
                    help="decode and resize with Pillow or OpenCV (default: Pillow's pixels for files, decoded by "
                         "OpenCV for plain JPEGs and PNGs, where they are the same)")
@@ -112,6 +116,7 @@ def _run(args) -> int:
 
     # check the inputs before loading the model; broken entries inside folders are reported one by one below
     images = collect_images(args.inputs, keep_irregular=True)
+    drawn = _draw_paths(images, args.draw, args.force) if args.draw else {}
     clf, roots = _open(args, len(images))
     out = _Output(args, clf, images)
     failed = 0
@@ -126,10 +131,60 @@ def _run(args) -> int:
             failed += 1
             continue
         out.image(path, preds, labelled_truth(Path(path), roots))
+        if drawn:
+            failed += _draw(path, preds, drawn[path], args.force)
     out.summary()
     if failed:
         print(f"edge-predict: {failed} of {len(images)} images could not be read", file=sys.stderr)
         return 2
+    return 0
+
+
+def _draw_paths(images, folder: str, force: bool) -> dict:
+    """Each image's annotated copy in ``folder``: its name as a PNG (name_2.png, ... when names repeat); every one
+    checked before the model runs (an existing file is refused without --force)."""
+    from pathlib import Path
+
+    from edgekit import fileio
+
+    root = fileio.probe_folder(Path(folder))
+    out, used = {}, set()
+    for path in images:
+        stem, n = Path(path).stem, 1
+        name = f"{stem}.png"
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}.png"
+        used.add(name)
+        out[path] = fileio.check_writable(root / name, force=force)
+    return out
+
+
+def _draw(path, preds, target, force: bool) -> int:
+    """Write ``path`` with its box (a localizer) or its top label drawn; 1 when it could not be, else 0."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from edgekit import fileio
+    from edgekit.errors import InputFileError
+    from edgekit.pixels import load_rgb
+    from edgekit.runtime.evaluate import printable
+    from edgekit.runtime.localizer import draw_box
+
+    try:
+        image = np.array(load_rgb(path), np.uint8, copy=True, order="C")  # writable, for OpenCV to draw on
+        top = preds[0]
+        text = f"{top.label} {top.score:.2f}"
+        box = getattr(top, "box", None)
+        draw_box(image, box, text)
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        fileio.write_bytes(target, buf.getvalue(), force=force)
+    except (InputFileError, OSError) as exc:
+        print(f"edge-predict: error: {printable(str(target))}: could not draw: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -172,8 +227,10 @@ class _Output:
         self.ev = Evaluation(clf.contract.labels)
         self.writer = csv.writer(sys.stdout) if args.csv else None
         if self.writer:
-            self.writer.writerow(["image", "truth", *[f"{k}{i + 1}" for i in range(args.top_k)
-                                                      for k in ("label", "score")]])
+            localizer = clf.contract.is_localizer  # one class and its box
+            self.writer.writerow(["image", "truth", *[f"{k}{i + 1}" for i in range(1 if localizer else args.top_k)
+                                                      for k in ("label", "score")],
+                                  *(("x_min", "y_min", "x_max", "y_max") if localizer else ())])
         self.shown = {p: printable(p) for p in images}
         self.width = max(len(v) for v in self.shown.values())
 
@@ -187,18 +244,20 @@ class _Output:
         truth_label = self.clf.contract.label(truth) if truth is not None else ""
         if self.args.json:
             row = {"image": str(path), "predictions": [
-                {"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in preds]}
+                {"label": p.label, "index": p.index, "score": round(p.score, 6),
+                 **({"box": [round(v, 2) for v in p.box]} if hasattr(p, "box") else {})} for p in preds]}
             if truth is not None:
                 row["truth"] = truth_label
             print(json.dumps(row))
         elif self.writer:
             self.writer.writerow([_csv_text(str(path)), _csv_text(truth_label),
-                                  *[v for p in preds for v in (_csv_text(p.label), f"{p.score:.6f}")]])
+                                  *[v for p in preds for v in (_csv_text(p.label), f"{p.score:.6f}")],
+                                  *[f"{v:.2f}" for p in preds[:1] if hasattr(p, "box") for v in p.box]])
         else:
             mark = ("" if truth is None else
                     ("  ok" if truth == preds[0].index else f"  WRONG (is {printable(truth_label)})"))
             print(f"{self.shown[path]:<{self.width}}  "
-                  + ", ".join(f"{printable(p.label)} {p.score:.3f}" for p in preds) + mark)
+                  + ", ".join(f"{printable(p.label)} {p.score:.3f}" + _box_text(p) for p in preds) + mark)
 
     def summary(self) -> None:
         import json
@@ -208,6 +267,12 @@ class _Output:
                 print(json.dumps({"summary": self.ev.to_dict()}))
             else:
                 print("\n" + self.ev.render(), file=sys.stderr if self.args.csv else sys.stdout)
+
+
+def _box_text(p) -> str:
+    """ "  box [x_min, y_min, x_max, y_max]" in pixels for a localizer's Detection, else ""."""
+    box = getattr(p, "box", None)
+    return "" if box is None else "  box [" + ", ".join(f"{v:.1f}" for v in box) + "]"
 
 
 def main(argv=None) -> int:

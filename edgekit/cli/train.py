@@ -1,4 +1,5 @@
-"""edge-train: train an image classifier on a class folder or a course dataset (preprocessing inside the model).
+"""edge-train: train an image classifier on a class folder or a course dataset (preprocessing inside the model),
+or, with --task localize, a localizer (a class and one box per image) on Pascal VOC boxes or a box CSV.
 
 From scratch (--weights none) every layer trains in one phase. With pretrained weights (imagenet or a local
 .h5), phase 1 trains a new head on the frozen backbone (on cached features when augmentation is off), and
@@ -19,10 +20,27 @@ def build_parser():
     p = make_parser("edge-train", __doc__ + "\n\nexamples:\n  edge-train --data photos/ --out run/\n"
                     "  edge-train --data synthetic --out run/ --size 64 --epochs 12\n"
                     "  edge-train --data cats_and_dogs_filtered --model mobilenet --alpha 0.25 \\\n"
-                    "      --weights mobilenet_2_5_224_tf_no_top.h5 --epochs 5 --fine-tune-epochs 2 --out run/")
+                    "      --weights mobilenet_2_5_224_tf_no_top.h5 --epochs 5 --fine-tune-epochs 2 --out run/\n"
+                    "  edge-train --task localize --data synthetic-boxes --model cnn2 --size 64 --epochs 20 \\\n"
+                    "      --out run/\n"
+                    "  edge-train --task localize --data raccoon/data/train_labels.csv \\\n"
+                    "      --val-data raccoon/data/test_labels.csv --model mobilenet --alpha 0.25 \\\n"
+                    "      --weights mobilenet_2_5_224_tf_no_top.h5 --out run/")
     p.add_argument("--data", required=True,
                    help="a folder with train/ and val/ (or validation/) class subfolders, a single level of class "
-                        f"subfolders, or a dataset name: {', '.join(DATASET_NAMES)}")
+                        f"subfolders, or a dataset name: {', '.join(DATASET_NAMES)}. With --task localize: a folder "
+                        "of images with Pascal VOC .xml files (or annotations/ and images/ subfolders), a CSV "
+                        "filename,width,height,class,xmin,ymin,xmax,ymax, a folder of train/ and val/ such "
+                        "folders, or synthetic-boxes")
+    p.add_argument("--task", choices=("classify", "localize"), default="classify",
+                   help="classify (default), or localize: a class and one box per image, two outputs (scores, box)")
+    p.add_argument("--val-data", metavar="PATH", help="--task localize: the validation boxes (a VOC folder or a "
+                   "CSV; default: --val-split of --data, or its val/ folder)")
+    p.add_argument("--multi-box", choices=("largest", "skip"), default="largest",
+                   help="--task localize: an image with several boxes keeps the largest (default) or is skipped")
+    p.add_argument("--resize", choices=("squash", "letterbox"), default="squash",
+                   help="--task localize: how images meet the input size (default: squash); the contract says it, "
+                        "and the runtime does the same")
     p.add_argument("--out", default="run", help="run folder (default: run)")
     p.add_argument("--model", "--backbone", dest="model", default="mobilenet_v2", choices=sorted(BACKBONES),
                    help="backbone (default: mobilenet_v2)")
@@ -42,7 +60,8 @@ def build_parser():
     p.add_argument("--fine-tune-lr", type=float_in(0, 10, low_open=True), default=5e-5,
                    help="phase-2 learning rate (default: 5e-5)")
     p.add_argument("--patience", type=int_in(0, 10_000), default=0,
-                   help="stop a phase after N epochs without a better val_accuracy, keeping the best (default: off)")
+                   help="stop a phase after N epochs without a better val_accuracy (val IoU with --task "
+                        "localize), keeping the best (default: off)")
     c = p.add_argument_group("the cnn1/cnn2/cnn3 course baselines")
     c.add_argument("--cnn-dropout", type=float_in(0, 1, high_open=True), default=0.2,
                    help="dropout after each block (default: 0.2)")
@@ -50,7 +69,7 @@ def build_parser():
     c.add_argument("--l2", type=float_in(0, 1), default=0.0, help="L2 weight decay on the convolutions (default: 0)")
     g = p.add_argument_group("augmentation (training images only; never exported)")
     g.add_argument("--augment", action="store_true", help="the course recipe: horizontal flips, rotation 0.11, "
-                   "zoom 0.2, shifts 0.2")
+                   "zoom 0.2, shifts 0.2 (with --task localize: horizontal flips and shifts 0.2, moving the box)")
     g.add_argument("--flip", choices=FLIPS, help="random flips")
     for name, what in (("rotation", "fraction of a full turn"), ("zoom", "fraction"), ("translate", "fraction"),
                        ("contrast", "factor"), ("brightness", "fraction of the range")):
@@ -69,7 +88,9 @@ def augmentation_from_args(args):
 
     from edgekit.train.augment import Augmentation
 
-    aug = Augmentation.course() if args.augment else Augmentation()
+    localize = getattr(args, "task", "classify") == "localize"
+    recipe = Augmentation(flip="horizontal", translate=0.2) if localize else Augmentation.course()
+    aug = recipe if args.augment else Augmentation()
     changes = {k: getattr(args, k) for k in ("flip", "rotation", "zoom", "translate", "contrast", "brightness")
                if getattr(args, k) is not None}
     return replace(aug, **changes)
@@ -85,6 +106,12 @@ def run(args) -> int:
     from edgekit.train import TrainConfig, preflight, train
 
     synthetic = args.data == "synthetic" and not Path("synthetic").exists()  # a local folder wins over the name
+    boxes = args.data == "synthetic-boxes" and not Path("synthetic-boxes").exists()
+    if boxes and args.task != "localize":
+        from edgekit.errors import EdgekitError
+
+        raise EdgekitError("--data synthetic-boxes is the localization set; add --task localize")
+    synthetic = synthetic or boxes
     data = Path(args.out) / "data" if synthetic else args.data
     weights = None if args.weights == "none" else args.weights
     fine_tune_epochs = args.fine_tune_epochs if args.fine_tune_epochs is not None else (3 if weights else 0)
@@ -96,7 +123,8 @@ def run(args) -> int:
                          patience=args.patience, val_split=args.val_split, seed=args.seed, force=args.force,
                          resume=args.resume, verbose=1 if sys.stdout.isatty() else 2,
                          cnn_dropout=args.cnn_dropout, cnn_batchnorm=not args.no_batchnorm,
-                         l2=args.l2)
+                         l2=args.l2, task=args.task, multi_box=args.multi_box, val_data=args.val_data,
+                         resize=args.resize)
     # every output (the generated data, the run folder's files, the checkpoints) is checked before any is written
     if synthetic and not args.resume:
         from edgekit.data.synthetic import check_synthetic_target, make_synthetic_dataset
@@ -105,7 +133,12 @@ def run(args) -> int:
     preflight(config)
     if synthetic and not args.resume:
         print(f"generating the synthetic dataset in {data}")
-        make_synthetic_dataset(data, size=args.size or 96, seed=args.seed, force=args.force)
+        if boxes:
+            from edgekit.data.synthetic import make_synthetic_box_dataset
+
+            make_synthetic_box_dataset(data, size=args.size or 96, seed=args.seed, force=args.force)
+        else:
+            make_synthetic_dataset(data, size=args.size or 96, seed=args.seed, force=args.force)
     train(config)
     return 0
 

@@ -23,7 +23,7 @@ from edgekit.contract.integrity import (
     _parse_record,
     _sha256_ranges,
 )
-from edgekit.contract.schema import MAX_CONTRACT_BYTES, SCHEMA_VERSION, Contract
+from edgekit.contract.schema import MAX_CONTRACT_BYTES, Contract, written_version
 from edgekit.errors import ContractError, InputFileError
 
 ONNX_KEY = "edgekit.contract"
@@ -181,7 +181,7 @@ def embed_onnx(model_proto, contract: Contract) -> None:
     for prop in list(model_proto.metadata_props):
         if prop.key in (ONNX_KEY, ONNX_INTEGRITY_KEY):
             model_proto.metadata_props.remove(prop)
-    contract = replace(contract, schema_version=SCHEMA_VERSION)
+    contract = replace(contract, schema_version=written_version(contract))
     model_proto.metadata_props.add(key=ONNX_KEY, value=contract.to_json())
     body = model_proto.SerializeToString()
     model_proto.metadata_props.add(key=ONNX_INTEGRITY_KEY, value=_integrity_record(body, _ONNX_COVERS))

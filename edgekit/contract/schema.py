@@ -1,8 +1,11 @@
 """The contract's schema: the enums, Normalization, Provenance, the Contract dataclass and its JSON form.
 
 Schema versions: 1, the first; 2, embedded artifacts carry the integrity record (the contract's own fields
-are unchanged, so a schema-1 contract is read as is: there is nothing to migrate). A contract with a
-``schema_version`` newer than SCHEMA_VERSION is refused with ContractVersionError.
+are unchanged, so a schema-1 contract is read as is: there is nothing to migrate); 3, localization models
+(``task``, ``box_format`` and ``outputs``). A classifier's contract is still written as version 2 and without
+those three fields, byte for byte as before; a localizer's is written as version 3, so that an older edgekit
+refuses it instead of running it as a classifier. A contract with a ``schema_version`` newer than
+SCHEMA_VERSION is refused with ContractVersionError.
 
 This module imports only the standard library, NumPy and edgekit's bottom layer.
 """
@@ -21,7 +24,8 @@ import numpy as np
 from edgekit import __version__
 from edgekit.errors import ContractError, InputFileError, first_line
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # the newest this edgekit reads
+CLASSIFIER_SCHEMA_VERSION = 2  # what a classifier's contract is written as (unchanged since version 2)
 MAX_CONTRACT_BYTES = 64 << 20  # an embedded contract or labels file larger than this is refused
 
 
@@ -75,6 +79,26 @@ class OutputKind(_StrEnum):
     LOGITS = "logits"
     SIGMOID = "sigmoid"  # one unit: the probability of labels[1] (a Dense(1, sigmoid) binary classifier)
     SIGMOID_LOGIT = "sigmoid_logit"  # one unit before the sigmoid
+
+
+class Task(_StrEnum):
+    CLASSIFY = "classify"  # one output: class scores
+    LOCALIZE = "localize"  # two outputs: class scores and one box per image
+
+
+class BoxFormat(_StrEnum):
+    # [x_min, y_min, x_max, y_max], each a fraction (0..1) of the model input's width or height: the box in the
+    # model's own input frame, after the resize policy. edgekit.contract.boxes maps it to and from image pixels.
+    XYXY = "xyxy"
+
+
+class OutputRole(_StrEnum):
+    SCORES = "scores"  # class scores, read as ``output`` says
+    BOX = "box"  # 4 numbers in ``box_format``
+
+
+LOCALIZE_OUTPUTS = frozenset({OutputRole.SCORES, OutputRole.BOX})
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -157,7 +181,7 @@ class Provenance:
 
 @dataclass(frozen=True)
 class Contract:
-    """The input/output contract of one image classifier."""
+    """The input/output contract of one image model: a classifier, or a localizer (a class and one box)."""
 
     height: int
     width: int
@@ -173,7 +197,13 @@ class Contract:
     labels: tuple[str, ...] = ()
     output: OutputKind = OutputKind.PROBABILITIES
     provenance: Provenance = field(default_factory=Provenance)
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = CLASSIFIER_SCHEMA_VERSION
+    task: Task = Task.CLASSIFY
+    box_format: BoxFormat = BoxFormat.XYXY  # only for Task.LOCALIZE
+    # The role of each of the model's outputs, in this file's own output order (a converter may reorder them, so
+    # every artifact records its own): empty for a classifier, which has one output; ("scores", "box") or
+    # ("box", "scores") for a localizer.
+    outputs: tuple[OutputRole, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "channels"):
@@ -196,8 +226,39 @@ class Contract:
         n = self.normalization
         if n.kind == NormKind.MEAN_STD and self.channels == 1 and max(len(n.mean), len(n.std)) > 1:
             raise ContractError("a 1-channel model takes a single mean and std")
+        try:
+            object.__setattr__(self, "task", Task(self.task))
+            object.__setattr__(self, "box_format", BoxFormat(self.box_format))
+            object.__setattr__(self, "outputs", tuple(OutputRole(r) for r in self.outputs))
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"malformed contract: {first_line(exc, 120)}") from None
+        if self.task == Task.CLASSIFY:
+            if self.outputs not in ((), (OutputRole.SCORES,)):
+                raise ContractError("a classifier has one output, its scores; "
+                                    f"got outputs {list(map(str, self.outputs))}")
+        else:
+            if len(self.outputs) != 2 or set(self.outputs) != LOCALIZE_OUTPUTS:
+                raise ContractError("a localizer's outputs must name each of 'scores' and 'box' once, in the "
+                                    f"model's output order; got {list(map(str, self.outputs))}")
+            if self.schema_version < SCHEMA_VERSION:
+                object.__setattr__(self, "schema_version", SCHEMA_VERSION)  # older edgekits must refuse it
 
     # ---- convenience -------------------------------------------------------------------
+    @property
+    def is_localizer(self) -> bool:
+        return self.task == Task.LOCALIZE
+
+    def output_index(self, role: OutputRole | str) -> int:
+        """Where ``role``'s tensor is among this file's outputs (a classifier's scores are output 0)."""
+        role = OutputRole(role)
+        if not self.outputs:
+            if role == OutputRole.SCORES:
+                return 0
+            raise ContractError(f"a {self.task} model has no {role} output")
+        if role not in self.outputs:
+            raise ContractError(f"this model has no {role} output")
+        return self.outputs.index(role)
+
     @property
     def size(self) -> tuple[int, int]:
         """(height, width)."""
@@ -215,12 +276,16 @@ class Contract:
             f"pixels {self.value_range[0]:g}..{self.value_range[1]:g}, "
             f"normalization {self.normalization.describe()}, {self.resize} {self.interpolation}, "
             f"{len(self.labels)} labels, output {self.output}"
+            + (f", box {self.box_format} (outputs {', '.join(map(str, self.outputs))})" if self.is_localizer else "")
         )
 
     # ---- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return json.loads(json.dumps(d))  # tuples -> lists, enums -> str
+        d = json.loads(json.dumps(asdict(self)))  # tuples -> lists, enums -> str
+        if self.task == Task.CLASSIFY:  # a classifier's contract is written exactly as before version 3
+            for key in ("task", "box_format", "outputs"):
+                d.pop(key)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -229,7 +294,7 @@ class Contract:
     def from_dict(cls, d: dict[str, Any]) -> Contract:
         if not isinstance(d, dict):
             raise ContractError("contract must be a JSON object")
-        version = d.get("schema_version", SCHEMA_VERSION)
+        version = d.get("schema_version", CLASSIFIER_SCHEMA_VERSION)
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise ContractVersionError(
                 f"contract schema_version {version!r} is newer than this edgekit understands "
@@ -251,11 +316,16 @@ class Contract:
                     p["notes"] = tuple(p["notes"])
                 kw["provenance"] = Provenance(**p)
             for key, enum in (("color_order", ColorOrder), ("layout", Layout), ("resize", ResizePolicy),
-                              ("interpolation", Interpolation), ("output", OutputKind)):
+                              ("interpolation", Interpolation), ("output", OutputKind), ("task", Task),
+                              ("box_format", BoxFormat)):
                 if key in kw:
                     kw[key] = enum(kw[key])
             if "labels" in kw:
                 kw["labels"] = tuple(str(x) for x in kw["labels"])
+            if "outputs" in kw:
+                if not isinstance(kw["outputs"], list):
+                    raise ContractError("malformed contract: outputs must be a list")
+                kw["outputs"] = tuple(OutputRole(x) for x in kw["outputs"])
             if "value_range" in kw:
                 lo, hi = kw["value_range"]
                 kw["value_range"] = (float(lo), float(hi))
@@ -278,6 +348,11 @@ class Contract:
         except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, or nested thousands deep
             raise ContractError(f"contract is not valid JSON: {first_line(exc, 120)}") from None
         return cls.from_dict(d)
+
+
+def written_version(contract: Contract) -> int:
+    """The schema version an embedded contract is written as: 2 for a classifier (as before), 3 for a localizer."""
+    return SCHEMA_VERSION if contract.is_localizer else CLASSIFIER_SCHEMA_VERSION
 
 
 def _floats(values) -> tuple[float, ...]:

@@ -25,7 +25,7 @@ from edgekit.contract.integrity import (
     _parse_record,
     _sha256_ranges,
 )
-from edgekit.contract.schema import MAX_CONTRACT_BYTES, SCHEMA_VERSION, Contract
+from edgekit.contract.schema import MAX_CONTRACT_BYTES, Contract, written_version
 from edgekit.errors import InputFileError, first_line
 
 CONTRACT_MEMBER = "edgekit_contract.json"  # name inside a TFLite appended zip
@@ -69,7 +69,7 @@ def embed_tflite(model: bytes, contract: Contract) -> bytes:
     start = _edgekit_zip_start(model)
     if start is not None:
         model = model[:start]
-    contract = replace(contract, schema_version=SCHEMA_VERSION)
+    contract = replace(contract, schema_version=written_version(contract))
     return model + _contract_zip(contract, model)
 
 

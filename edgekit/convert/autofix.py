@@ -55,7 +55,7 @@ def _int16_activations(source: SourceModel, ctx: ExportContext, path: Path, opti
                        verifier: Verifier, log: Callable[[str], None]) -> ArtifactResult:
     """Rescue step 1: the same int8 weights with int16 activations (every layer stays integer)."""
     from edgekit.contract import embed_tflite
-    from edgekit.convert.targets import quiet
+    from edgekit.convert.targets import quiet, tflite_contract
     from edgekit.convert.tflite import export_tflite
 
     log("      --auto-fix, step 1: int16 activations with the int8 weights (every layer stays integer)")
@@ -63,7 +63,9 @@ def _int16_activations(source: SourceModel, ctx: ExportContext, path: Path, opti
     art = ctx.contract.with_provenance(artifact_format="tflite_int16x8", quantization=q)
     try:
         with quiet():
-            data = embed_tflite(export_tflite(source, "int16x8", batch=ctx.batch, calibration=ctx.calibration), art)
+            data = export_tflite(source, "int16x8", batch=ctx.batch, calibration=ctx.calibration)
+            art = tflite_contract(art, data)  # a localizer's outputs in this file's order
+            data = embed_tflite(data, art)
     except Exception as exc:  # some ops have no 16x8 kernel: say so, and go on to the next step
         res = ArtifactResult(path, "tflite_int16x8", 0, q, Status.ERROR,
                              message=f"rescue step 1 (int16 activations): export failed: {first_line(exc)}")
@@ -86,7 +88,7 @@ def _keep_float(source: SourceModel, ctx: ExportContext, worst: list[str], path:
     from edgekit.contract import embed_tflite
     from edgekit.convert.debug import by_output_error, selective_int8
     from edgekit.convert.reround import reround_int8
-    from edgekit.convert.targets import quiet
+    from edgekit.convert.targets import quiet, tflite_contract
     from edgekit.convert.tflite import export_tflite
 
     with quiet():
@@ -108,7 +110,7 @@ def _keep_float(source: SourceModel, ctx: ExportContext, worst: list[str], path:
              "keep_float": keep, "chosen_by": "output error against float with the layer alone in float",
              "output_mse": {name: (None if mse != mse else mse) for name, mse in ranked[:k]},
              "weight_rounding": rounding}
-        art = ctx.contract.with_provenance(artifact_format="tflite_int8_mixed", quantization=q)
+        art = tflite_contract(ctx.contract.with_provenance(artifact_format="tflite_int8_mixed", quantization=q), data)
         data = embed_tflite(data, art)
         fileio.write_bytes(path, data, force=True if best is not None else options.force)
         fileio.write_text(sidecar_path(path), art.to_json() + "\n", force=True if best is not None else options.force)

@@ -26,3 +26,15 @@ def export_onnx(source, *, opset: int = 17, batch: int | None = 1, nchw: bool = 
                                                   output_names=outputs, opset=opset,
                                                   inputs_as_nchw=inputs if nchw else None)
     return proto
+
+
+def output_roles(proto) -> tuple[str, str]:
+    """A localizer's ONNX model: the role of each graph output, in order. tf2onnx lists the outputs in the order
+    the traced function returns them, (scores, box), and quantization keeps them; the declared shapes are checked."""
+    outs = list(proto.graph.output)
+    if len(outs) != 2:
+        raise ValueError(f"the ONNX model has {len(outs)} outputs, not a localizer's 2")
+    last = [d.dim_value for d in outs[1].type.tensor_type.shape.dim][-1:]
+    if last and last != [4]:
+        raise ValueError(f"the ONNX model's second output {outs[1].name} is not the 4-number box")
+    return ("scores", "box")

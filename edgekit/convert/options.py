@@ -26,6 +26,7 @@ class ConvertOptions:
     calibration_images: int = 300
     validation_images: int = 1000  # 0: all
     max_drop: float = 1.0  # accuracy points (or top-1 disagreement points without labels)
+    max_iou_drop: float = 0.02  # a localizer's mean IoU against ground-truth boxes (0..1) an artifact may lose
     min_agreement: float | None = None  # default: 0.995 for float32 artifacts, 0.90 for the others
     int8_io: Int8IO = Int8IO.INT8  # the plain strings "int8", "uint8" and "float32" are taken too
     onnx_recipe: str | None = None  # ONNX int8: one recipe of onnx_int8.RECIPES instead of the fastest measured here
@@ -48,6 +49,7 @@ class ConvertOptions:
         check_int(self.calibration_images, "calibration_images", low=1, high=1_000_000)
         check_int(self.validation_images, "validation_images", low=0, high=10_000_000)
         check_number(self.max_drop, "max_drop", low=0, high=100)
+        check_number(self.max_iou_drop, "max_iou_drop", low=0, high=1)
         if self.min_agreement is not None:
             check_number(self.min_agreement, "min_agreement", low=0, high=1)
         check_int(self.opset, "opset", low=MIN_OPSET, high=MAX_OPSET)

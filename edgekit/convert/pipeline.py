@@ -56,12 +56,12 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     contract, data, labels = _data_and_labels(source, src, contract, options, notes, log)
     log(f"[contract] {contract.describe()}")
     targets = _calibrated_targets(targets, data, options, notes, log)
-    reference, ref_acc = _reference(source, src, contract, data, labels, options, notes, log)
+    reference, ref_acc, ref_boxes = _reference(source, src, contract, data, labels, options, notes, log)
     if labels is not None and data.validation is not None and not needs_search(src, options.overrides) \
             and read_sidecar(src) is None:
         check_flags(source, contract, data.validation.pixels, labels, notes, log)
     ctx = _export_context(contract, data, options)
-    verifier = Verifier(data.validation, reference, labels, contract.labels, options, contract)
+    verifier = Verifier(data.validation, reference, labels, contract.labels, options, contract, ref_boxes)
     results = _export_all(source, targets, paths, ctx, data, stem, out, options, verifier, log)
     results += [verify_external(Path(ext), verifier, log) for ext in options.compare]
     report = ConvertReport(src, out, contract, results, ref_acc, data.calibration_info, data.validation_info, notes,
@@ -146,23 +146,31 @@ def _calibrated_targets(targets: list[TargetSpec], data: ConvertData, options: C
 
 
 def _reference(source: SourceModel, src: Path, contract: Contract, data: ConvertData, labels: np.ndarray | None,
-               options: ConvertOptions, notes: list[str], log: Log) -> tuple[np.ndarray | None, float | None]:
-    """The source model's class scores on the validation images, and its accuracy where they are labelled."""
+               options: ConvertOptions, notes: list[str], log: Log
+               ) -> tuple[np.ndarray | None, float | None, np.ndarray | None]:
+    """The source model's class scores on the validation images, its accuracy where they are labelled, and a
+    localizer's boxes (in the model's frame; with ground-truth boxes, their mean IoU is logged)."""
     if data.validation is None:
-        return None, None
+        return None, None, None
     log(f"[reference] running the source model on {len(data.validation)} validation images")
-    raw = source.predict(model_input(contract, data.validation.pixels))
+    raw, boxes = source.predict_all(model_input(contract, data.validation.pixels))
+    if boxes is not None and data.validation.boxes is not None:
+        from edgekit.contract import iou
+
+        log(f"           mean IoU {float(iou(boxes, data.validation.boxes).mean()):.4f} against the ground-truth "
+            "boxes")
     reference = class_scores(raw, contract.output)
     if contract.output == OutputKind.SIGMOID and (raw.min() < 0 or raw.max() > 1):
         raise EdgekitError(f"{src}: the single output is not a probability (values {raw.min():.3g}.."
                            f"{raw.max():.3g}); it is read as sigmoid, so pass --logits if it is a logit")
     if labels is None:
-        return reference, None
+        return reference, None, boxes
     ref_acc = float((reference.argmax(1) == labels).mean())
     log(f"           accuracy {ref_acc:.4f}")
-    _refuse_chance(src, contract, ref_acc, len(labels), score_count(contract, source.num_outputs), options, notes,
-                   log)
-    return reference, ref_acc
+    if score_count(contract, source.num_outputs) > 1:  # a one-class localizer is always right
+        _refuse_chance(src, contract, ref_acc, len(labels), score_count(contract, source.num_outputs), options,
+                       notes, log)
+    return reference, ref_acc, boxes
 
 
 def _refuse_chance(src: Path, contract: Contract, ref_acc: float, n: int, n_scores: int, options: ConvertOptions,

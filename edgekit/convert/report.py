@@ -75,6 +75,7 @@ class ArtifactResult:
         if v is None:
             return f"{self.status}: {self.message}" if self.message else str(self.status)
         acc = f", accuracy {v.accuracy:.4f}" if v.accuracy is not None else ""
+        acc += f", {v.boxes.summary()}" if v.boxes is not None else ""
         lat = f", p50 {self.latency_ms['p50']:.2f} ms" if self.latency_ms else ""
         return (f"{self.status}: top-1 agreement {v.top1_agreement:.4f}, max |diff| {v.max_abs_diff:.3g}{acc}{lat}, "
                 f"{self.size_bytes / 1e6:.2f} MB" + (f" ({self.message})" if self.message else ""))
@@ -146,6 +147,9 @@ def render_markdown(report: ConvertReport) -> str:
     lines += ["", markdown_table(["file", "format", "weights", "activations", "I/O", "calibration", "bytes",
                                   "x float32", "top-1 agreement", "max abs diff", "accuracy", "p50 ms", "status"],
                                  _artifact_rows(report, random_cal)), ""]
+    for a in report.artifacts:
+        if a.verification is not None and a.verification.boxes is not None:
+            lines.append(f"- {a.path.name}: {a.verification.boxes.summary()}")
     for a in report.artifacts:
         if a.message:
             lines.append(f"- {a.path.name}: {a.status}: {a.message}")

@@ -154,7 +154,19 @@ def _feed(it, x: np.ndarray) -> None:
 
 
 def _output(it) -> np.ndarray:
-    d = it.get_output_details()[0]
+    """The first output; for a model with several (a localizer's scores and box), all of them in signature order
+    (output_0, output_1, ...), which is the same in the float and the int8 file."""
+    details = it.get_output_details()
+    if len(details) > 1:
+        by_index = {d["index"]: d for d in details}
+        signature = next(iter(it._get_full_signature_list().values()), {}).get("outputs", {})
+        if set(signature.values()) == set(by_index):
+            details = [by_index[signature[k]] for k in sorted(signature)]
+        return np.concatenate([_dequantized(it, d) for d in details])
+    return _dequantized(it, details[0])
+
+
+def _dequantized(it, d) -> np.ndarray:
     y = it.get_tensor(d["index"]).astype(np.float32)
     if d["dtype"] != np.float32:
         s, z = d["quantization"]

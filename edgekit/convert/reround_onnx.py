@@ -168,7 +168,8 @@ def _session(model, extra_outputs: list[str] = ()):
 def _outputs(model, images: list[np.ndarray]) -> np.ndarray:
     sess = _session(model)
     name = sess.get_inputs()[0].name
-    return np.stack([np.asarray(sess.run(None, {name: x})[0], np.float64).reshape(-1) for x in images])
+    return np.stack([np.concatenate([np.asarray(y, np.float64).reshape(-1) for y in sess.run(None, {name: x})])
+                     for x in images])  # every output: a localizer's box counts as much as its scores
 
 
 def _rewrite(int8, layers: list[_Layer], images: list[np.ndarray], damp: float):

@@ -28,13 +28,14 @@ class Samples:
     classes: tuple[str, ...]
     source: str  # what the user named, resolved
     files: tuple[str, ...]  # one entry per image: a path relative to ``source``, or "array[i]"
+    boxes: np.ndarray | None = None  # [N, 4] ground-truth boxes in the model's frame (a box dataset), or None
 
     def __len__(self) -> int:
         return len(self.pixels)
 
     def take(self, idx: np.ndarray) -> Samples:
         return replace(self, pixels=self.pixels[idx], labels=None if self.labels is None else self.labels[idx],
-                       files=tuple(self.files[i] for i in idx))
+                       files=tuple(self.files[i] for i in idx), boxes=None if self.boxes is None else self.boxes[idx])
 
     def balanced(self, limit: int, seed: int = 0) -> Samples:
         """At most ``limit`` images (0: all), the same number from every class where labels exist."""
@@ -60,6 +61,8 @@ class Samples:
 
     def describe(self) -> dict:
         d = {"source": self.source, "count": len(self), "labelled": self.labels is not None}
+        if self.boxes is not None:
+            d["boxes"] = True
         if self.labels is not None:
             d["per_class"] = {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
         return d
@@ -194,6 +197,8 @@ def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibrati
 
     notes = notes if notes is not None else []
     p = Path(spec)
+    if contract.is_localizer and is_box_dataset(p):
+        return _from_boxes(p, contract, notes), None
     if p.exists():
         if p.is_dir():
             return _from_folder(p, contract, notes)
@@ -207,6 +212,29 @@ def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibrati
     names = ", ".join(n for n in DATASET_NAMES if n != "synthetic")
     raise InputFileError(p, f"no such file or folder (and not a dataset name: {names}"
                             f"{', or random' if role == 'calibration' else ''})")
+
+
+def is_box_dataset(p: Path) -> bool:
+    """A .csv file, or a folder of Pascal VOC .xml files (in it or in its annotations/ folder)."""
+    if p.is_file():
+        return p.suffix.lower() == ".csv"
+    return p.is_dir() and any(any(d.glob("*.xml")) for d in (p, p / "annotations") if d.is_dir())
+
+
+def _from_boxes(p: Path, contract: Contract, notes: list[str]) -> Samples:
+    """A box dataset (edgekit.data.localization): pixels, class indices and ground-truth boxes in the model's
+    frame."""
+    from edgekit.data.localization import decode_box_dataset, read_box_dataset
+
+    ds = read_box_dataset(p)
+    if not len(ds):
+        raise InputFileError(p, "holds no image with a box")
+    if ds.multi_box_images:
+        notes.append(f"{p.name}: {ds.multi_box_images} images have several boxes; the largest is the one verified")
+    x, boxes, y = decode_box_dataset(ds, contract, log=lambda _m: None)
+    root = Path(ds.source) if Path(ds.source).is_dir() else Path(ds.source).parent
+    files = tuple(os.path.relpath(s.path, root) for s in ds.samples)
+    return Samples(x, y, ds.labels, str(root), files, boxes.astype(np.float64))
 
 
 def random_samples(contract: Contract, n: int, seed: int = 0) -> Samples:

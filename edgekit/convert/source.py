@@ -26,7 +26,8 @@ __all__ = ["SourceModel", "UnsafeModelError", "from_keras_model", "load_source",
 # ---- the model ----------------------------------------------------------------------------------------
 @dataclass
 class SourceModel:
-    """One float model with one image input and one class-score output."""
+    """One float model with one image input and one class-score output, or (a localizer) class scores and one
+    box: then ``call`` returns (scores, box) in that order, and every traced function does too."""
 
     path: Path
     kind: str  # keras | h5 | savedmodel
@@ -41,6 +42,14 @@ class SourceModel:
     param_count: int = 0
     config: dict | None = field(default=None, repr=False)  # the architecture as stored in the file, if any
     _predict_fn: object = field(default=None, repr=False, compare=False)
+    localizer: bool = False  # two outputs: class scores and a 4-number box
+
+    def _forward(self, x):
+        tf = tensorflow()
+        if self.localizer:
+            scores, box = self.call(x)
+            return tf.reshape(scores, [-1, self.num_outputs]), tf.reshape(box, [-1, 4])
+        return tf.reshape(self.call(x), [-1, self.num_outputs])
 
     def concrete_function(self, batch: int | None = 1):
         """A traced forward pass taking ``[batch, H, W, C]`` float32 named 'image'."""
@@ -48,11 +57,8 @@ class SourceModel:
         spec = tf.TensorSpec([batch, *self.image_shape], tf.float32, name="image")
         target = list(self.input_shape)
         reshape = tuple(target) != tuple(self.image_shape)
-        call = self.call
-
-        def forward(image):
-            x = tf.reshape(image, [-1, *target]) if reshape else image
-            return tf.reshape(call(x), [-1, self.num_outputs])
+        def forward(image):  # a localizer's (scores, box): the TFLite signature's output_0 and output_1
+            return self._forward(tf.reshape(image, [-1, *target]) if reshape else image)
 
         return tf.function(forward).get_concrete_function(spec)
 
@@ -65,13 +71,19 @@ class SourceModel:
 
     def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Scores for a float32 ``[N, H, W, C]`` batch, in chunks (the traced function is kept for reuse)."""
+        return self.predict_all(x, batch_size)[0]
+
+    def predict_all(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores [N, classes], boxes [N, 4] in the model's frame, or None for a classifier)."""
         tf = tensorflow()
         if self._predict_fn is None:
             self._predict_fn = self.concrete_function(batch=None)
         fn = self._predict_fn
-        outs = [np.asarray(fn(tf.constant(x[i:i + batch_size], tf.float32)))
-                for i in range(0, len(x), batch_size)]
-        return np.concatenate(outs).reshape(len(x), -1)
+        outs = [fn(tf.constant(x[i:i + batch_size], tf.float32)) for i in range(0, len(x), batch_size)]
+        if not self.localizer:
+            return np.concatenate([np.asarray(o) for o in outs]).reshape(len(x), -1), None
+        return (np.concatenate([np.asarray(o[0]) for o in outs]).reshape(len(x), -1),
+                np.concatenate([np.asarray(o[1]) for o in outs]).reshape(len(x), 4))
 
 
 def _shape(t) -> tuple:
@@ -116,10 +128,12 @@ def _keras_source(path: Path, kind: str, model, loader: str) -> SourceModel:
     if len(inputs) != 1:
         desc = ", ".join(f"{getattr(t, 'name', '?')} {_fmt(_shape(t)[1:])}" for t in inputs)
         raise InputFileError(path, f"has {len(inputs)} inputs ({desc}); edgekit converts models with one image input")
+    if len(outputs) == 2:
+        return _localizer_source(path, kind, model, loader, inputs[0])
     if len(outputs) != 1:
         desc = ", ".join(f"{getattr(t, 'name', '?')} {_fmt(_shape(t)[1:])}" for t in outputs)
         raise InputFileError(path, f"has {len(outputs)} outputs ({desc}); edgekit converts models with one "
-                                   "class-score output")
+                                   "class-score output, or a localizer's two (class scores and a 4-number box)")
     in_shape = _shape(inputs[0])[1:]
     out_shape = _shape(outputs[0])[1:]
     image, note = image_shape_for(path, in_shape)
@@ -136,6 +150,35 @@ def _keras_source(path: Path, kind: str, model, loader: str) -> SourceModel:
 
     return SourceModel(path, kind, loader, in_shape, image, int(np.prod(out_shape)), call, model, activation,
                        [note] if note else [], int(model.count_params()))
+
+
+def _localizer_source(path: Path, kind: str, model, loader: str, input_tensor) -> SourceModel:
+    """A two-output Keras model: class scores and a box of 4. The box is the output named like "box" (Keras
+    names an output after its layer), else the only one with 4 values."""
+    names = list(getattr(model, "output_names", None) or [getattr(t, "name", "") for t in model.outputs])
+    shapes = [_shape(t)[1:] for t in model.outputs]
+    desc = ", ".join(f"{n} {_fmt(s)}" for n, s in zip(names, shapes, strict=True))
+    sizes = [None if any(d is None for d in s) else int(np.prod(s)) for s in shapes]
+    named = [i for i, n in enumerate(names) if "box" in str(n).lower()]
+    fours = [i for i, n in enumerate(sizes) if n == 4]
+    box = named[0] if len(named) == 1 and sizes[named[0]] == 4 else (fours[0] if len(fours) == 1 else None)
+    if box is None:
+        raise InputFileError(path, f"has 2 outputs ({desc}); a localizer's are class scores and a box of 4 numbers, "
+                                   "and which one is the box is unclear (name its layer 'box')")
+    scores = 1 - box
+    if sizes[scores] is None or sizes[scores] != max(shapes[scores], default=1):
+        raise InputFileError(path, f"output {names[scores]} {_fmt(shapes[scores])} is not a vector of class scores")
+    image, note = image_shape_for(path, _shape(input_tensor)[1:])
+    last = model.get_layer(names[scores]) if names[scores] in [la.name for la in model.layers] else None
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+
+    def call(x):
+        y = model(x, training=False)
+        ys = [y[n] for n in names] if isinstance(y, dict) else list(y)
+        return ys[scores], ys[box]
+
+    return SourceModel(path, kind, loader, _shape(input_tensor)[1:], image, sizes[scores], call, model, activation,
+                       [note] if note else [], int(model.count_params()), localizer=True)
 
 
 def from_keras_model(model, path: str | Path = "<in memory>") -> SourceModel:

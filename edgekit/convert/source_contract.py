@@ -35,10 +35,28 @@ def source_contract(source: SourceModel, model_path: Path, overrides: dict) -> t
     if contract is None:
         contract = _derived(source, model_path, overrides, notes)
     contract, more = apply_overrides(contract, **{k: v for k, v in overrides.items() if v is not None})
+    contract = _task(source, model_path, contract, notes)
     n_scores = score_count(contract, source.num_outputs)
     if contract.labels and len(contract.labels) != n_scores:
         raise EdgekitError(f"{model_path}: the model has {n_scores} classes but {len(contract.labels)} labels")
     return contract, notes + more
+
+
+def _task(source: SourceModel, model_path: Path, contract: Contract, notes: list[str]) -> Contract:
+    """A two-output model (class scores and a box) is a localizer, whose outputs are (scores, box) in the traced
+    source (each artifact then records its own order); a contract that says localize for a one-output model
+    belongs to another model."""
+    from edgekit.contract import OutputRole, Task
+
+    if source.localizer:
+        if not contract.is_localizer:
+            notes.append("two outputs, class scores and a box: converted as a localizer (box xyxy, fractions of the "
+                         "model input)")
+        return replace(contract, task=Task.LOCALIZE, outputs=(OutputRole.SCORES, OutputRole.BOX))
+    if contract.is_localizer:
+        raise EdgekitError(f"{model_path}: its contract.json says localize (scores and a box), but the model has one "
+                           "output; the contract belongs to another model")
+    return contract
 
 
 def _derived(source: SourceModel, model_path: Path, overrides: dict, notes: list[str]) -> Contract:

@@ -6,7 +6,7 @@ import contextlib
 import io
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,9 +98,20 @@ def _tflite(mode: str):
             data, rounding = _rerounded(source, ctx, data)
             quantization = {"weight_rounding": rounding}
             contract = contract.with_provenance(quantization={**contract.provenance.quantization, **quantization})
+        contract = tflite_contract(contract, data)
         return Exported(embed_tflite(data, contract), contract, quantization)
 
     return export
+
+
+def tflite_contract(contract: Contract, data: bytes) -> Contract:
+    """``contract`` for the TFLite file ``data``: a localizer's outputs in this file's own order (the converter may
+    list them in another order than the traced function's)."""
+    if not contract.is_localizer:
+        return contract
+    from edgekit.convert.tflite import output_roles
+
+    return replace(contract, outputs=output_roles(data))
 
 
 def _rerounded(source: SourceModel, ctx: ExportContext, int8: bytes) -> tuple[bytes, dict]:
@@ -127,6 +138,10 @@ def _onnx(int8: bool):
             if choice.weight_rounding is not None:
                 quantization["weight_rounding"] = choice.weight_rounding
             contract = contract.with_provenance(quantization={**contract.provenance.quantization, **quantization})
+        if contract.is_localizer:
+            from edgekit.convert.onnx import output_roles
+
+            contract = replace(contract, outputs=output_roles(proto))
         embed_onnx(proto, contract)
         return Exported(proto.SerializeToString(), contract, quantization)
 

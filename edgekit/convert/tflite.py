@@ -44,3 +44,23 @@ def converter(source, *, batch: int | None = 1, mode: str = "float32", calibrati
 def export_tflite(source, mode: str, *, batch: int | None = 1, calibration: Calibration | None = None,
                   int8_io: str = "int8") -> bytes:
     return bytes(converter(source, batch=batch, mode=mode, calibration=calibration, int8_io=int8_io).convert())
+
+
+def output_roles(data: bytes) -> tuple[str, str]:
+    """A localizer's TFLite file: the role ("scores" or "box") of each output, in the file's own output order.
+
+    The traced function returns (scores, box), which the converter names output_0 and output_1 in the file's
+    signature, but it may list the output tensors in another order: the signature maps each name to its tensor."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=data)
+    signature = it._get_full_signature_list()  # the public get_signature_list() gives the names, not the tensors
+    outputs = next(iter(signature.values()))["outputs"] if signature else {}
+    index = {outputs.get("output_0"): "scores", outputs.get("output_1"): "box"}
+    roles = tuple(index.get(d["index"]) for d in it.get_output_details())
+    if sorted(map(str, roles)) != ["box", "scores"]:
+        raise ValueError(f"cannot tell the box output from the scores in the TFLite file (signature {outputs})")
+    box = roles.index("box")
+    if int(np.prod(it.get_output_details()[box]["shape"])) != 4:
+        raise ValueError("the TFLite file's box output does not hold 4 values")
+    return roles

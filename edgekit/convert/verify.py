@@ -20,6 +20,59 @@ from edgekit.errors import EdgekitError, InputFileError, VerificationError, firs
 
 FLOAT_AGREEMENT = 0.995  # a float32 artifact that changes more than 1 in 200 answers is broken
 QUANTIZED_AGREEMENT = 0.90  # int8 may move borderline images; more than 1 in 10 is not "the same model"
+FLOAT_BOX_AGREEMENT = 0.98  # a float32 localizer's boxes overlap the source's by at least this mean IoU
+QUANTIZED_BOX_AGREEMENT = 0.85  # the floor for quantized ones, where there is no ground truth to gate on
+
+
+@dataclass(frozen=True)
+class BoxAgreement:
+    """A localizer artifact's boxes: their mean IoU with the source model's on the same pixels, and with the
+    ground truth (and the source's own) when the validation data has boxes."""
+
+    source_iou: float  # mean IoU between the artifact's and the source model's boxes
+    mean_iou: float | None = None  # against the ground truth
+    reference_mean_iou: float | None = None  # the source model's, against the ground truth
+    hit_rate: float | None = None  # the fraction of images with IoU >= 0.5 against the ground truth
+
+    @property
+    def iou_drop(self) -> float | None:
+        if self.mean_iou is None or self.reference_mean_iou is None:
+            return None
+        return self.reference_mean_iou - self.mean_iou
+
+    def summary(self) -> str:
+        gt = f", mean IoU {self.mean_iou:.4f} (source {self.reference_mean_iou:.4f})" if self.mean_iou is not None \
+            else ""
+        return f"box IoU with the source {self.source_iou:.4f}{gt}"
+
+
+def box_agreement(boxes: np.ndarray, reference: np.ndarray, truth: np.ndarray | None) -> BoxAgreement:
+    """``boxes`` and ``reference`` [N, 4] in the model's frame; ``truth`` the ground truth there, or None."""
+    from edgekit.contract import iou
+
+    boxes, reference = _ordered(boxes), _ordered(reference)  # as the runtime reads a box whose corners swapped
+    src = float(iou(boxes, reference).mean())
+    if truth is None:
+        return BoxAgreement(src)
+    ious = iou(boxes, truth)
+    return BoxAgreement(src, float(ious.mean()), float(iou(reference, truth).mean()), float((ious >= 0.5).mean()))
+
+
+def _ordered(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, np.float64)
+    return np.concatenate([np.minimum(b[..., :2], b[..., 2:]), np.maximum(b[..., :2], b[..., 2:])], axis=-1)
+
+
+def box_problems(b: BoxAgreement, max_iou_drop: float, floor: float) -> list[str]:
+    """The box gate: mean IoU against the ground truth lost more than ``max_iou_drop``; without ground truth,
+    the boxes overlap the source model's by less than ``floor``."""
+    drop = b.iou_drop
+    if drop is not None and round(drop, 6) > max_iou_drop:
+        return [f"mean IoU dropped {drop:.4f} ({b.reference_mean_iou:.4f} -> {b.mean_iou:.4f}) "
+                f"> --max-iou-drop {max_iou_drop:g}"]
+    if drop is None and b.source_iou < floor:
+        return [f"box IoU with the source model {b.source_iou:.4f} < {floor:g} (no ground-truth boxes to gate on)"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -31,6 +84,7 @@ class Verification:
     accuracy: float | None
     reference_accuracy: float | None
     per_class_accuracy: dict[str, float] | None
+    boxes: BoxAgreement | None = None  # a localizer's
 
     @property
     def drop_points(self) -> float:
@@ -42,6 +96,10 @@ class Verification:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["drop_points"] = round(self.drop_points, 3)
+        if self.boxes is None:
+            d.pop("boxes")  # a classifier's report is as before
+        else:
+            d["boxes"]["iou_drop"] = self.boxes.iou_drop
         return d
 
 
@@ -111,6 +169,13 @@ class Verifier:
     classes: tuple[str, ...]
     options: ConvertOptions
     contract: Contract | None = None
+    reference_boxes: np.ndarray | None = None  # a localizer's source boxes on the validation pixels (model frame)
+
+    def _run(self, clf, tensors) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.reference_boxes is None or not hasattr(clf, "infer_all"):
+            return np.stack([clf.infer(t) for t in tensors]), None
+        both = [clf.infer_all(t) for t in tensors]
+        return np.stack([s for s, _ in both]), np.stack([b for _, b in both])
 
     def __call__(self, res: ArtifactResult) -> ArtifactResult:
         from edgekit.runtime import Classifier
@@ -124,13 +189,17 @@ class Verifier:
                 clf = Classifier.open(res.path, threads=self.options.threads, contract=self.contract)
             tensors = [clf.preprocess(x if x.shape[-1] == 3 else x[..., 0], color_order=clf.contract.color_order)
                        for x in self.validation.pixels]
-            outputs = np.stack([clf.infer(t) for t in tensors])
+            outputs, boxes = self._run(clf, tensors)
+            if self.reference_boxes is not None and boxes is None:
+                raise EdgekitError("it gives no box (its contract is not a localizer's)")
         except EdgekitError as exc:  # the file was written but the runtime cannot run it: say so in its row
             return replace(res, status=Status.ERROR, message=f"the runtime cannot run it: {exc}")
         except Exception as exc:  # any other failure is reported in the row; the report is still written
             return replace(res, status=Status.ERROR,
                            message=f"verification failed: {exc.__class__.__name__}: {first_line(exc)}")
         v = compare(outputs, self.reference, self.labels, self.classes)
+        if boxes is not None:
+            v = replace(v, boxes=box_agreement(boxes, self.reference_boxes, self.validation.boxes))
         lat = measure_latency(lambda: clf.backend.run(tensors[0]), runs=self.options.bench_runs, warmup=5)
         status, msg = Status.PASS, ""
         floor = self.options.min_agreement
@@ -140,6 +209,11 @@ class Verifier:
             check_parity(res.path, v, self.options.max_drop, floor)
         except ParityError as exc:
             status, msg = Status.FAIL, "; ".join(exc.problems)
+        if v.boxes is not None:
+            box_floor = FLOAT_BOX_AGREEMENT if res.format.endswith("float32") else QUANTIZED_BOX_AGREEMENT
+            problems = box_problems(v.boxes, self.options.max_iou_drop, box_floor)
+            if problems:
+                status, msg = Status.FAIL, "; ".join(filter(None, [msg, *problems]))
         return replace(res, verification=v, latency_ms=lat.to_dict(), threads=clf.backend.threads, status=status,
                        message=msg)
 

@@ -9,6 +9,10 @@ it (tests check this), while a small CNN learns it in a few epochs.
 The set is written as an ordinary image folder (``train/<class>/``, ``val/<class>/``)
 so that training reads it exactly as it reads a user's folder. Generation is
 deterministic: the same seed gives byte-identical PNG files.
+
+The localization variant (``make_synthetic_box_dataset``, ``--data synthetic-boxes``) puts one textured
+object (an ellipse or a rectangle) on a faintly textured background and writes its exact box as a Pascal VOC
+file beside the image, in ``train/`` and ``val/`` folders of ``images/`` and ``annotations/``.
 """
 
 from __future__ import annotations
@@ -232,4 +236,127 @@ def _move_into_place(tmp: Path, out: Path, written: set[Path], classes: tuple[st
                 for p in d.iterdir():
                     rel = p.relative_to(out)
                     if rel not in written and p.is_file() and _is_generated(rel, split, classes):
+                        p.unlink()
+
+
+# ---- the localization variant: one textured object per image, with its exact box ---------------------------
+
+def render_box_sample(texture: str, rng: np.random.Generator, size: int = 96) -> tuple[np.ndarray, tuple[int, ...]]:
+    """One image of a ``texture`` object (an ellipse or a rectangle) on a faintly textured background, and the
+    object's exact box in edge coordinates (x_min, y_min, x_max, y_max): the smallest pixel-aligned rectangle
+    holding every object pixel. Lighting and noise vary, but nothing moves or blurs a pixel of the object."""
+    if texture not in TEXTURES:
+        raise ValueError(f"unknown texture {texture!r}; choose from {', '.join(TEXTURES)}")
+    n = size
+    bg = _background(rng, n)
+    faint = _pattern(TEXTURES[int(rng.integers(len(TEXTURES)))], rng, n)[..., None]
+    bg = bg + rng.uniform(-25, 25, 3) * faint
+    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    while np.abs(c1 - c2).sum() < 200:
+        c2 = rng.uniform(0, 255, 3)
+    t = _pattern(texture, rng, n)[..., None]
+    fg = c1 * (1 - t) + c2 * t
+    ow, oh = (int(rng.integers(max(4, round(0.25 * n)), max(5, round(0.7 * n)) + 1)) for _ in range(2))
+    ox, oy = int(rng.integers(0, n - ow + 1)), int(rng.integers(0, n - oh + 1))
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64) + 0.5
+    if rng.random() < 0.5:
+        mask = ((xx - ox - ow / 2) / (ow / 2)) ** 2 + ((yy - oy - oh / 2) / (oh / 2)) ** 2 <= 1
+    else:
+        mask = (xx > ox) & (xx < ox + ow) & (yy > oy) & (yy < oy + oh)
+    x = np.where(mask[..., None], fg, bg)
+    yy, xx = yy / n, xx / n
+    a = rng.uniform(0, 2 * math.pi)
+    ramp = 1 + rng.uniform(0, 0.5) * ((xx * math.cos(a) + yy * math.sin(a)) - 0.5)
+    x = x * ramp[..., None]
+    x = (x - 128) * rng.uniform(0.8, 1.1) + 128 + rng.uniform(-25, 25)
+    x = x + rng.normal(0, rng.uniform(2, 6), x.shape)
+    cols, rows = np.flatnonzero(mask.any(0)), np.flatnonzero(mask.any(1))
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8), box
+
+
+def voc_xml(filename: str, size: tuple[int, int], label: str, box: tuple[int, int, int, int]) -> bytes:
+    """A Pascal VOC annotation for one box in edge coordinates (written 1-based and inclusive, as VOC is)."""
+    from xml.etree import ElementTree as ET
+
+    h, w = size
+    root = ET.Element("annotation")
+    ET.SubElement(root, "filename").text = filename
+    s = ET.SubElement(root, "size")
+    for k, v in (("width", w), ("height", h), ("depth", 3)):
+        ET.SubElement(s, k).text = str(v)
+    obj = ET.SubElement(root, "object")
+    ET.SubElement(obj, "name").text = label
+    b = ET.SubElement(obj, "bndbox")
+    for k, v in zip(("xmin", "ymin", "xmax", "ymax"), (box[0] + 1, box[1] + 1, box[2], box[3]), strict=True):
+        ET.SubElement(b, k).text = str(v)
+    return ET.tostring(root, encoding="utf-8")
+
+
+def make_synthetic_box_dataset(out: str | Path, *, train_per_class: int = 120, val_per_class: int = 30,
+                               size: int = 96, seed: int = 0, classes: tuple[str, ...] = TEXTURES,
+                               force: bool = False) -> Path:
+    """Write the localization variant as Pascal VOC folders: ``out/{train,val}/images/<class>_NNNNN.png`` and
+    ``out/{train,val}/annotations/<class>_NNNNN.xml``, deterministic by seed (each image its own random stream).
+    Rendered beside ``out`` and moved into place at the end; with ``force``, only edgekit's own files there are
+    replaced or removed."""
+    from edgekit.errors import InputFileError
+
+    train_per_class, val_per_class, size, seed, classes = _check_settings(train_per_class, val_per_class, size,
+                                                                          seed, classes)
+    out = check_synthetic_target(out, force=force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise InputFileError(out.parent, f"cannot write the synthetic dataset here ({exc.strerror or exc})") from None
+    try:
+        written: set[Path] = set()
+        for split_id, (split, count) in enumerate((("train", train_per_class), ("val", val_per_class))):
+            for sub in ("images", "annotations"):
+                (tmp / split / sub).mkdir(parents=True, exist_ok=True)
+            for name in classes:
+                for i in range(count):
+                    rng = np.random.default_rng([seed, 10 + split_id, TEXTURES.index(name), i])
+                    img, box = render_box_sample(name, rng, size)
+                    stem = f"{name}_{i:05d}"
+                    Image.fromarray(img).save(tmp / split / "images" / f"{stem}.png")
+                    (tmp / split / "annotations" / f"{stem}.xml").write_bytes(voc_xml(f"{stem}.png", (size, size),
+                                                                                      name, box))
+                    written |= {Path(split, "images", f"{stem}.png"), Path(split, "annotations", f"{stem}.xml")}
+        _move_box_set(tmp, out, written)
+    except OSError as exc:
+        raise InputFileError(out, f"cannot write the synthetic dataset ({exc.strerror or exc}); nothing under it "
+                                  "was changed") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+_GENERATED_BOX_FILE = re.compile(rf"({'|'.join(TEXTURES)})_\d{{5}}\.(png|xml)")
+
+
+def _move_box_set(tmp: Path, out: Path, written: set[Path]) -> None:
+    from edgekit.errors import InputFileError
+
+    if not out.exists() or not any(out.iterdir()):
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)
+        return
+    for rel in sorted(written):  # --force on a folder with other files: touch only our own
+        dest = out / rel
+        if dest.is_dir() or (dest.parent.exists() and not dest.parent.is_dir()):
+            raise InputFileError(dest if dest.is_dir() else dest.parent, "is in the way of a generated file; "
+                                                                         "move it away first")
+    for rel in sorted(written):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, out / rel)
+    for split in ("train", "val"):  # our files from an earlier, larger set would otherwise be trained on
+        for sub in ("images", "annotations"):
+            d = out / split / sub
+            if d.is_dir():
+                for p in d.iterdir():
+                    if (p.is_file() and p.relative_to(out) not in written
+                            and _GENERATED_BOX_FILE.fullmatch(p.name) is not None):
                         p.unlink()

@@ -1,7 +1,8 @@
 """Inference backends: LiteRT / tflite_runtime / tf.lite for .tflite, onnxruntime for .onnx.
 
-Each backend has the same tiny surface, the ``Backend`` protocol: tensor info for one input and one output,
-and ``run(x) -> y`` for a batch-of-one array already in the input's dtype.
+Each backend has the same tiny surface, the ``Backend`` protocol: tensor info for one input and its outputs,
+``run(x) -> y`` for a batch-of-one array already in the input's dtype (one output: the first, or the one
+``use_output`` chose), and ``run_all(x)`` for every output in the file's own order (a localizer's scores and box).
 
 Hostile files are refused before anything large is allocated (the checks are in ``edgekit.runtime.tensors``): the
 input tensor's element count (``edgekit.limits.check_input_elements``), the sum of all tensors and the output's size
@@ -52,14 +53,23 @@ class Backend(Protocol):
     name: str  # the interpreter: litert, tflite_runtime, tensorflow or onnxruntime
     threads: int
     input: TensorInfo  # the one image input, its shape fixed (a dynamic batch is 1)
-    output: TensorInfo  # the first output, the one read
-    outputs: list[TensorInfo]
-    output_size: int  # values in the output
+    output: TensorInfo  # the output ``run`` reads: the first, unless ``use_output`` chose another
+    outputs: list[TensorInfo]  # every output, in the file's own order
+    output_size: int  # values in ``output``
+    output_sizes: list[int]  # values in each of ``outputs``
     notes: list[str]  # what the user should know about how it runs (XNNPACK refused it, say)
     embedded: Embedded | None  # the contract inside the file (set by open_backend)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The output for a batch-of-one array already in the input's dtype (checked: ``output_size`` values)."""
+        ...
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output, in the file's order (each checked against ``output_sizes``)."""
+        ...
+
+    def use_output(self, index: int) -> None:
+        """Make ``run`` (and ``output``, ``output_size``) read output ``index`` instead of the first."""
         ...
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
@@ -141,8 +151,8 @@ class TFLiteBackend:
             raise InputFileError(path, f"the model's tensors add up to {total / 2**30:.1f} GB, over edgekit's limit "
                                        f"of {MAX_TENSOR_BYTES / 2**30:.0f} GB; this is not an image classifier edgekit "
                                        "can run")
-        for o in it.get_output_details()[:1]:
-            output_count(path, [max(1, int(s)) for s in o["shape"]])
+        for o in it.get_output_details():
+            output_count(path, [max(1, int(s)) for s in o["shape"]])  # every output: this is the allocation guard
 
     def _inspect(self, it) -> None:
         path = self._path
@@ -160,11 +170,15 @@ class TFLiteBackend:
         self.input = _tflite_info(d, image_input_shape(path, dims))
         check_tensor(path, self.input, "input")
         self.outputs = [_tflite_info(o) for o in outs]
-        self.output = self.outputs[0]
-        check_tensor(path, self.output, "output")
-        self.output_size = output_count(path, [int(s) for s in outs[0]["shape"]])
+        check_tensor(path, self.outputs[0], "output")  # the others when they are read (a localizer's box)
+        self.output_sizes = _output_sizes(path, [[int(s) for s in o["shape"]] for o in outs])
         self._in_index = d["index"]
-        self._out_index = outs[0]["index"]
+        self._out_indices = [o["index"] for o in outs]
+        self.use_output(0)
+
+    def use_output(self, index: int) -> None:
+        self.output, self.output_size = self.outputs[index], self.output_sizes[index]
+        self._out_index = self._out_indices[index]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         try:
@@ -175,10 +189,32 @@ class TFLiteBackend:
             raise InputFileError(self._path, f"inference failed: {_last_line(exc)}") from exc
         return _checked_output(self._path, y, self.output_size)
 
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        try:
+            self._it.set_tensor(self._in_index, x)
+            self._it.invoke()
+            ys = [self._it.get_tensor(i) for i in self._out_indices]
+        except (RuntimeError, ValueError) as exc:
+            raise InputFileError(self._path, f"inference failed: {_last_line(exc)}") from exc
+        return [_checked_output(self._path, y, n) for y, n in zip(ys, self.output_sizes, strict=True)]
+
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
         """``x`` set as the input once; the interpreter's own invoke(), with no copy in or out."""
         self._it.set_tensor(self._in_index, x)
         return self._it.invoke
+
+
+def _output_sizes(path, shapes: list) -> list[int]:
+    """The values in each output: the first is checked here (a one-line error), the others when a caller reads
+    them (``edgekit.runtime.localizer`` checks a box output), so that a classifier with an odd extra output opens
+    as before; an unusable extra output counts as 0 values."""
+    sizes = [output_count(path, shapes[0])]
+    for shape in shapes[1:]:
+        try:
+            sizes.append(output_count(path, shape))
+        except InputFileError:
+            sizes.append(0)
+    return sizes
 
 
 def _checked_output(path, y: np.ndarray, expected: int) -> np.ndarray:
@@ -244,13 +280,17 @@ class OnnxBackend:
             raise InputFileError(path, f"input type {i.type} is not an image type (edgekit feeds float, float16, "
                                        "uint8 or int8)")
         self.input = TensorInfo(i.name, image_input_shape(path, i.shape), np.dtype(_ORT_TYPES[i.type]))
-        self.output_size = output_count(path, outs[0].shape)
+        self.output_sizes = _output_sizes(path, [o.shape for o in outs])
         self.outputs = [TensorInfo(o.name, tuple(d if isinstance(d, int) and d > 0 else 1 for d in (o.shape or ())),
                                    np.dtype(_ORT_TYPES.get(o.type, np.float32))) for o in outs]
-        self.output = self.outputs[0]
         self.metadata = dict(self._sess.get_modelmeta().custom_metadata_map)
         self.notes: list[str] = []
         self.embedded: Embedded | None = None
+        self._all_names = [o.name for o in self.outputs]
+        self.use_output(0)
+
+    def use_output(self, index: int) -> None:
+        self.output, self.output_size = self.outputs[index], self.output_sizes[index]
         self._names = [self.output.name]
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -259,6 +299,13 @@ class OnnxBackend:
         except self._errors as exc:
             raise InputFileError(self._path, f"inference failed: {_last_line(exc)}") from exc
         return _checked_output(self._path, np.asarray(y), self.output_size)
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        try:
+            ys = self._sess.run(self._all_names, {self.input.name: x}, self._run_options)
+        except self._errors as exc:
+            raise InputFileError(self._path, f"inference failed: {_last_line(exc)}") from exc
+        return [_checked_output(self._path, np.asarray(y), n) for y, n in zip(ys, self.output_sizes, strict=True)]
 
     def invoker(self, x: np.ndarray) -> Callable[[], object]:
         """The session's own run() on ``x`` and nothing else (onnxruntime has no separate set-input and invoke)."""

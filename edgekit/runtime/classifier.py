@@ -1,4 +1,8 @@
-"""Classifier: open a .tflite/.onnx file, read its contract, classify images."""
+"""Classifier: open a .tflite/.onnx file, read its contract, classify images.
+
+``Classifier.open`` on a localizer's file (its contract says ``task: localize``) returns a
+``edgekit.runtime.localizer.Localizer``, which is a Classifier too: ``classify`` reads its scores output, and
+``detect`` adds the box. ``Localizer.open`` on a classifier's file is a one-line error."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from edgekit.contract import (
     ColorOrder,
     Contract,
     Layout,
+    OutputRole,
+    Task,
     check_regular_file,
     is_binary,
     read_sidecar,
@@ -95,8 +101,12 @@ class Classifier:
                                                    color_order=color_order, logits=logits)
         notes += override_notes
         _check_input_fits(p, be.input.shape, contract, source, color_order is not None)
+        cls = _family(cls, p, be, contract)
         contract = _labelled(p, contract, _score_count(p, be, contract), labels, source, notes)
         return cls(be, contract, source=source, notes=notes, path=p, image_library=image_library)
+
+    #: The task this class runs; Localizer says localize.
+    task = Task.CLASSIFY
 
     # ---- the pipeline ------------------------------------------------------------------
     def load(self, image, color_order: str | ColorOrder | None = None):
@@ -159,7 +169,8 @@ class Classifier:
         return [self.classify(im, top_k=top_k, color_order=color_order) for im in images]
 
     def classify_stream(self, images: Iterable, *, top_k: int = 5, color_order=None, prefetch: int = 2):
-        """(image, top-k predictions or the error it raised) for each image, in order. Files are decoded on a
+        """(image, top-k predictions or the error it raised) for each image, in order (a Localizer yields its
+        one Detection, with the box, instead). Files are decoded on a
         background thread, ``prefetch`` ahead, while the model runs on the one before (decoders release the
         GIL), so a folder is not decode + infer one after the other. A file the background thread has not started
         on when its turn comes is decoded here instead of waited for (on a busy machine the thread may not get a
@@ -189,9 +200,30 @@ class Classifier:
         if error is not None:
             return image, error
         try:
-            return image, self._predictions(self.backend.run(self._pre.into_tensor(*loaded)), top_k)
+            return image, self._answer(loaded, top_k)
         except (InputFileError, MemoryError) as exc:
             return image, exc
+
+
+    def _answer(self, loaded, top_k: int) -> list:
+        """What classify_stream yields for one decoded image (``load``'s result)."""
+        return self._predictions(self.backend.run(self._pre.into_tensor(*loaded)), top_k)
+
+
+def _family(cls: type, p: Path, be: Backend, contract: Contract) -> type:
+    """The class to open ``p`` as: a localizer's contract makes a Classifier a Localizer (with the backend set to
+    read the scores output, after the file's outputs are checked against the contract); a classifier's contract
+    opened as a Localizer is refused."""
+    if contract.is_localizer:
+        from edgekit.runtime.localizer import Localizer, check_outputs
+
+        check_outputs(p, be, contract)
+        be.use_output(contract.output_index(OutputRole.SCORES))
+        return cls if issubclass(cls, Localizer) else Localizer
+    if cls.task == Task.LOCALIZE:
+        raise InputFileError(p, "is a classifier (its contract has no box output); open it with Classifier.open, "
+                                "or retrain it with edge-train --task localize")
+    return cls
 
 
 def _model_contract(p: Path, be: Backend, given: Contract | None, notes: list[str]) -> tuple[Contract, str]:

@@ -6,6 +6,9 @@
 The trained model takes raw RGB pixels (0..255); Rescaling is part of the graph, and the
 run folder holds model.keras, model.h5, labels.txt, contract.json, history.json,
 metrics.json, curves.png and confusion.png. Needs the ``train`` extra (TensorFlow).
+
+``TrainConfig(task="localize")`` trains a localizer instead (a class and one box per image, outputs
+``scores`` then ``box``): see edgekit.train.localize.
 """
 
 from edgekit.data.datasets import DATASET_NAMES, load_dataset

@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -103,6 +104,11 @@ class _Progress:
         self.best: float = state.get("best", -1.0)
         self.stage: str = state.get("stage", "train")
 
+    #: history key -> Keras log name, and the validation metric that picks the best epoch (higher is better)
+    HISTORY: ClassVar[dict[str, str]] = {"loss": "loss", "accuracy": "accuracy", "val_loss": "val_loss",
+                                         "val_accuracy": "val_accuracy"}
+    MONITOR: ClassVar[str] = "val_accuracy"
+
     def callbacks(self, keras, model, config: TrainConfig, phase: str):
         progress = self
 
@@ -114,15 +120,15 @@ class _Progress:
                 logs = logs or {}
                 with progress.signals.hold():
                     progress.epoch_seconds.setdefault(phase, []).append(time.perf_counter() - self._t)
-                    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-                        progress.history.setdefault(key, []).append(float(logs.get(key, float("nan"))))
+                    for key, name in progress.HISTORY.items():
+                        progress.history.setdefault(key, []).append(float(logs.get(name, float("nan"))))
                     progress.history.setdefault("phase", []).append(2 if phase == "phase2" else 1)
                     progress.done[phase] = epoch + 1
-                    progress.save(model, logs.get("val_accuracy"))
+                    progress.save(model, logs.get(progress.MONITOR))
 
         cbs = [_Save()]
         if config.patience:
-            cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.patience,
+            cbs.append(keras.callbacks.EarlyStopping(monitor=self.MONITOR, mode="max", patience=config.patience,
                                                      restore_best_weights=True))
         return cbs
 
@@ -163,6 +169,26 @@ class _Progress:
         with self.signals.hold():
             for name in ("state.json", "last.weights.h5"):
                 (self.dir / name).unlink(missing_ok=True)
+
+
+def run_guarded(out: Path, session, run_phases, export):
+    """Run the phases, then export: Ctrl-C and running out of memory become one-line errors that say how to go on
+    (every epoch is checkpointed, so the same command plus --resume continues)."""
+    from edgekit.lazy import tensorflow
+
+    tf = tensorflow()
+    try:
+        run_phases(session)
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+    except tf.errors.ResourceExhaustedError as exc:
+        raise EdgekitError(f"out of memory while training ({first_line(exc, 80)}); use a smaller --batch-size, "
+                           "--size or --alpha") from None
+    try:
+        return export(session)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"interrupted while writing the run folder {out}; every epoch is saved in "
+                                  f"{out / CHECKPOINTS}: the same command plus --resume finishes it") from None
 
 
 def _restore_best(model, progress: _Progress, log) -> dict:

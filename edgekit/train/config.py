@@ -36,6 +36,10 @@ class TrainConfig:
     force: bool = False
     resume: bool = False  # continue an interrupted run in ``out``
     verbose: int = 1  # Keras progress: 0 silent, 1 bar, 2 one line per epoch
+    task: str = "classify"  # or "localize": a class and one box per image (edgekit.train.localize)
+    multi_box: str = "largest"  # localize: an image with several boxes keeps the largest, or is skipped ("skip")
+    val_data: str | Path | None = None  # localize: a separate validation set (VOC folder or CSV)
+    resize: str = "squash"  # localize: how images meet the input size, squash or letterbox (the contract's resize)
 
     def __post_init__(self) -> None:
         """Refuse, as the CLI does, what is not finite or outside the documented ranges (edgekit.limits)."""
@@ -72,9 +76,30 @@ class TrainConfig:
         if self.weights is not None and not isinstance(self.weights, str):
             raise EdgekitError(f"weights: expected None, 'imagenet' or a path, got {self.weights!r}")
         check_backbone(spec, self.image_size or spec.default_size, self.weights)
+        self._check_task()
         if self.fine_tune_epochs and self.weights is None:
             raise EdgekitError("--fine-tune-epochs needs pretrained --weights; from scratch, every layer trains in "
                                "the one phase already")
+
+    def _check_task(self) -> None:
+        if self.task not in TASKS:
+            raise EdgekitError(f"task (--task): expected one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.multi_box not in ("largest", "skip"):
+            raise EdgekitError(f"multi_box (--multi-box): expected largest or skip, got {self.multi_box!r}")
+        if self.resize not in ("squash", "letterbox"):
+            raise EdgekitError(f"resize (--resize): expected squash or letterbox, got {self.resize!r} (a centre "
+                               "crop could cut the object out of the picture)")
+        if self.task == "classify":
+            if self.resize != "squash":
+                raise EdgekitError("--resize is for --task localize; a classifier is trained on squashed images")
+            if self.val_data is not None:
+                raise EdgekitError("--val-data is for --task localize; a classifier's validation images go in a "
+                                   "val/ folder beside train/")
+            return
+        moving = [f"--{k}" for k in ("rotation", "zoom") if getattr(self.augment, k)]
+        if moving:
+            raise EdgekitError(f"{' and '.join(moving)} cannot be used with --task localize (a rotated or zoomed "
+                               "box is not kept exact); use --flip and --translate, which move the box too")
 
     @property
     def backbone(self) -> BackboneSpec:
@@ -88,7 +113,8 @@ class TrainConfig:
 
     def resume_settings(self) -> dict[str, str]:
         """What must match for --resume to continue a run: everything that shapes the model."""
-        return {k: str(getattr(self, k)) for k in _RESUME_KEYS}
+        keys = _RESUME_KEYS if self.task == "classify" else (*_RESUME_KEYS, "task", "multi_box", "val_data", "resize")
+        return {k: str(getattr(self, k)) for k in keys}
 
     def fingerprint(self) -> str:
         import hashlib
@@ -97,6 +123,7 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(self.resume_settings(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+TASKS = ("classify", "localize")
 _RESUME_KEYS = ("data", "model", "alpha", "image_size", "epochs", "fine_tune_epochs", "fine_tune_from", "batch_size",
                 "learning_rate", "fine_tune_lr", "weights", "augment", "cache_features", "val_split", "seed",
                 "cnn_dropout", "cnn_batchnorm", "l2", "patience")

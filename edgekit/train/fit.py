@@ -19,18 +19,17 @@ import numpy as np
 
 from edgekit.contract import Contract
 from edgekit.data.datasets import ArraySet, Dataset, load_dataset
-from edgekit.errors import EdgekitError, first_line
 from edgekit.lazy import tensorflow
 from edgekit.train.augment import Augmentation
 from edgekit.train.backbones import BackboneSpec
 from edgekit.train.checkpoints import (
     CHECKPOINTS,
-    TrainingInterrupted,
     _interrupted,
     _load_checkpoint,
     _Progress,
     _restore_best,
     _Signals,
+    run_guarded,
 )
 from edgekit.train.config import TrainConfig, check_backbone
 from edgekit.train.model import _compile, _trainer, _unfreeze_from, build_model, check_weights_file
@@ -47,6 +46,7 @@ class TrainResult:
     val_accuracy: float
     per_class_accuracy: dict[str, float]
     epoch_seconds: dict[str, list[float]] = field(default_factory=dict)
+    localization: dict | None = None  # a localizer's validation metrics (report.json's "metrics"); None otherwise
 
 
 def preflight(config: TrainConfig) -> dict | None:
@@ -61,7 +61,11 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
 
     Every output path is checked before anything is written (see ``check_outputs``). Ctrl-C or SIGTERM keeps
     the finished epochs (TrainingInterrupted); the same config with ``resume=True`` continues, and also
-    finishes a run whose final save was interrupted."""
+    finishes a run whose final save was interrupted. ``config.task == "localize"``: edgekit.train.localize."""
+    if config.task == "localize":
+        from edgekit.train.localize import train_localizer
+
+        return train_localizer(config, log=log)
     out = Path(config.out)
     state = preflight(config)
     _mkdir(out)
@@ -81,21 +85,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
 
 def _train(config: TrainConfig, data: Dataset, state: dict | None, signals: _Signals,
            log: Callable[[str], None]) -> TrainResult:
-    out = Path(config.out)
-    tf = tensorflow()
     session = _start(config, data, state, signals, log)
-    try:
-        _run_phases(session)
-    except KeyboardInterrupt:
-        raise _interrupted(out) from None
-    except tf.errors.ResourceExhaustedError as exc:
-        raise EdgekitError(f"out of memory while training ({first_line(exc, 80)}); use a smaller --batch-size, "
-                           "--size or --alpha") from None
-    try:
-        return _export(session)
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(f"interrupted while writing the run folder {out}; every epoch is saved in "
-                                  f"{out / CHECKPOINTS}: the same command plus --resume finishes it") from None
+    return run_guarded(Path(config.out), session, _run_phases, _export)
 
 
 @dataclass

@@ -15,11 +15,32 @@ from edgekit.train.model_files import _is_hdf5
 def build_model(keras, spec: BackboneSpec, num_classes: int, size: int, alpha: float, weights: str | None,
                 **options):
     """Raw RGB pixels (0..255) in, probabilities out; the backbone's preprocessing is a layer inside."""
-    check_backbone(spec, size, weights)
+    inp, x = model_input(keras, spec, size)
+    base = build_backbone(keras, spec, size, alpha, weights, **options)
+    if weights is None:
+        features = base(x)
+    else:
+        features = base(x, training=False)  # BatchNorm stays in inference mode, also when fine-tuning
+    dropout = keras.layers.Dropout(0.2, name="dropout")
+    classifier = keras.layers.Dense(num_classes, activation="softmax", name="classifier")
+    model = keras.Model(inp, classifier(dropout(features)), name=f"edgekit_{spec.name}")
+    return model, base, features, (dropout, classifier)
+
+
+def model_input(keras, spec: BackboneSpec, size: int):
+    """The model's input (raw RGB pixels, 0..255) and the tensor the backbone takes (after the in-graph
+    Rescaling, for backbones that do not rescale themselves)."""
     inp = keras.Input((size, size, 3), name="image")
     x = inp
     if spec.scale is not None:
         x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="preprocess")(x)
+    return inp, x
+
+
+def build_backbone(keras, spec: BackboneSpec, size: int, alpha: float, weights: str | None, **options):
+    """The backbone without its top (average-pooled), its weights loaded; from scratch, BatchNorm set to follow
+    a short run's data."""
+    check_backbone(spec, size, weights)
     try:
         base = spec.build(keras, (size, size, 3), alpha, "imagenet" if weights == "imagenet" else None, **options)
     except ValueError as exc:  # keras.applications' own checks: alpha, input size, weights combinations
@@ -47,13 +68,7 @@ def build_model(keras, spec: BackboneSpec, num_classes: int, size: int, alpha: f
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = 0.9
-        features = base(x)
-    else:
-        features = base(x, training=False)  # BatchNorm stays in inference mode, also when fine-tuning
-    dropout = keras.layers.Dropout(0.2, name="dropout")
-    classifier = keras.layers.Dense(num_classes, activation="softmax", name="classifier")
-    model = keras.Model(inp, classifier(dropout(features)), name=f"edgekit_{spec.name}")
-    return model, base, features, (dropout, classifier)
+    return base
 
 
 def check_weights_file(weights: str | None) -> Path | None:

@@ -17,6 +17,14 @@ from edgekit.train.model_files import _is_hdf5, _mkdir, _partial, _save_h5_check
 
 RUN_FILES = ("model.keras", "model.h5", "labels.txt", "contract.json", "history.json", "metrics.json",
              "curves.png", "confusion.png")
+#: a localization run's folder (edgekit.train.localize): report.json holds the metrics, boxes.png the boxes drawn
+LOCALIZE_RUN_FILES = ("model.keras", "model.h5", "labels.txt", "contract.json", "history.json", "report.json",
+                      "report.md", "curves.png", "boxes.png")
+
+
+def run_files(config: TrainConfig) -> tuple[str, ...]:
+    """The files a run of ``config`` writes in its folder."""
+    return LOCALIZE_RUN_FILES if config.task == "localize" else RUN_FILES
 
 
 def check_outputs(config: TrainConfig) -> dict | None:
@@ -34,7 +42,7 @@ def check_outputs(config: TrainConfig) -> dict | None:
     checkpoints = out / CHECKPOINTS
     if checkpoints.exists() and not checkpoints.is_dir():
         raise InputFileError(checkpoints, "is a file, not a folder; the run keeps its checkpoints there")
-    targets = [out / n for n in RUN_FILES] + [checkpoints / n for n in CHECKPOINT_FILES]
+    targets = [out / n for n in run_files(config)] + [checkpoints / n for n in CHECKPOINT_FILES]
     state = None
     if config.resume:
         state = _load_state(out, config)
@@ -65,7 +73,8 @@ def check_outputs(config: TrainConfig) -> dict | None:
 
 def _remove_partials(out: Path) -> None:
     """Files a killed run left under their temporary names (never under the final ones)."""
-    for folder, names in ((out, RUN_FILES), (out / CHECKPOINTS, CHECKPOINT_FILES)):
+    for folder, names in ((out, tuple(dict.fromkeys(RUN_FILES + LOCALIZE_RUN_FILES))),
+                          (out / CHECKPOINTS, CHECKPOINT_FILES)):
         for name in names:
             with contextlib.suppress(OSError):
                 _partial(folder / name).unlink(missing_ok=True)
@@ -76,14 +85,18 @@ def _contract(config: TrainConfig, spec: BackboneSpec, size: int, data) -> Contr
     return Contract(
         height=size,
         width=size,
-        normalization=Normalization.in_model(
-            f"Rescaling(scale={spec.scale:.6g}, offset={spec.offset:g})" if spec.scale is not None
-            else f"{spec.name} rescales internally"),
+        normalization=model_normalization(spec),
         labels=data.train.classes,
         provenance=Provenance(dataset=str(data.folder) if data.folder else "", val_split=data.val_split,
                               seed=config.seed,
                               notes=(f"backbone {spec.name}", f"data {data.source}")),
     )
+
+
+def model_normalization(spec: BackboneSpec) -> Normalization:
+    """What an edge-train model does to its 0..255 input, inside the graph, as its contract says."""
+    return Normalization.in_model(f"Rescaling(scale={spec.scale:.6g}, offset={spec.offset:g})"
+                                  if spec.scale is not None else f"{spec.name} rescales internally")
 
 
 def _read_contract(out: Path) -> Contract:

@@ -17,8 +17,8 @@ from tools.pi_check.host import REPO, SHARED, build_wheel, source_hash
 #: process per case and take several times longer under emulation.
 PYTEST_FILES = {
     "runtime": ("tests/test_runtime_light.py", "tests/test_contract.py", "tests/test_golden.py", "tests/test_env.py",
-                "tests/test_reference_models.py", "tests/test_preprocess.py", "tests/test_runtime_cli.py",
-                "tests/test_camera.py"),
+                "tests/test_boxes.py", "tests/test_localize_runtime.py", "tests/test_reference_models.py",
+                "tests/test_preprocess.py", "tests/test_runtime_cli.py", "tests/test_camera.py"),
 }
 PYTEST_FILES["full"] = (*PYTEST_FILES["runtime"], "tests/test_hostile_runtime.py", "tests/test_hostile_camera.py")
 #: installed beside the wheel, for the tests only (onnx builds their tiny ONNX models; no TensorFlow)

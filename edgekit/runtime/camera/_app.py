@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from edgekit.errors import EdgekitError
 from edgekit.pixels import opencv
 from edgekit.runtime.camera._capture import FrameGrabber
 from edgekit.runtime.camera._config import CameraConfig
-from edgekit.runtime.camera._overlay import Recorder, Smoother, draw
+from edgekit.runtime.camera._overlay import Recorder, Smoother, draw, frame_box
 from edgekit.runtime.camera._sources import shown
 
 
@@ -30,13 +29,17 @@ class RunStats:
     reconnects: int
     preprocess_ms_p50: float
     inference_ms_p50: float
-    stopped_by: str  # "end", "frames", "duration", "signal", "window"
+    stopped_by: str  # "end", "frames", "duration", "signal", "window", "error"
+    source: str | None = None  # the source's shown name (several sources: one RunStats each in per_source)
+    per_source: tuple = ()
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
+        if self.per_source:
+            return "; ".join(f"[{i}] {s.source}: {s.describe()}" for i, s in enumerate(self.per_source))
         return (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), dropped {self.dropped}, "
                 f"reconnects {self.reconnects}; p50 preprocess {self.preprocess_ms_p50:.2f} ms, "
                 f"inference {self.inference_ms_p50:.2f} ms; stopped: {self.stopped_by}")
@@ -66,21 +69,34 @@ class _Window:
         self.cv2.destroyAllWindows()
 
 
-def _open(config: CameraConfig, log):
+def _open(spec: str, config: CameraConfig, log):
     from edgekit.runtime.camera._sources import Reconnecting, open_source, source_kind
 
-    kind = source_kind(config.source)
+    kind = source_kind(spec)
     if kind in ("camera", "url", "picamera") and config.reconnect:
-        return Reconnecting(lambda: open_source(config.source, size=config.size), config.source,
-                            attempts=config.reconnect, log=log)
-    return open_source(config.source, size=config.size, log=log)
+        return Reconnecting(lambda: open_source(spec, size=config.size), spec, attempts=config.reconnect, log=log)
+    return open_source(spec, size=config.size, log=log)
+
+
+def _open_all(config: CameraConfig, log) -> list:
+    """Every source, opened in order; the ones already open are closed when a later one fails."""
+    opened = []
+    try:
+        for spec in config.sources:
+            opened.append(_open(spec, config, log))
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    return opened
 
 
 def _start_server(config: CameraConfig, log):
     from edgekit.runtime.camera._guards import parse_address
     from edgekit.runtime.camera._server import LiveServer
 
-    server = LiveServer(*parse_address(config.serve), allowed_hosts=config.allowed_hosts, token=config.token)
+    server = LiveServer(*parse_address(config.serve), allowed_hosts=config.allowed_hosts, token=config.token,
+                        streams=len(config.sources))
     log(f"edge-camera: serving {server.url} (stream {server.url}stream.mjpg, JSON {server.url}predictions.json)")
     if server.token is not None:
         log(f"edge-camera: the view needs the token: open {server.url}?token=TOKEN once in the browser")
@@ -93,73 +109,77 @@ def _start_server(config: CameraConfig, log):
     return server
 
 
-class _StopOnSignals:
-    """SIGTERM (a service manager stopping us) ends the run like Ctrl-C: the loop unwinds through its
-    ``finally`` and closes the camera, the server and the video file."""
-
-    def __init__(self):
-        self._saved: dict = {}
-        self.signal: str | None = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, _frame):
-        self.signal = signal.Signals(signum).name
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
-        return False
-
-
 def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
-    """Classify frames until the source ends, a bound is reached, or a signal asks to stop."""
+    """Classify frames until the sources end, a bound is reached, or a signal asks to stop.
+
+    ``clf``: one Classifier, shared by every source (its calls are serialized by a lock), or a list with one
+    per source (each source's thread then runs its own interpreter)."""
+    from edgekit.runtime.camera._multi import classifiers_for, drive, summarize
+
     out = out or sys.stdout
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    smoother = Smoother(config.ema)
-    outputs = _Outputs(config, out, log)  # a port in use fails before the camera opens
+    clfs, locks = classifiers_for(clf, len(config.sources))
+    outputs = _Outputs(config, out, log, model=getattr(clfs[0], "path", None) or "")  # a port in use fails first
     try:
-        source = _open(config, log)
+        sources = _open_all(config, log)
     except BaseException:
         outputs.close_views()
         raise
-    outputs.set_fps(source.fps)
-    loop = _Loop(clf, config, smoother, FrameGrabber(source, realtime=config.realtime), outputs)
-    loop.run()
-    if loop.n == 0 and loop.stopped_by == "end":
-        raise EdgekitError(f"{shown(config.source)}: no frames could be read")
-    stats = loop.stats(getattr(source, "reconnects", 0))
+    outputs.set_fps(sources[0].fps)
+    loops = [_Loop(clfs[i], config, Smoother(config.ema), FrameGrabber(src, realtime=config.realtime), outputs,
+                   index=i, lock=locks[i]) for i, src in enumerate(sources)]
+    drive(loops, outputs, log)
+    for spec, loop in zip(config.sources, loops, strict=True):
+        if loop.error is None and loop.n == 0 and loop.stopped_by == "end":
+            loop.error = EdgekitError(f"{shown(spec)}: no frames could be read")
+    stats = summarize(loops, sources)
     log(f"edge-camera: {stats.describe()}")
+    failed = [loop.error for loop in loops if loop.error is not None]
+    if failed:
+        raise failed[0] if len(loops) == 1 else EdgekitError("; ".join(str(e) for e in failed))
     return stats
 
 
 class _Outputs:
     """Where each classified frame goes: JSON lines (--headless), a window, the browser view, the video file."""
 
-    def __init__(self, config: CameraConfig, out, log):
+    def __init__(self, config: CameraConfig, out, log, *, model: str = ""):
         self.out, self.log, self.headless = out, log, config.headless
+        self._write_lock = threading.Lock()
+        if len(config.sources) > 1 and not (config.headless or config.serve or config.mqtt):
+            raise EdgekitError("several sources are shown with --serve (one page, every stream), --headless or "
+                               "--mqtt, not in a window")
         self.recorder = Recorder(config.record, 30.0, force=config.force) if config.record else None
-        self.window = None if (config.headless or config.serve or config.record) else _Window()
+        self.window = None if (config.headless or config.serve or config.record or config.mqtt) else _Window()
         self.server = _start_server(config, log) if config.serve else None
+        self.mqtt = None
+        if config.mqtt is not None:
+            from edgekit.runtime.camera._mqtt import MqttPublisher
+
+            try:
+                self.mqtt = MqttPublisher(config.mqtt, [shown(s) for s in config.sources],
+                                          model=os.path.basename(str(model)), log=log)
+            except BaseException:
+                self.close_views()
+                raise
 
     def set_fps(self, fps: float | None) -> None:
         if self.recorder is not None and fps:
             self.recorder.fps = fps
 
-    def emit(self, frame, preds: list[dict], record: dict, speed: str) -> None:
-        """Send one frame to every output but the window."""
+    def emit(self, frame, preds: list[dict], record: dict, speed: str, index: int = 0) -> None:
+        """Send one frame of source ``index`` to every output but the window."""
         if self.headless:
-            self.out.write(json.dumps(record) + "\n")
-            self.out.flush()
+            line = json.dumps(record) + "\n"
+            with self._write_lock:
+                self.out.write(line)
+                self.out.flush()
+        if self.mqtt is not None:
+            self.mqtt.frame(index, frame, record, time.monotonic())
         if self.window is not None or self.server is not None or self.recorder is not None:
-            draw(frame, preds, speed)
+            draw(frame, preds, speed, record.get("box"))
         if self.server is not None:
-            self.server.publish(frame, record)
+            self.server.publish(frame, record, index)
         if self.recorder is not None:
             self.recorder.write(frame)
 
@@ -168,6 +188,8 @@ class _Outputs:
         return self.window is None or self.window.show(frame)
 
     def close_views(self) -> None:
+        if getattr(self, "mqtt", None) is not None:
+            self.mqtt.close()
         if self.server is not None:
             self.server.close()
         if self.window is not None:
@@ -179,6 +201,9 @@ class _Outputs:
             self.window.close()
         if self.server is not None:
             self.server.close()
+        if self.mqtt is not None:
+            self.mqtt.close()
+            self.log(f"edge-camera: {self.mqtt.describe()}")
         saved = self.recorder.close() if self.recorder is not None else None
         if saved:
             self.log(f"edge-camera: recorded {shown(saved)}")
@@ -187,8 +212,13 @@ class _Outputs:
 class _Loop:
     """Frame after frame: preprocess, infer, smooth, keep the top k above the threshold, send to the outputs."""
 
-    def __init__(self, clf, config: CameraConfig, smoother, grabber, outputs: _Outputs):
+    def __init__(self, clf, config: CameraConfig, smoother, grabber, outputs: _Outputs, *, index: int = 0,
+                 lock=None):
         self.clf, self.config, self.smoother, self.grabber, self.outputs = clf, config, smoother, grabber, outputs
+        self.index, self.lock = index, lock  # lock: the interpreter is shared with other sources' threads
+        self.source = shown(config.sources[index])
+        self.error: BaseException | None = None
+        self.stopping = False  # set by another thread (a signal, the end of the run) to end this loop
         self.pre_ms: list[float] = []
         self.inf_ms: list[float] = []
         self.stamps: deque[float] = deque(maxlen=30)
@@ -197,33 +227,41 @@ class _Loop:
         self.seconds = 0.0
 
     def run(self) -> None:
-        """Until the source ends or a bound, the window or a signal stops it; then every output is closed."""
+        """Until the source ends, or a bound, the window or ``stopping`` stops it (the caller closes the outputs,
+        and handles signals)."""
         self.t_start = time.perf_counter()
         try:
-            with _StopOnSignals():
-                while True:
-                    frame = self.grabber.get(timeout=self.config.frame_timeout)
-                    if frame is None:
-                        break
-                    stop = self.step(frame)
-                    if stop:
-                        self.stopped_by = stop
-                        break
-        except KeyboardInterrupt:
-            self.stopped_by = "signal"
+            while not self.stopping:
+                frame = self.grabber.get(timeout=self.config.frame_timeout)
+                if frame is None:
+                    break
+                stop = self.step(frame)
+                if stop:
+                    self.stopped_by = stop
+                    break
         finally:
             self.seconds = time.perf_counter() - self.t_start
             self.grabber.stop()
-            self.outputs.close()
+
+    def infer(self, frame):
+        """(the scores, preprocess ms, inference ms); under the shared interpreter's lock, if any."""
+        clf = self.clf
+        if self.lock is None:
+            t0 = time.perf_counter()
+            tensor = clf.input_tensor(frame, color_order="BGR")
+            t1 = time.perf_counter()
+            return clf.infer(tensor), t0, t1, time.perf_counter()
+        with self.lock:  # the input tensor and the outputs are the interpreter's buffers: copy them out
+            t0 = time.perf_counter()
+            tensor = clf.input_tensor(frame, color_order="BGR")
+            t1 = time.perf_counter()
+            return np.array(clf.infer(tensor)), t0, t1, time.perf_counter()
 
     def step(self, frame) -> str | None:
         """Classify one frame and send it on; why to stop now ("window", "frames", "duration"), or None."""
         clf, config = self.clf, self.config
-        t0 = time.perf_counter()
-        tensor = clf.input_tensor(frame, color_order="BGR")
-        t1 = time.perf_counter()
-        scores = self.smoother(clf.infer(tensor))
-        t2 = time.perf_counter()
+        raw, t0, t1, t2 = self.infer(frame)
+        scores = self.smoother(raw)
         self.pre_ms.append((t1 - t0) * 1e3)
         self.inf_ms.append((t2 - t1) * 1e3)
         self.stamps.append(t2)
@@ -235,11 +273,14 @@ class _Loop:
         record = {"frame": self.n, "time": round(t2 - self.t_start, 3), "label": preds[0]["label"] if preds else None,
                   "score": preds[0]["score"] if preds else None, "predictions": preds,
                   "fps": round(fps, 1), "preprocess_ms": round(self.pre_ms[-1], 3),
-                  "inference_ms": round(self.inf_ms[-1], 3), "dropped": self.grabber.dropped}
+                  "inference_ms": round(self.inf_ms[-1], 3), "dropped": self.grabber.dropped, "source": self.source}
         if self.grabber.name:
             record["file"] = self.grabber.name
+        box = frame_box(clf, frame)  # a localizer's, in the frame's pixels
+        if box is not None:
+            record["box"] = box
         self.outputs.emit(frame, preds, record,
-                          f"{fps:.1f} fps  infer {self.inf_ms[-1]:.1f} ms  pre {self.pre_ms[-1]:.1f} ms")
+                          f"{fps:.1f} fps  infer {self.inf_ms[-1]:.1f} ms  pre {self.pre_ms[-1]:.1f} ms", self.index)
         self.n += 1
         if not self.outputs.show(frame):
             return "window"
@@ -252,7 +293,7 @@ class _Loop:
     def stats(self, reconnects: int) -> RunStats:
         return RunStats(self.n, self.seconds, self.grabber.dropped, reconnects,
                         float(np.median(self.pre_ms)) if self.pre_ms else 0.0,
-                        float(np.median(self.inf_ms)) if self.inf_ms else 0.0, self.stopped_by)
+                        float(np.median(self.inf_ms)) if self.inf_ms else 0.0, self.stopped_by, self.source)
 
 
 def check_record_path(path: str | None, force: bool) -> None:

@@ -27,6 +27,7 @@ class FrameGrabber:
         self.name: str | None = None  # the source's name for the frame ``get`` returned last (a file, say)
         self._done = False
         self._stop = False
+        self._close_when_done = False  # stop() gave up waiting: the capture thread closes the source itself
         self.error: BaseException | None = None
         self.captured = 0
         self.dropped = 0
@@ -61,7 +62,10 @@ class FrameGrabber:
         finally:
             with self._cond:
                 self._done = True
+                close = self._close_when_done
                 self._cond.notify_all()
+            if close:
+                self.source.close()
 
     def get(self, timeout: float = 10.0) -> np.ndarray | None:
         """The next frame; None at the end of the source. Raises when no frame arrives within ``timeout``."""
@@ -81,10 +85,17 @@ class FrameGrabber:
         return frame
 
     def stop(self) -> None:
+        """Stop capturing and close the source (once; later calls do nothing)."""
+        if self._stop:
+            return
         self._stop = True
         if hasattr(self.source, "stopped"):
             self.source.stopped = True
         with self._cond:
             self._cond.notify_all()
         self._thread.join(timeout=2.0)
+        with self._cond:  # a read stuck in a stalled stream: never release the capture under it
+            if not self._done:
+                self._close_when_done = True
+                return
         self.source.close()

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from edgekit.errors import EdgekitError
+from edgekit.runtime.camera._mqtt_options import MqttOptions
 
 #: The range of each numeric option: (low, high), checked by CameraConfig and by edge-camera's argparse types.
 #: duration and ema exclude their low end (more than 0 seconds; a weight more than 0).
@@ -13,11 +14,12 @@ OPTION_RANGES = {
     "top_k": (1, 100_000), "frames": (1, 10**9), "duration": (0, 1e7), "ema": (0, 1), "threshold": (0, 1),
     "reconnect": (0, 1000), "frame_timeout": (0, 86400), "size": (16, 16384),
 }
+MAX_SOURCES = 16
 
 
 @dataclass(frozen=True)
 class CameraConfig:
-    source: str = "0"
+    source: str | tuple[str, ...] = "0"  # one source, or several (each with its own capture thread)
     top_k: int = 3
     frames: int | None = None  # stop after N frames
     duration: float | None = None  # stop after S seconds
@@ -33,15 +35,36 @@ class CameraConfig:
     frame_timeout: float = 10.0
     allowed_hosts: tuple[str, ...] = ()  # --serve: Host names accepted besides localhost and the bound address
     token: str | None = None  # --serve: a secret every request must carry
+    mqtt: MqttOptions | None = None  # publish predictions to an MQTT broker
+    interpreter_per_source: bool = False  # several sources: one interpreter each (else one shared, locked)
 
     def __post_init__(self):
         """The same checks as edge-camera's options (edgekit.limits, OPTION_RANGES), so the Python API refuses
         what the CLI refuses; values are normalized (a whole-number string becomes an int)."""
-        if not isinstance(self.source, str) or not self.source:
-            raise EdgekitError(f"source: expected a camera index, /dev/videoN, 'picamera', a URL, a video file or "
-                               f"an image folder, got {self.source!r}")
+        self._check_sources()
         self._check_numbers()
         self._check_outputs()
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.source,) if isinstance(self.source, str) else self.source
+
+    def _check_sources(self) -> None:
+        """One source stays a string; several become a tuple (a one-item list becomes its string)."""
+        many = self.source if isinstance(self.source, (list, tuple)) else (self.source,)
+        if not many or len(many) > MAX_SOURCES:
+            raise EdgekitError(f"source: give 1 to {MAX_SOURCES} sources, got {len(many)}")
+        for spec in many:
+            if not isinstance(spec, str) or not spec:
+                raise EdgekitError(f"source: expected a camera index, /dev/videoN, 'picamera', a URL, a video file "
+                                   f"or an image folder, got {spec!r}")
+        if len(set(many)) != len(many):
+            raise EdgekitError("--source: the same source is given twice")
+        self._put("source", many[0] if len(many) == 1 else tuple(many))
+        if len(many) > 1 and self.record is not None:
+            raise EdgekitError("--record takes one source; with several, use --serve, --headless or --mqtt")
+        if self.mqtt is not None and not isinstance(self.mqtt, MqttOptions):
+            raise EdgekitError(f"mqtt: expected MqttOptions (or None), got {type(self.mqtt).__name__}")
 
     def _put(self, name: str, value) -> None:
         object.__setattr__(self, name, value)

@@ -39,9 +39,24 @@ class Smoother:
         return self._state
 
 
-def draw(frame: np.ndarray, predictions: list[dict], stats: str) -> None:
-    """Top-k labels and scores, then one line of speed, in place; outlined so they read on any background."""
+def frame_box(clf, frame: np.ndarray) -> list[float] | None:
+    """A localizer's box for the frame it last inferred on this thread, in the frame's pixels (x_min, y_min,
+    x_max, y_max, rounded to 0.1 px); None for a classifier."""
+    box = getattr(clf, "last_box", None)
+    if box is None:
+        return None
+    return [round(v, 1) for v in clf.to_image(box, frame.shape[:2])]
+
+
+def draw(frame: np.ndarray, predictions: list[dict], stats: str, box=None) -> None:
+    """Top-k labels and scores, then one line of speed, in place; outlined so they read on any background.
+    A localizer's ``box`` (frame pixels) is drawn with the top label above it."""
     cv2 = opencv()
+
+    if box is not None:
+        from edgekit.runtime.localizer import draw_box
+
+        draw_box(frame, box, predictions[0]["label"] if predictions else "")
 
     h = frame.shape[0]
     scale = max(0.45, h / 900)

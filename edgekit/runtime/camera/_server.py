@@ -41,7 +41,7 @@ from edgekit.runtime.camera._guards import (
     is_ip,
     is_loopback,
 )
-from edgekit.runtime.camera._page import PAGE
+from edgekit.runtime.camera._page import page
 
 HEADER_DEADLINE_S = 5.0  # from accepting a connection to the end of its request headers, however they trickle in
 PENDING_PER_ADDRESS = 8  # connections from one address not yet answered or let in by the guards
@@ -176,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {}
         if self.live.token_matches(query_token):
             extra["Set-Cookie"] = f"{self.live.cookie_name}={self.live.token}; Path=/; HttpOnly; SameSite=Strict"
-        self._answer(url.path, extra)
+        self._answer(url.path, extra, self.live.stream_index(url.query))
 
     def _guards_pass(self, query_token: str | None) -> bool:
         """The Host and token guards; a 403 or 401 answer (and False) when one fails."""
@@ -194,19 +194,24 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _answer(self, path: str, extra: dict) -> None:
-        if path in ("/", "/index.html"):
-            self._send(200, "text/html; charset=utf-8", PAGE.encode(), extra)
+    def _answer(self, path: str, extra: dict, index: int | None) -> None:
+        """``index``: the source asked for with ?source=N (0 without it; None when N is not a source)."""
+        if index is None:
+            self._send(404, "text/plain", b"no such source", extra)
+        elif path in ("/", "/index.html"):
+            self._send(200, "text/html; charset=utf-8", page(self.live.streams).encode(), extra)
         elif path in ("/predictions.json", "/api/latest"):
-            self._send(200, "application/json", self.live.latest_json(), extra)
+            self._send(200, "application/json", self.live.latest_json(index), extra)
+        elif path == "/sources.json":
+            self._send(200, "application/json", self.live.all_json(), extra)
         elif path == "/snapshot.jpg":
-            jpeg = self.live.snapshot()
+            jpeg = self.live.snapshot(index)
             if jpeg:
                 self._send(200, "image/jpeg", jpeg, extra)
             else:
                 self._send(503, "text/plain", b"no frame yet", extra)
         elif path == "/stream.mjpg":
-            self._stream(extra)
+            self._stream(extra, index)
         else:
             self._send(404, "text/plain", b"not found", extra)
 
@@ -239,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _stream(self, extra):
+    def _stream(self, extra, index: int):
         self.send_response(200)
         self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
         self._headers(extra)
@@ -247,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         seen = -1
         try:
             while True:
-                nxt = self.live.next_frame(seen)
+                nxt = self.live.next_frame(seen, index)
                 if nxt is None:
                     return
                 seen, jpeg = nxt
@@ -265,15 +270,16 @@ class LiveServer:
     ``token``: a secret every request must carry (see the module's docstring). Both are checked here,
     before anything listens."""
 
-    def __init__(self, host: str, port: int, *, allowed_hosts=(), token: str | None = None):
+    def __init__(self, host: str, port: int, *, allowed_hosts=(), token: str | None = None, streams: int = 1):
         allowed = check_allowed_hosts(allowed_hosts)
         self.token = check_token(token)
         self.wildcard = check_listen_address(host, port)
         self.allowed_hosts: tuple[str, ...] = answered_hosts(host, self.wildcard, allowed)
         self._cond = threading.Condition()
-        self._jpeg: bytes | None = None
-        self._latest: dict = {}
-        self._seq = 0
+        self.streams = streams  # one per source: /stream.mjpg?source=N, /predictions.json?source=N
+        self._jpeg: list[bytes | None] = [None] * streams
+        self._latest: list[dict] = [{} for _ in range(streams)]
+        self._seq = [0] * streams
         self._closed = False
         self._httpd = self._listen(host, port)
         self.host, self.port = host, self._httpd.server_address[1]
@@ -331,35 +337,50 @@ class LiveServer:
         return (f"the view answers requests addressed to {', '.join(self.allowed_hosts)} or an IP address; "
                 "add another name with --allow-host NAME")
 
-    def publish(self, frame, record: dict, quality: int = 80) -> None:
+    def stream_index(self, query: str) -> int | None:
+        """The ``source`` of a URL's query string (0 when absent); None when it names no source."""
+        try:
+            values = parse_qs(query, max_num_fields=20).get("source") or ["0"]
+        except ValueError:
+            return None
+        text = values[0]
+        return int(text) if text.isascii() and text.isdigit() and int(text) < self.streams else None
+
+    def publish(self, frame, record: dict, index: int = 0, quality: int = 80) -> None:
         cv2 = opencv()
 
         ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
         with self._cond:
             if ok:
-                self._jpeg = buf.tobytes()
-            self._latest = record
-            self._seq += 1
+                self._jpeg[index] = buf.tobytes()
+            self._latest[index] = record
+            self._seq[index] += 1
             self._cond.notify_all()
 
-    def latest_json(self) -> bytes:
-        """The latest frame's record, as JSON."""
+    def latest_json(self, index: int = 0) -> bytes:
+        """The latest frame's record of source ``index``, as JSON."""
+        with self._cond:
+            return json.dumps(self._latest[index]).encode()
+
+    def all_json(self) -> bytes:
+        """Every source's latest record, as a JSON list."""
         with self._cond:
             return json.dumps(self._latest).encode()
 
-    def snapshot(self) -> bytes | None:
-        """The latest frame as a JPEG (None before the first)."""
+    def snapshot(self, index: int = 0) -> bytes | None:
+        """The latest frame of source ``index`` as a JPEG (None before the first)."""
         with self._cond:
-            return self._jpeg
+            return self._jpeg[index]
 
-    def next_frame(self, seen: int) -> tuple[int, bytes | None] | None:
-        """The frame published after number ``seen`` (its number and JPEG), waiting for it; None once closed."""
+    def next_frame(self, seen: int, index: int = 0) -> tuple[int, bytes | None] | None:
+        """The frame of source ``index`` published after number ``seen`` (its number and JPEG), waiting for it;
+        None once closed."""
         with self._cond:
-            while self._seq == seen and not self._closed:
+            while self._seq[index] == seen and not self._closed:
                 self._cond.wait(0.5)
             if self._closed:
                 return None
-            return self._seq, self._jpeg
+            return self._seq[index], self._jpeg[index]
 
     def close(self) -> None:
         with self._cond:

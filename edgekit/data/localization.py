@@ -1,0 +1,387 @@
+"""Localization datasets: one class and one box per image, from Pascal VOC XML files or a CSV.
+
+Two layouts are read:
+
+- a folder of Pascal VOC ``.xml`` files, beside the images or in an ``annotations/`` subfolder; each file's
+  ``<filename>`` is looked up in ``images=`` if given, else beside the XML file, in the folder, or in an
+  ``images/`` folder (inside the folder or beside the annotations folder);
+- a CSV in the common ``filename,width,height,class,xmin,ymin,xmax,ymax`` form (any column order, no other
+  columns; several rows for one filename are several boxes), images looked up in ``images=``, else the CSV's
+  folder, else an ``images/`` folder beside it.
+
+Both use VOC's pixel convention, 1-based inclusive corners; a box is returned in continuous edge coordinates,
+``(xmin - 1, ymin - 1, xmax, ymax)`` (see edgekit.contract.boxes). A box up to one pixel past the image's edge
+(a writer that counted from 0) is clipped to it; further out, inverted or empty, it is an error naming the file.
+
+Boxes are returned in the frame edgekit decodes, EXIF orientation applied: a sideways-stored photo annotated
+by a tool that ignored its orientation (the annotation gives the stored size) has its boxes turned with it.
+
+An image with several boxes keeps the largest (``multi_box="largest"``, counted in ``multi_box_images``) or is
+dropped (``"skip"``); an annotation with no box at all is dropped. Both kinds of drop count in ``skipped``.
+
+The XML is untrusted: a file over MAX_ANNOTATION_BYTES, or one with a DOCTYPE or an ENTITY declaration, is
+refused before it is parsed (defusedxml is used when it is installed; expat then expands no entities at all).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.data.folders import IMAGE_SUFFIXES
+from edgekit.errors import EdgekitError, InputFileError, first_line
+
+MAX_ANNOTATION_BYTES = 1 << 20  # one VOC file; real ones are about 1 kB
+MAX_CSV_BYTES = 256 << 20
+MAX_BOXES = 1_000_000  # rows of a CSV, or objects in all XML files together
+MULTI_BOX = ("largest", "skip")
+CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+EDGE_SLACK = 1.0  # pixels a box may reach past the image (a 0-based writer) before it is an error
+_HOSTILE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BoxSample:
+    path: Path
+    label: str
+    box: tuple[float, float, float, float]  # image pixels, continuous edge coordinates, x_min, y_min, x_max, y_max
+    image_size: tuple[int, int]  # (height, width) as the annotation says (checked against the file when decoded)
+    boxes_in_image: int  # how many boxes the annotation had (more than 1: the largest was kept)
+
+
+@dataclass(frozen=True)
+class BoxDataset:
+    samples: tuple[BoxSample, ...]
+    labels: tuple[str, ...]  # sorted, the classes of the kept boxes
+    multi_box_images: int  # images that had more than one box (the largest kept, or the image skipped)
+    skipped: int  # images dropped: no box, or several boxes under multi_box="skip"
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def label_indices(self, labels: tuple[str, ...] | None = None) -> np.ndarray:
+        """Each sample's class as an index into ``labels`` (default: this dataset's own)."""
+        labels = self.labels if labels is None else labels
+        index = {name: i for i, name in enumerate(labels)}
+        missing = sorted({s.label for s in self.samples} - set(index))
+        if missing:
+            raise InputFileError(self.source, f"has classes the training data has not: {', '.join(missing[:5])}")
+        return np.array([index[s.label] for s in self.samples], np.int64)
+
+
+@dataclass(frozen=True)
+class _Box:
+    label: str
+    xyxy: tuple[float, float, float, float]
+
+
+def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | None = None,
+                     multi_box: str = "largest") -> BoxDataset:
+    """Read a VOC folder or a CSV (see the module's docstring) into one box per image."""
+    if multi_box not in MULTI_BOX:
+        raise EdgekitError(f"multi_box (--multi-box): expected one of {', '.join(MULTI_BOX)}, got {multi_box!r}")
+    path = Path(path)
+    if images is not None and not Path(images).is_dir():
+        raise InputFileError(images, "no such folder" if not Path(images).exists() else "not a folder")
+    if not path.exists():
+        raise InputFileError(path, "no such file or folder")
+    if path.is_dir():
+        entries = _read_voc_folder(path, None if images is None else Path(images))
+    elif path.suffix.lower() == ".csv":
+        entries = _read_csv(path, None if images is None else Path(images))
+    else:
+        raise InputFileError(path, "is neither a folder of Pascal VOC .xml files nor a .csv file")
+    return _one_box_each([_upright(*e) for e in entries], multi_box, str(path.resolve()))
+
+
+# EXIF orientations that swap width and height: where a stored pixel (x, y) of a w x h image lands upright
+_TRANSPOSING = {5: lambda x, y, w, h: (y, x), 6: lambda x, y, w, h: (h - y, x),
+                7: lambda x, y, w, h: (h - y, w - x), 8: lambda x, y, w, h: (y, w - x)}
+
+
+def _orientation(path: Path) -> int:
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")
+            return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # an EXIF block Pillow cannot read: decoding the image reports it, naming the file
+        return 1
+
+
+def _upright(image: Path, hw: tuple[int, int], boxes: list[_Box]) -> tuple[Path, tuple[int, int], list[_Box]]:
+    """Boxes in the frame edgekit decodes (EXIF orientation applied). A phone photo stored sideways, annotated
+    by a tool that ignored its EXIF orientation, has the stored size in its annotation, not the upright one:
+    its boxes are rotated with the image. When the sizes cannot tell (a square image, or a flip that keeps the
+    size), the annotation is taken to be upright, as image viewers show it."""
+    h, w = hw
+    if h == w or not boxes:
+        return image, hw, boxes
+    from edgekit.pixels import image_size
+
+    stored = image_size(image)
+    if stored is None:
+        raise InputFileError(image, "not an image file edgekit can read")
+    turn = _TRANSPOSING.get(_orientation(image)) if stored == (w, h) else None
+    if turn is None:
+        return image, hw, boxes
+    turned = []
+    for b in boxes:
+        (ax, ay), (bx, by) = turn(b.xyxy[0], b.xyxy[1], w, h), turn(b.xyxy[2], b.xyxy[3], w, h)
+        turned.append(_Box(b.label, (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))))
+    return image, (w, h), turned
+
+
+def _one_box_each(entries: list[tuple[Path, tuple[int, int], list[_Box]]], multi_box: str,
+                  source: str) -> BoxDataset:
+    samples, multi, skipped = [], 0, 0
+    for image, hw, boxes in entries:
+        if not boxes:
+            skipped += 1
+            continue
+        if len(boxes) > 1:
+            multi += 1
+            if multi_box == "skip":
+                skipped += 1
+                continue
+        best = max(boxes, key=lambda b: (b.xyxy[2] - b.xyxy[0]) * (b.xyxy[3] - b.xyxy[1]))  # first of equals
+        samples.append(BoxSample(image, best.label, best.xyxy, hw, len(boxes)))
+    if not samples:
+        raise InputFileError(source, "has no image with a usable box" + (f" ({skipped} skipped)" if skipped else ""))
+    return BoxDataset(tuple(samples), tuple(sorted({s.label for s in samples})), multi, skipped, source)
+
+
+# ---- Pascal VOC ---------------------------------------------------------------------------------------------
+
+def parse_voc(data: bytes, what) -> tuple[str, tuple[int, int], list[tuple[str, tuple[str, str, str, str]]]]:
+    """One VOC file's text -> (filename, (width, height) as written, [(class, raw corner strings)]).
+    Refuses DTDs and entities; ``what`` names the file in errors."""
+    if len(data) > MAX_ANNOTATION_BYTES:
+        raise InputFileError(what, f"annotation is over {MAX_ANNOTATION_BYTES >> 10} KiB; not a Pascal VOC file")
+    if _HOSTILE.search(data) or b"\x00" in data:
+        raise InputFileError(what, "annotation has a DOCTYPE or ENTITY declaration (or is not UTF-8); refused")
+    try:
+        root = _fromstring(data)
+    except Exception as exc:  # ParseError, defusedxml's refusals, a bad encoding declaration
+        raise InputFileError(what, f"not valid XML ({first_line(exc, 100)})") from None
+    if root.tag != "annotation":
+        raise InputFileError(what, f"not a Pascal VOC annotation (root element <{root.tag[:40]}>)")
+    filename = (root.findtext("filename") or "").strip()
+    width, height = (root.findtext("size/width") or "0").strip(), (root.findtext("size/height") or "0").strip()
+    objects = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        box = obj.find("bndbox")
+        if box is None:
+            raise InputFileError(what, f"object {name or '(no name)'!r} has no <bndbox>")
+        objects.append((name, tuple((box.findtext(k) or "").strip() for k in ("xmin", "ymin", "xmax", "ymax"))))
+    return filename, (width, height), objects
+
+
+def _fromstring(data: bytes):
+    try:
+        from defusedxml.ElementTree import fromstring
+    except ImportError:
+        from xml.etree.ElementTree import fromstring
+    return fromstring(data)
+
+
+def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[int, int], list[_Box]]]:
+    ann = root / "annotations" if (root / "annotations").is_dir() else root
+    try:
+        xmls = sorted(p for p in ann.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+    except OSError as exc:
+        raise InputFileError(ann, f"cannot be read ({exc.strerror or exc})") from None
+    if not xmls:
+        raise InputFileError(ann, "has no Pascal VOC .xml files (expected <image>.xml beside the images or in "
+                                  "annotations/; or pass a CSV file)")
+    if len(xmls) > MAX_BOXES:
+        raise InputFileError(ann, f"has over {MAX_BOXES:,} annotation files")
+    folders = [images] if images is not None else [ann, root, root / "images", ann.parent / "images"]
+    entries = []
+    for xml in xmls:
+        filename, size, objects = parse_voc(_read_capped(xml, MAX_ANNOTATION_BYTES), xml)
+        image = _find_image(filename, xml.stem, folders, xml)
+        hw = _size(size[1], size[0], image, xml)
+        entries.append((image, hw, [_Box(_label(n, xml), _box(raw, hw, xml)) for n, raw in objects]))
+    return entries
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    from edgekit.fileio import check_regular_file
+
+    check_regular_file(path, "annotation")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise InputFileError(path, f"is over {limit >> 20 or 1} MiB; refused")
+    return data
+
+
+def _find_image(filename: str, stem: str, folders: list[Path], what) -> Path:
+    # only the file name counts (some writers put a path there): a path never leads out of the image folders
+    name = filename.replace("\\", "/").split("/")[-1]
+    if name in (".", ".."):
+        raise InputFileError(what, f"filename {filename[:80]!r} is not a file name")
+    names = [name] if name else []
+    if not name or Path(name).suffix.lower() not in IMAGE_SUFFIXES:  # some writers drop the extension
+        names += [f"{name or stem}{s}" for s in sorted(IMAGE_SUFFIXES)]
+    for folder in folders:
+        for n in names:
+            if (folder / n).is_file():
+                return folder / n
+    looked = ", ".join(str(f) for f in dict.fromkeys(folders))
+    raise InputFileError(what, f"image {name or stem!r} not found (looked in {looked})")
+
+
+def _size(height: str, width: str, image: Path, what) -> tuple[int, int]:
+    """(height, width) as written; 0 or missing (some exporters) -> the image file's own size."""
+    try:
+        h, w = int(float(height)), int(float(width))
+    except ValueError:
+        raise InputFileError(what, f"image size {width!r}x{height!r} is not a number") from None
+    if h < 0 or w < 0 or h != float(height) or w != float(width):
+        raise InputFileError(what, f"image size {width}x{height} is not a pair of whole numbers")
+    if h == 0 or w == 0:
+        from edgekit.pixels import image_size
+
+        size = image_size(image)
+        if size is None:
+            raise InputFileError(image, "not an image file edgekit can read")
+        w, h = size
+    return h, w
+
+
+def _label(name: str, what) -> str:
+    name = name.strip()
+    if not name or len(name) > 200 or any(c in name for c in "\r\n\x00"):
+        raise InputFileError(what, f"class name {name[:40]!r} is empty, too long or not one line")
+    return name
+
+
+def _box(raw, hw: tuple[int, int], what) -> tuple[float, float, float, float]:
+    """VOC corners (1-based, inclusive) -> edge coordinates inside the image, or an error naming ``what``."""
+    try:
+        xmin, ymin, xmax, ymax = (float(v) for v in raw)
+    except ValueError:
+        raise InputFileError(what, f"box {list(raw)} is not four numbers") from None
+    x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax
+    h, w = hw
+    if not all(np.isfinite([x0, y0, x1, y1])):
+        raise InputFileError(what, f"box {list(raw)} is not four finite numbers")
+    if x1 <= x0 or y1 <= y0:
+        raise InputFileError(what, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is inverted or "
+                                   "empty")
+    if x0 < -EDGE_SLACK or y0 < -EDGE_SLACK or x1 > w + EDGE_SLACK or y1 > h + EDGE_SLACK:
+        raise InputFileError(what, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is outside the "
+                                   f"{w}x{h} image")
+    x0, x1 = max(0.0, x0), min(float(w), x1)
+    y0, y1 = max(0.0, y0), min(float(h), y1)
+    if x1 <= x0 or y1 <= y0:
+        raise InputFileError(what, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is empty inside "
+                                   f"the {w}x{h} image")
+    return x0, y0, x1, y1
+
+
+# ---- CSV ------------------------------------------------------------------------------------------------------
+
+def _read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int], list[_Box]]]:
+    data = _read_capped(path, MAX_CSV_BYTES)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputFileError(path, "is not UTF-8 text") from None
+    if "\x00" in text:
+        raise InputFileError(path, "is not a text file (NUL bytes)")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip().lower() for h in next(reader, [])]
+        rows = _csv_rows(path, header, reader)
+    except csv.Error as exc:
+        raise InputFileError(path, f"is not a valid CSV ({first_line(exc, 100)})") from None
+    folders = [images] if images is not None else [path.parent, path.parent / "images",
+                                                   path.parent.parent / "images"]
+    by_file: dict[str, tuple[Path, tuple[int, int], list[_Box]]] = {}
+    for line, row in rows:
+        what = f"{path}, line {line}"
+        if row["filename"] not in by_file:
+            image = _find_image(row["filename"], "", folders, what)
+            by_file[row["filename"]] = (image, _size(row["height"], row["width"], image, what), [])
+        image, hw, boxes = by_file[row["filename"]]
+        if _size(row["height"], row["width"], image, what) != hw:
+            raise InputFileError(what, f"size {row['width']}x{row['height']} differs from an earlier row's for "
+                                       f"{row['filename']!r}")
+        boxes.append(_Box(_label(row["class"], what), _box([row[k] for k in CSV_COLUMNS[4:]], hw, what)))
+    return list(by_file.values())
+
+
+def _csv_rows(path: Path, header: list[str], reader) -> list[tuple[int, dict[str, str]]]:
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if missing or unknown or len(set(header)) != len(header):
+        problem = ("missing column(s) " + ", ".join(missing) if missing else
+                   "unknown column(s) " + ", ".join(repr(c[:30]) for c in unknown[:5]) if unknown else
+                   "a column is named twice")
+        raise InputFileError(path, f"{problem}; expected the header {','.join(CSV_COLUMNS)}")
+    rows = []
+    for row in reader:
+        if not row or all(not v.strip() for v in row):
+            continue
+        if len(row) != len(header):
+            raise InputFileError(f"{path}, line {reader.line_num}", f"has {len(row)} fields, expected {len(header)}")
+        if len(rows) >= MAX_BOXES:
+            raise InputFileError(path, f"has over {MAX_BOXES:,} rows")
+        rows.append((reader.line_num, {k: v.strip() for k, v in zip(header, row, strict=True)}))
+    if not rows:
+        raise InputFileError(path, "has a header but no rows")
+    return rows
+
+
+# ---- decoding ------------------------------------------------------------------------------------------------
+
+def load_box_image(sample: BoxSample) -> np.ndarray:
+    """The sample's image as RGB uint8, after checking its size against the annotation's."""
+    from edgekit.pixels import load_rgb
+
+    img = load_rgb(sample.path)
+    if img.shape[:2] != sample.image_size:
+        (h, w), (ah, aw) = img.shape[:2], sample.image_size
+        raise InputFileError(sample.path, f"image is {w}x{h} but its annotation says {aw}x{ah} (rotated by EXIF "
+                                          "orientation, or the wrong file?)")
+    return img
+
+
+def decode_box_dataset(dataset: BoxDataset, contract, labels: tuple[str, ...] | None = None,
+                       log: Callable[[str], None] = print) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every sample as the contract's model sees it: (pixels N x H x W x C uint8, boxes N x 4 float32 in the
+    model's normalized xyxy frame, class indices N into ``labels``). Decoding errors name the file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgekit.contract.boxes import Frame
+    from edgekit.pixels import contract_pixels
+
+    y = dataset.label_indices(labels)
+
+    def one(sample: BoxSample):
+        img = load_box_image(sample)
+        return contract_pixels(img, contract), Frame.of(sample.image_size, contract).to_model(sample.box)
+
+    log(f"decoding {len(dataset)} images from {dataset.source}")
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        results = list(pool.map(one, dataset.samples))
+    x = np.stack([r[0] for r in results])
+    boxes = np.stack([r[1] for r in results]).astype(np.float32)
+    return x, boxes, y

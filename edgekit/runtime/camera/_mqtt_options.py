@@ -1,0 +1,122 @@
+"""--mqtt's options: the broker URL (mqtt://[user[:password]@]host[:port]/topic, or mqtts:// for TLS with the
+system's CA store) parsed into a frozen dataclass that checks itself. Pure text rules: paho is not needed here.
+
+The password never appears in a message, a repr or a log line (``shown_url``). It may also come from the
+environment variable EDGE_CAMERA_MQTT_PASSWORD (what a systemd unit's EnvironmentFile sets), so that it is
+not on the command line, which other users can see in the process list.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from edgekit.errors import EdgekitError
+
+PASSWORD_ENV = "EDGE_CAMERA_MQTT_PASSWORD"
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+MAX_RATE = 1000.0  # messages per second per source
+_TOPIC_LEVEL = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+
+
+def _fail(problem: str):
+    raise EdgekitError(f"--mqtt: {problem} (expected mqtt://[user:password@]host[:port]/topic or mqtts://...)")
+
+
+def node_id(topic: str) -> str:
+    """Home Assistant's node id for a base topic: letters, digits and _ only (edge/cam-1 -> edge_cam_1)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", topic)[:64]
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    """Where and how edge-camera publishes: ``host``, ``port``, ``topic`` (the base topic), TLS, credentials,
+    ``rate`` (None: a message when the top label changes; N: N messages a second per source) and
+    ``homeassistant`` (retained discovery configs)."""
+
+    host: str
+    topic: str
+    port: int | None = None
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    rate: float | None = None
+    homeassistant: bool = False
+    insecure: bool = False  # mqtts:// without checking the broker's certificate (tests, self-signed brokers)
+    client_id: str | None = None
+
+    def __post_init__(self):
+        from edgekit.limits import check_number
+
+        if not isinstance(self.host, str) or not re.fullmatch(r"[A-Za-z0-9._:-]{1,253}", self.host):
+            _fail(f"bad host {self.host!r}")
+        port = DEFAULT_PORTS["mqtts" if self.tls else "mqtt"] if self.port is None else self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            _fail(f"port must be 1..65535, got {port!r}")
+        object.__setattr__(self, "port", port)
+        levels = self.topic.split("/") if isinstance(self.topic, str) else [""]
+        if not all(_TOPIC_LEVEL.fullmatch(level) for level in levels) or len(levels) > 8:
+            _fail(f"the topic {self.topic!r} must be 1 to 8 levels of letters, digits and . _ ~ - "
+                  "separated by / (no wildcards), e.g. mqtt://broker/home/shelf-camera")
+        if self.rate is not None:
+            object.__setattr__(self, "rate", check_number(self.rate, "--mqtt-rate", low=0, high=MAX_RATE,
+                                                          low_open=True))
+        for name in ("username", "password"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.isprintable() or len(value) > 512):
+                _fail(f"the {name} must be printable text of at most 512 characters")
+        if self.password is not None and self.username is None:
+            _fail("a password needs a user name: mqtt://user:password@host/topic")
+        if self.insecure and not self.tls:
+            raise EdgekitError("--mqtt-insecure applies to mqtts:// URLs only")
+        if self.client_id is None:
+            object.__setattr__(self, "client_id", f"edge-camera-{node_id(socket.gethostname())[:20]}-"
+                                                  f"{node_id(self.topic)[:20]}")
+
+    @classmethod
+    def parse(cls, url: str, *, password: str | None = None, **options) -> MqttOptions:
+        """From a URL; ``password`` (e.g. from EDGE_CAMERA_MQTT_PASSWORD) is used when the URL has none."""
+        if not isinstance(url, str) or not url.isprintable():
+            _fail("not a printable URL")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            _fail(f"{shown_url(url)}: {exc}")
+        if parts.scheme.lower() not in DEFAULT_PORTS:
+            _fail(f"{shown_url(url)}: the scheme must be mqtt:// or mqtts://")
+        if parts.query or parts.fragment:
+            _fail(f"{shown_url(url)}: no ?query or #fragment")
+        if not parts.hostname:
+            _fail(f"{shown_url(url)}: no host")
+        topic = parts.path.strip("/")
+        if not topic:
+            _fail(f"{shown_url(url)}: no topic, e.g. mqtt://{parts.hostname}/edge-camera/shelf")
+        user = unquote(parts.username) if parts.username else None
+        pw = unquote(parts.password) if parts.password is not None else password
+        return cls(host=parts.hostname, topic=topic, port=port, tls=parts.scheme.lower() == "mqtts",
+                   username=user, password=pw if user else None, **options)
+
+    @property
+    def url(self) -> str:
+        """The URL without the password, for messages."""
+        user = f"{self.username}:***@" if self.password else f"{self.username}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}/{self.topic}"
+
+    @property
+    def availability_topic(self) -> str:
+        return f"{self.topic}/availability"
+
+    def prefix(self, index: int, count: int) -> str:
+        """The topic under which source ``index`` of ``count`` publishes: the base topic for one source,
+        base/camN for several."""
+        return self.topic if count == 1 else f"{self.topic}/cam{index}"
+
+
+def shown_url(url: str) -> str:
+    """A URL for a message, its password replaced by ***."""
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(url))
+    return text if text.isprintable() else repr(text)

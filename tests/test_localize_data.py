@@ -1,0 +1,368 @@
+"""Localization data: Pascal VOC folders and box CSVs (and hostile ones), the synthetic box set's exact boxes,
+and the box transforms that move a box with its image under flips and shifts, in exact arithmetic."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgekit.contract import Contract, Frame, ResizePolicy
+from edgekit.data import BoxDataset, read_box_dataset
+from edgekit.data.localization import MAX_ANNOTATION_BYTES, decode_box_dataset, load_box_image
+from edgekit.data.synthetic import make_synthetic_box_dataset, render_box_sample, voc_xml
+from edgekit.errors import EdgekitError, InputFileError
+from edgekit.pixels import load_rgb
+from edgekit.train.box_augment import flip_boxes, shift_boxes, shift_image, shift_range
+from tests.conftest import shared_path
+
+HEADER = "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+
+
+def _image(path, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 120, 200)).save(path)
+    return path
+
+
+def _voc(path, filename, boxes, size=(40, 30)):
+    """A VOC file with several objects: boxes as (class, xmin, ymin, xmax, ymax), 1-based inclusive."""
+    objects = "".join(f"<object><name>{c}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{x}</xmax>"
+                      f"<ymax>{y}</ymax></bndbox></object>" for c, a, b, x, y in boxes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
+                    f"<height>{size[1]}</height><depth>3</depth></size>{objects}</annotation>")
+    return path
+
+
+# ---- Pascal VOC --------------------------------------------------------------------------------------------
+
+def test_voc_beside_images_in_edge_coordinates(tmp_path):
+    _image(tmp_path / "a.jpg")
+    _voc(tmp_path / "a.xml", "a.jpg", [("cat", 1, 1, 40, 30)])
+    _image(tmp_path / "b.png")
+    _voc(tmp_path / "b.xml", "b.png", [("dog", 11, 6, 20, 15)])
+    d = read_box_dataset(tmp_path)
+    assert isinstance(d, BoxDataset) and d.labels == ("cat", "dog") and len(d) == 2
+    a, b = d.samples
+    assert a.box == (0.0, 0.0, 40.0, 30.0) and a.image_size == (30, 40) and a.path == tmp_path / "a.jpg"
+    assert b.box == (10.0, 5.0, 20.0, 15.0) and b.boxes_in_image == 1
+    assert d.multi_box_images == 0 and d.skipped == 0
+
+
+def test_voc_annotations_and_images_folders_and_multi_box(tmp_path):
+    _image(tmp_path / "images" / "one.jpg")
+    _image(tmp_path / "images" / "two.jpg")
+    _image(tmp_path / "images" / "none.jpg")
+    _voc(tmp_path / "annotations" / "one.xml", "one.jpg", [("a", 1, 1, 10, 10), ("b", 5, 5, 35, 25),
+                                                           ("a", 2, 2, 4, 4)])
+    _voc(tmp_path / "annotations" / "two.xml", "two.jpg", [("a", 3, 3, 8, 8)])
+    _voc(tmp_path / "annotations" / "none.xml", "none.jpg", [])
+    d = read_box_dataset(tmp_path)
+    one = d.samples[0]
+    assert one.label == "b" and one.box == (4.0, 4.0, 35.0, 25.0) and one.boxes_in_image == 3
+    assert len(d) == 2 and d.multi_box_images == 1 and d.skipped == 1  # the image without a box
+    skip = read_box_dataset(tmp_path, multi_box="skip")
+    assert [s.path.name for s in skip.samples] == ["two.jpg"] and skip.skipped == 2
+    with pytest.raises(EdgekitError, match="multi_box"):
+        read_box_dataset(tmp_path, multi_box="all")
+
+
+def test_voc_images_elsewhere_and_a_missing_image(tmp_path):
+    _voc(tmp_path / "ann" / "x.xml", "x.jpg", [("a", 1, 1, 5, 5)])
+    with pytest.raises(InputFileError, match=r"x\.xml: image 'x\.jpg' not found"):
+        read_box_dataset(tmp_path / "ann")
+    _image(tmp_path / "pics" / "x.jpg")
+    assert read_box_dataset(tmp_path / "ann", images=tmp_path / "pics").samples[0].path == tmp_path / "pics" / "x.jpg"
+
+
+@pytest.mark.parametrize("box, problem", [
+    (("a", 5, 5, 3, 8), "inverted or empty"),
+    (("a", 1, 1, 45, 10), "outside the 40x30 image"),
+    (("a", -3, 1, 10, 10), "outside"),
+    (("a", "one", 1, 10, 10), "not four numbers"),
+    (("a", "nan", 1, 10, 10), "not four finite numbers"),
+    (("", 1, 1, 10, 10), "class name"),
+])
+def test_voc_bad_boxes_are_one_line_errors_naming_the_file(tmp_path, box, problem):
+    _image(tmp_path / "a.jpg")
+    xml = _voc(tmp_path / "a.xml", "a.jpg", [box])
+    with pytest.raises(InputFileError, match=problem) as err:
+        read_box_dataset(tmp_path)
+    assert err.value.path == str(xml) and "\n" not in str(err.value)
+
+
+def test_a_path_in_filename_never_leads_out_of_the_image_folders(tmp_path):
+    _image(tmp_path / "d" / "a.jpg")
+    _image(tmp_path / "a.jpg")
+    _voc(tmp_path / "d" / "a.xml", "../a.jpg", [("a", 1, 1, 5, 5)])
+    _voc(tmp_path / "d" / "b.xml", "C:\\photos\\a.jpg", [("a", 1, 1, 5, 5)])
+    assert [s.path for s in read_box_dataset(tmp_path / "d").samples] == [tmp_path / "d" / "a.jpg"] * 2
+
+
+def test_voc_a_box_one_pixel_past_the_edge_is_clipped(tmp_path):
+    """A writer counting from 0 puts xmin at 0 (edge -1): clipped to the image, not refused."""
+    _image(tmp_path / "a.jpg")
+    _voc(tmp_path / "a.xml", "a.jpg", [("a", 0, 0, 41, 31)])
+    assert read_box_dataset(tmp_path).samples[0].box == (0.0, 0.0, 40.0, 30.0)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx"><!ENTITY y "&x;&x;&x;&x;">]><annotation>&y;'
+     '</annotation>', "DOCTYPE or ENTITY"),
+    ('<!DOCTYPE annotation SYSTEM "file:///etc/passwd"><annotation/>', "DOCTYPE or ENTITY"),
+    ("<annotation><filename>a.jpg", "not valid XML"),
+    ("<html><body/></html>", "not a Pascal VOC annotation"),
+    ("<annotation><filename>..</filename></annotation>", "not a file name"),
+    ("<annotation><filename>a.jpg</filename><size><width>4.5</width><height>3</height></size></annotation>",
+     "whole numbers"),
+    ("<annotation><filename>a.jpg</filename><object><name>a</name></object></annotation>", "no <bndbox>"),
+])
+def test_hostile_voc_files_are_refused_with_one_line(tmp_path, text, problem):
+    _image(tmp_path / "a.jpg")
+    (tmp_path / "a.xml").write_text(text)
+    with pytest.raises(InputFileError, match=problem) as err:
+        read_box_dataset(tmp_path)
+    assert "\n" not in str(err.value) and "a.xml" in str(err.value)
+
+
+def test_huge_and_non_file_annotations_are_refused(tmp_path):
+    _image(tmp_path / "a.jpg")
+    (tmp_path / "a.xml").write_bytes(b"<annotation>" + b" " * MAX_ANNOTATION_BYTES + b"</annotation>")
+    with pytest.raises(InputFileError, match="over"):
+        read_box_dataset(tmp_path)
+    (tmp_path / "a.xml").unlink()
+    with pytest.raises(InputFileError, match=r"no Pascal VOC \.xml files"):
+        read_box_dataset(tmp_path)
+    with pytest.raises(InputFileError, match="neither a folder"):
+        read_box_dataset(_image(tmp_path / "b.png"))
+    with pytest.raises(InputFileError, match="no such"):
+        read_box_dataset(tmp_path / "nowhere")
+
+
+# ---- CSV ---------------------------------------------------------------------------------------------------
+
+def test_csv_with_several_rows_per_image_and_sibling_images_folder(tmp_path):
+    for name in ("p.jpg", "q.jpg"):
+        _image(tmp_path / "images" / name)
+    csv = tmp_path / "data" / "train.csv"
+    csv.parent.mkdir()
+    csv.write_text(HEADER + "p.jpg,40,30,fox,1,1,10,10\np.jpg,40,30,fox,3,3,30,20\n"
+                   "q.jpg,40,30,owl,21,11,40,30\n\n")
+    d = read_box_dataset(csv)
+    assert [(s.path.name, s.label, s.box, s.boxes_in_image) for s in d.samples] == [
+        ("p.jpg", "fox", (2.0, 2.0, 30.0, 20.0), 2), ("q.jpg", "owl", (20.0, 10.0, 40.0, 30.0), 1)]
+    assert d.multi_box_images == 1 and d.labels == ("fox", "owl")
+
+
+def test_csv_columns_in_any_order_and_images_option(tmp_path):
+    _image(tmp_path / "elsewhere" / "p.jpg")
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("class,filename,xmin,ymin,xmax,ymax,width,height\nfox,p.jpg,2,3,12,13,40,30\n")
+    d = read_box_dataset(csv, images=tmp_path / "elsewhere")
+    assert d.samples[0].box == (1.0, 2.0, 12.0, 13.0)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("filename,width,height,class,xmin,ymin,xmax\np.jpg,40,30,a,1,1,5\n", "missing column"),
+    (HEADER.strip() + ",score\np.jpg,40,30,a,1,1,5,5,0.9\n", "unknown column"),
+    (HEADER + "p.jpg,40,30,a,1,1,5\n", "line 2: has 7 fields"),
+    (HEADER + "p.jpg,40,30,a,x,1,5,5\n", "line 2: box .* is not four numbers"),
+    (HEADER + "p.jpg,40,30,a,1,1,50,5\n", "line 2: box .* outside"),
+    (HEADER + "p.jpg,40,30,a,5,5,4,8\n", "inverted or empty"),
+    (HEADER + "p.jpg,40,30,a,1,1,5,5\np.jpg,41,30,a,1,1,5,5\n", "line 3: size 41x30 differs"),
+    (HEADER + "missing.jpg,40,30,a,1,1,5,5\n", "line 2: image 'missing.jpg' not found"),
+    (HEADER, "no rows"),
+    ('filename,width,height,class,xmin,ymin,xmax,ymax\n"p.jpg\n', "not a valid CSV|fields"),
+])
+def test_bad_csv_rows_are_one_line_errors_naming_the_file_and_line(tmp_path, text, problem):
+    _image(tmp_path / "p.jpg")
+    csv = tmp_path / "b.csv"
+    csv.write_text(text)
+    with pytest.raises(InputFileError, match=problem) as err:
+        read_box_dataset(csv)
+    assert "b.csv" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_binary_csv_is_refused(tmp_path):
+    csv = tmp_path / "b.csv"
+    csv.write_bytes(b"\xff\xfe\x00\x01garbage")
+    with pytest.raises(InputFileError, match="not UTF-8"):
+        read_box_dataset(csv)
+
+
+# ---- decoding into the model's frame -------------------------------------------------------------------------
+
+def test_decoding_maps_boxes_with_the_contracts_resize_and_checks_the_size(tmp_path):
+    _image(tmp_path / "a.jpg", size=(40, 20))
+    _voc(tmp_path / "a.xml", "a.jpg", [("a", 11, 1, 30, 20)], size=(40, 20))
+    d = read_box_dataset(tmp_path)
+    for policy, expected in ((ResizePolicy.SQUASH, [0.25, 0.0, 0.75, 1.0]),
+                             (ResizePolicy.LETTERBOX, [0.25, 0.25, 0.75, 0.75])):
+        x, boxes, y = decode_box_dataset(d, Contract(16, 16, resize=policy), log=lambda s: None)
+        assert x.shape == (1, 16, 16, 3) and x.dtype == np.uint8 and y.tolist() == [0]
+        np.testing.assert_allclose(boxes[0], expected, atol=1e-7)
+    _voc(tmp_path / "a.xml", "a.jpg", [("a", 11, 1, 30, 20)], size=(40, 25))
+    with pytest.raises(InputFileError, match="image is 40x20 but its annotation says 40x25"):
+        load_box_image(read_box_dataset(tmp_path).samples[0])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_boxes_follow_exif_orientation_into_the_upright_frame(tmp_path, orientation):
+    """A phone photo stored sideways: annotated on the stored pixels (the annotation says the stored size), its
+    box is turned with the image; annotated upright (the upright size), it is left alone. Exact arithmetic."""
+    stored = np.zeros((24, 40, 3), np.uint8)
+    stored[3:9, 5:17] = 255  # stored box (5, 3, 17, 9) in a 40 x 24 image
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "p.png", exif=exif)
+    upright = load_rgb(tmp_path / "p.png")  # what edgekit decodes: EXIF orientation applied
+    mask = upright[..., 0] == 255
+    want = tuple(float(v) for v in _bounds(mask, 1))
+    _voc(tmp_path / "p.xml", "p.png", [("a", 6, 4, 17, 9)], size=(40, 24))  # on the stored pixels
+    s = read_box_dataset(tmp_path).samples[0]
+    if orientation >= 5:  # the size tells: turned with the image
+        assert s.box == want and s.image_size == upright.shape[:2] == (40, 24)
+        assert np.array_equal(load_box_image(s), upright)
+    else:  # a flip keeps the size: the annotation is taken as upright, as viewers show it
+        assert s.box == (5.0, 3.0, 17.0, 9.0) and s.image_size == (24, 40)
+    if orientation >= 5:  # annotated on the upright image: left alone
+        h, w = upright.shape[:2]
+        x0, y0, x1, y1 = (int(v) for v in want)
+        _voc(tmp_path / "p.xml", "p.png", [("a", x0 + 1, y0 + 1, x1, y1)], size=(w, h))
+        assert read_box_dataset(tmp_path).samples[0].box == want
+
+
+def test_unknown_validation_classes_are_refused(tmp_path):
+    _image(tmp_path / "a.jpg")
+    _voc(tmp_path / "a.xml", "a.jpg", [("zebra", 1, 1, 5, 5)])
+    with pytest.raises(InputFileError, match="classes the training data has not: zebra"):
+        read_box_dataset(tmp_path).label_indices(("cat", "dog"))
+
+
+@pytest.mark.shared
+def test_raccoon_voc_and_csv_agree():
+    root = shared_path("data", "raccoon")
+    voc = read_box_dataset(root)
+    train = read_box_dataset(root / "data" / "train_labels.csv")
+    test = read_box_dataset(root / "data" / "test_labels.csv")
+    assert len(voc) == 200 and voc.labels == ("raccoon",) and voc.multi_box_images == 16
+    assert (len(train), train.multi_box_images, len(test), test.multi_box_images) == (160, 12, 40, 4)
+    by_path = {s.path: s for s in voc.samples}
+    for s in train.samples + test.samples:  # the CSV is written from the XML: the same largest box
+        assert by_path[s.path].box == s.box and by_path[s.path].image_size == s.image_size
+    assert {s.path for s in train.samples}.isdisjoint(s.path for s in test.samples)
+
+
+# ---- the synthetic box set -----------------------------------------------------------------------------------
+
+def test_synthetic_boxes_are_exact_and_deterministic(tmp_path):
+    for i, texture in enumerate(("checks", "dots", "rings", "stripes", "waves")):
+        img, box = render_box_sample(texture, np.random.default_rng(i), 48)
+        again, box2 = render_box_sample(texture, np.random.default_rng(i), 48)
+        assert box == box2 and np.array_equal(img, again)
+        x0, y0, x1, y1 = box
+        assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 48 and (x1 - x0) >= 4
+    a = make_synthetic_box_dataset(tmp_path / "a", train_per_class=3, val_per_class=2, size=32, seed=3,
+                                   classes=("checks", "dots"))
+    b = make_synthetic_box_dataset(tmp_path / "b", train_per_class=3, val_per_class=2, size=32, seed=3,
+                                   classes=("checks", "dots"))
+
+    def digest(root):
+        return hashlib.sha256(b"".join(p.relative_to(root).as_posix().encode() + p.read_bytes()
+                                       for p in sorted(root.rglob("*.*")))).hexdigest()
+
+    assert digest(a) == digest(b)
+    train, val = read_box_dataset(a / "train"), read_box_dataset(a / "val")
+    assert len(train) == 6 and len(val) == 4 and train.labels == ("checks", "dots")
+    s = train.samples[0]
+    rng = np.random.default_rng([3, 10, 0, 0])  # the stream make_synthetic_box_dataset gives checks_00000
+    img, box = render_box_sample("checks", rng, 32)
+    assert s.box == tuple(float(v) for v in box) and np.array_equal(load_box_image(s), img)
+    assert voc_xml("x.png", (32, 32), "checks", (0, 0, 32, 32)).count(b"<xmin>1</xmin>") == 1
+
+
+def test_synthetic_boxes_force_keeps_other_files(tmp_path):
+    out = make_synthetic_box_dataset(tmp_path / "s", train_per_class=2, val_per_class=1, size=16,
+                                     classes=("checks", "dots"))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputFileError, match="already exists"):
+        make_synthetic_box_dataset(out, train_per_class=1, val_per_class=1, size=16, classes=("checks", "dots"))
+    make_synthetic_box_dataset(out, train_per_class=1, val_per_class=1, size=16, classes=("checks", "dots"),
+                               force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "train" / "images").iterdir()) == ["checks_00000.png", "dots_00000.png"]
+
+
+# ---- box transforms ------------------------------------------------------------------------------------------
+
+def _bounds(mask: np.ndarray, n: int) -> np.ndarray:
+    cols, rows = np.flatnonzero(mask.any(0)), np.flatnonzero(mask.any(1))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]) / n
+
+
+def test_flips_move_the_box_with_the_image_exactly():
+    n = 16
+    img = np.zeros((n, n), bool)
+    img[3:7, 2:11] = True  # rows 3..6, columns 2..10: box (2, 3, 11, 7) / 16
+    box = np.array([2, 3, 11, 7]) / n
+    for h, v in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        moved = img[::-1 if v else 1, ::-1 if h else 1]
+        np.testing.assert_array_equal(flip_boxes(box, h, v), _bounds(moved, n))
+    np.testing.assert_array_equal(flip_boxes(np.array([[0.0, 0.0, 0.25, 0.5]]), True, False), [[0.75, 0, 1, 0.5]])
+
+
+def test_shifts_move_the_box_with_the_image_and_stay_inside():
+    n = 20
+    img = np.zeros((n, n, 1), np.float32)
+    img[4:9, 5:15] = 255  # box (5, 4, 15, 9)
+    box = np.array([5, 4, 15, 9]) / n
+    lo_x, hi_x = shift_range(box[0], box[2], 0.5, n)
+    lo_y, hi_y = shift_range(box[1], box[3], 0.1, n)
+    assert (lo_x, hi_x) == (-5, 5) and (lo_y, hi_y) == (-2, 2)  # the box's own margins, then --translate's
+    for dx in (lo_x, 0, hi_x):
+        for dy in (lo_y, hi_y):
+            moved = shift_image(img, dx, dy)
+            np.testing.assert_allclose(shift_boxes(box, dx, dy, n, n), _bounds(moved[..., 0] == 255, n),
+                                       atol=1e-12)
+            assert (moved == 255).sum() == (img == 255).sum()  # never cut: the whole object is still there
+
+
+@pytest.mark.tf
+def test_tensorflow_augmentation_matches_the_boxes_exactly():
+    tf = pytest.importorskip("tensorflow")
+    from edgekit.train.box_augment import augment_fn
+
+    n = 24
+    x = np.full((6, n, n, 3), 40, np.uint8)
+    boxes = np.zeros((6, 4), np.float32)
+    for i in range(6):
+        x0, y0 = 1 + 2 * i, 3 + i
+        x[i, y0:y0 + 6, x0:x0 + 9] = 255
+        boxes[i] = np.array([x0, y0, x0 + 9, y0 + 6]) / n
+    fn = augment_fn(tf, (n, n), "both", 0.3, seed=1)
+    ds = tf.data.Dataset.from_tensor_slices((x, {"box": boxes, "scores": np.zeros(6)})).map(fn).batch(6)
+    seen = set()
+    for _ in range(3):
+        for images, targets in ds:
+            for img, b in zip(images.numpy(), targets["box"].numpy(), strict=True):
+                mask = img[..., 0] == 255
+                assert mask.sum() == 54  # the whole 9 x 6 object, never cut
+                np.testing.assert_allclose(b, _bounds(mask, n), atol=1e-6)
+                seen.add(tuple(np.round(b * n).astype(int)))
+    assert len(seen) > 6  # the flips and shifts vary, epoch to epoch
+
+
+def test_frame_round_trip_of_decoded_boxes(tmp_path):
+    """The box a localizer is trained on, mapped back through Frame, is the annotation's box."""
+    _image(tmp_path / "a.jpg", size=(50, 20))
+    _voc(tmp_path / "a.xml", "a.jpg", [("a", 6, 3, 45, 18)], size=(50, 20))
+    d = read_box_dataset(tmp_path)
+    for policy in ResizePolicy:
+        contract = Contract(10, 10, resize=policy)
+        _, boxes, _ = decode_box_dataset(d, contract, log=lambda s: None)
+        back = Frame.of((20, 50), contract).to_image(boxes[0], clip=False)
+        np.testing.assert_allclose(back, d.samples[0].box, atol=1e-4)
