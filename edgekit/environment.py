@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 PACKAGES = ("edgekit", "numpy", "pillow", "opencv-python-headless", "ai-edge-litert", "tflite-runtime",
-            "onnxruntime", "tensorflow", "keras", "tf-keras", "tf2onnx", "onnx", "matplotlib")
+            "onnxruntime", "tensorflow", "keras", "tf-keras", "tf2onnx", "onnx", "matplotlib", "paho-mqtt")
 
 
 def environment() -> dict:
@@ -150,6 +150,6 @@ def device_facts(probe_imports: bool = True) -> dict:
 
 
 def format_device_facts(facts: dict) -> str:
-    names = {"device_model": "device", "os_release": "os", "python": "python", "arm_dotprod": "arm dotprod",
+    names = {"device_model": "device", "os_release": "os", "python": "interpreter", "arm_dotprod": "arm dotprod",
              "picamera2": "picamera2", "simplejpeg": "simplejpeg"}
     return "\n".join(f"{names[k]:<12}{v if v is not None else 'unknown'}" for k, v in facts.items())

@@ -150,6 +150,19 @@ def test_a_second_run_copies_nothing(sshd, rgb_onnx, tmp_path):
     assert f"rgb.onnx ({host}" in again.stdout
 
 
+def test_a_cached_model_changed_on_the_host_is_never_measured_under_its_name(sshd, rgb_onnx, tmp_path):
+    host, config, home = sshd
+    args = (rgb_onnx, *FAST, "--host", host, "--remote-python", PYTHON, "--ssh-config", config)
+    assert bench(*args).returncode == 0
+    for blob in (home / ".cache" / "edgekit" / "bench").glob("*.onnx"):
+        blob.write_bytes(blob.read_bytes()[:-10] + b"0123456789")  # same size, other bytes
+    changed = bench(*args)
+    assert "changed on this host since it was copied" in changed.stdout + changed.stderr
+    assert f"rgb.onnx ({host}" not in changed.stdout  # no row measured from the changed file
+    again = bench(*args)  # the changed copy was removed: this run copies it afresh and measures
+    assert again.returncode == 0 and f"rgb.onnx ({host}" in again.stdout
+
+
 def test_a_python_without_edgekit_gets_a_row(sshd, rgb_onnx, tmp_path):
     host, config, _ = sshd
     plain = shutil.which("python3", path="/usr/bin:/bin")

@@ -173,6 +173,8 @@ def test_csv_columns_in_any_order_and_images_option(tmp_path):
     (HEADER + "p.jpg,40,30,a,1,1,50,5\n", "line 2: box .* outside"),
     (HEADER + "p.jpg,40,30,a,5,5,4,8\n", "inverted or empty"),
     (HEADER + "p.jpg,40,30,a,1,1,5,5\np.jpg,41,30,a,1,1,5,5\n", "line 3: size 41x30 differs"),
+    (HEADER + "p.jpg,1e400,30,a,1,1,5,5\n", "not a finite number"),
+    (HEADER + "p.jpg,40,inf,a,1,1,5,5\n", "not a finite number"),
     (HEADER + "missing.jpg,40,30,a,1,1,5,5\n", "line 2: image 'missing.jpg' not found"),
     (HEADER, "no rows"),
     ('filename,width,height,class,xmin,ymin,xmax,ymax\n"p.jpg\n', "not a valid CSV|fields"),

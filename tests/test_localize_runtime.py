@@ -220,6 +220,16 @@ def test_edge_predict_draws_the_box_and_never_overwrites_without_force(tmp_path)
     assert r.returncode == 0, r.stderr
 
 
+def test_edge_predict_never_draws_over_an_input_image_even_with_force(tmp_path):
+    model = _onnx_localizer(tmp_path / "m.onnx", ResizePolicy.LETTERBOX)
+    img = _png(tmp_path / "x.png", hw=(40, 80), colour=(0, 0, 0))
+    before = img.read_bytes()
+    r = subprocess.run([str(BIN / "edge-predict"), str(model), str(img), "--draw", str(tmp_path), "--force"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "input images" in r.stderr and "Traceback" not in r.stderr
+    assert img.read_bytes() == before
+
+
 def test_edge_predict_draws_a_classifiers_label_without_a_box(tmp_path, rgb_onnx):
     from PIL import Image
 

@@ -406,3 +406,25 @@ def test_mqtts_checks_the_broker_certificate(rgb_onnx, tmp_path, monkeypatch):
             assert any("cannot reach the broker" in m for m in log) != trusted, log
     finally:
         b.stop()
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("mqtt://user:p@ssw0rd@host", "ssw0rd"),
+    ("mqtt://user:p@ss:w0rd@host:abc/t", "w0rd"),
+    ("mqtt://bob:p@ssw0rd@broker.local/home/shelf", "ssw0rd"),
+])
+def test_a_password_holding_at_signs_is_never_shown_nor_put_in_a_unit(url, secret):
+    from edgekit.runtime.camera._mqtt_options import shown_url
+    from edgekit.runtime.camera._service import _split_password
+
+    assert secret not in shown_url(url) and ":***@" in shown_url(url)
+    bare, password = _split_password(url)
+    assert secret not in bare and secret in password and bare.startswith(url.split(":")[0] + "://")
+    assert bare.split("://")[1].split("@")[0] in ("user", "bob")
+
+
+def test_a_huge_url_is_cut_in_messages():
+    from edgekit.runtime.camera._mqtt_options import shown_url
+
+    text = shown_url("mqtt://host/" + "t" * 70_000)
+    assert len(text) < 300 and "70,012 characters" in text

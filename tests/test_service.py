@@ -109,6 +109,18 @@ def test_install_and_uninstall_a_user_unit(tmp_path):
         uninstall_service("cam", system=False, home=home, log=log.append)
 
 
+def test_a_unit_reinstalled_without_secrets_leaves_none_of_the_old_ones(tmp_path):
+    home = tmp_path / "home"
+    kw = dict(workdir=str(tmp_path), executable=("/v/bin/edge-camera",))
+    install_service(Service("cam", ("m.onnx", "--serve", "8080"), False, secrets={"EDGE_CAMERA_TOKEN": "abcdefgh123"},
+                            **kw), home=home, log=lambda m: None)
+    env = home / ".config/edgekit/cam.env"
+    assert env.exists()
+    path = install_service(Service("cam", ("m.onnx", "--serve", "8080"), False, **kw), force=True, home=home,
+                           log=lambda m: None)
+    assert not env.exists() and "EnvironmentFile" not in path.read_text()
+
+
 def _analyze() -> str:
     exe = shutil.which("systemd-analyze")
     if exe is None:

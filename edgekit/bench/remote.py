@@ -96,6 +96,19 @@ def _accept(incoming: Path, cache: Path) -> None:
             os.replace(item, target)
 
 
+def _check_cached(item: Path) -> None:
+    """A cached model or data folder still holds what its name's SHA-256 says (something on the host may have
+    changed it since it was copied); a changed one is removed, so that the next run copies it afresh."""
+    from edgekit.errors import EdgekitError
+
+    expected = item.name.split(".")[0].removeprefix("data-")
+    got = sha256_folder(item) if item.is_dir() else sha256_file(item)
+    if got != expected:
+        shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+        raise EdgekitError(f"{item}: the cached copy changed on this host since it was copied (SHA-256 {got[:12]}..., "
+                           f"expected {expected[:12]}...); it is removed: run edge-bench again to copy it afresh")
+
+
 def _watch_stdin() -> None:
     """End this process group (this process and its measuring workers) when stdin ends: the SSH connection is
     gone (edge-bench timed out, or the user pressed Ctrl-C), so nobody waits for the numbers."""
@@ -126,6 +139,8 @@ def measure(spec: dict) -> dict:
         _accept(incoming, cache)
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
+    for name in {m["blob"] for m in spec["models"]} | ({spec["data"]} if spec.get("data") else set()):
+        _check_cached(cache / name)
     data = str(cache / spec["data"]) if spec.get("data") else None
     options = BenchOptions(**{**spec["options"], "threads": tuple(spec["options"]["threads"]),
                               "backends": tuple(spec["options"]["backends"]), "data": data})

@@ -146,8 +146,10 @@ def _draw_paths(images, folder: str, force: bool) -> dict:
     from pathlib import Path
 
     from edgekit import fileio
+    from edgekit.errors import InputFileError
 
     root = fileio.probe_folder(Path(folder))
+    inputs = {Path(p).resolve() for p in images}
     out, used = {}, set()
     for path in images:
         stem, n = Path(path).stem, 1
@@ -156,6 +158,8 @@ def _draw_paths(images, folder: str, force: bool) -> dict:
             n += 1
             name = f"{stem}_{n}.png"
         used.add(name)
+        if (root / name).resolve() in inputs:  # --force must never draw over an image being read
+            raise InputFileError(root / name, "is one of the input images; choose another --draw folder")
         out[path] = fileio.check_writable(root / name, force=force)
     return out
 

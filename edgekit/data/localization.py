@@ -251,8 +251,8 @@ def _size(height: str, width: str, image: Path, what) -> tuple[int, int]:
     """(height, width) as written; 0 or missing (some exporters) -> the image file's own size."""
     try:
         h, w = int(float(height)), int(float(width))
-    except ValueError:
-        raise InputFileError(what, f"image size {width!r}x{height!r} is not a number") from None
+    except (ValueError, OverflowError):  # OverflowError: inf, 1e400
+        raise InputFileError(what, f"image size {width!r}x{height!r} is not a finite number") from None
     if h < 0 or w < 0 or h != float(height) or w != float(width):
         raise InputFileError(what, f"image size {width}x{height} is not a pair of whole numbers")
     if h == 0 or w == 0:

@@ -116,7 +116,23 @@ class MqttOptions:
         return self.topic if count == 1 else f"{self.topic}/cam{index}"
 
 
-def shown_url(url: str) -> str:
-    """A URL for a message, its password replaced by ***."""
-    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(url))
+def without_password(url: str, mask: str | None = "***") -> str:
+    """``url`` with the password in its user info replaced by ``mask`` (removed, with its colon, when None). The
+    user info ends at the LAST @ before the path, as urlsplit reads it, so a password holding @ is covered whole."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", url, re.S)
+    if not m:
+        return url
+    scheme, netloc, rest = m.groups()
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{user}{':' + mask if mask is not None else ''}@{hostport}{rest}"
+
+
+def shown_url(url: str, limit: int = 200) -> str:
+    """A URL for a message: its password replaced by ***, cut to ``limit`` characters."""
+    text = without_password(str(url))
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text):,} characters)"
     return text if text.isprintable() else repr(text)

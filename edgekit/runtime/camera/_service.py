@@ -118,7 +118,9 @@ def _split_password(url: str) -> tuple[str, str | None]:
         return url, None
     if password is None:
         return url, None
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1@", url), unquote(password)
+    from edgekit.runtime.camera._mqtt_options import without_password
+
+    return without_password(url, None), unquote(password)
 
 
 def service_args(argv: list[str], options: dict[str, bool], environ=None) -> tuple[tuple[str, ...], dict]:
@@ -230,6 +232,8 @@ def install(service: Service, *, force: bool = False, home: Path | None = None, 
         if service.secrets:
             _write_private(env, service.env_text())
         write_text(path, service.unit(home), force=True)
+        if not service.secrets and (env.exists() or env.is_symlink()):
+            env.unlink()  # a replaced unit with no secrets must not leave the old one's secrets on disk
     except PermissionError as exc:
         raise InputFileError(exc.filename or path, "permission denied (a system unit needs root: sudo)") from None
     kind = "a system unit (/etc/systemd/system)" if service.system else "a user unit (systemctl --user)"
