@@ -99,7 +99,8 @@ def test_a_path_in_filename_never_leads_out_of_the_image_folders(tmp_path):
     _image(tmp_path / "a.jpg")
     _voc(tmp_path / "d" / "a.xml", "../a.jpg", [("a", 1, 1, 5, 5)])
     _voc(tmp_path / "d" / "b.xml", "C:\\photos\\a.jpg", [("a", 1, 1, 5, 5)])
-    assert [s.path for s in read_box_dataset(tmp_path / "d").samples] == [tmp_path / "d" / "a.jpg"] * 2
+    samples = read_box_dataset(tmp_path / "d").samples  # both name d/a.jpg, so they are one image with 2 boxes
+    assert [s.path for s in samples] == [tmp_path / "d" / "a.jpg"] and samples[0].boxes_in_image == 2
 
 
 def test_voc_a_box_one_pixel_past_the_edge_is_clipped(tmp_path):
@@ -368,3 +369,16 @@ def test_frame_round_trip_of_decoded_boxes(tmp_path):
         _, boxes, _ = decode_box_dataset(d, contract, log=lambda s: None)
         back = Frame.of((20, 50), contract).to_image(boxes[0], clip=False)
         np.testing.assert_allclose(back, d.samples[0].box, atol=1e-4)
+
+
+def test_two_voc_files_for_one_image_are_one_sample_with_both_boxes(tmp_path):
+    """So that one photo can never land in both the training and the validation split."""
+    _image(tmp_path / "a.jpg")
+    _voc(tmp_path / "a.xml", "a.jpg", [("fox", 1, 1, 5, 5)])
+    _voc(tmp_path / "a_copy.xml", "a.jpg", [("fox", 1, 1, 30, 20)])
+    ds = read_box_dataset(tmp_path)
+    assert len(ds.samples) == 1 and ds.samples[0].boxes_in_image == 2 and ds.multi_box_images == 1
+    assert ds.samples[0].box == (0.0, 0.0, 30.0, 20.0)  # the largest
+    _voc(tmp_path / "a_copy.xml", "a.jpg", [("fox", 1, 1, 5, 5)], size=(41, 30))
+    with pytest.raises(InputFileError, match="another annotation"):
+        read_box_dataset(tmp_path)

@@ -208,13 +208,21 @@ def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[
     if len(xmls) > MAX_BOXES:
         raise InputFileError(ann, f"has over {MAX_BOXES:,} annotation files")
     folders = [images] if images is not None else [ann, root, root / "images", ann.parent / "images"]
-    entries = []
+    entries: dict[Path, tuple[Path, tuple[int, int], list[_Box]]] = {}
     for xml in xmls:
         filename, size, objects = parse_voc(_read_capped(xml, MAX_ANNOTATION_BYTES), xml)
         image = _find_image(filename, xml.stem, folders, xml)
         hw = _size(size[1], size[0], image, xml)
-        entries.append((image, hw, [_Box(_label(n, xml), _box(raw, hw, xml)) for n, raw in objects]))
-    return entries
+        boxes = [_Box(_label(n, xml), _box(raw, hw, xml)) for n, raw in objects]
+        key = image.resolve()
+        if key in entries:  # two files annotating one image: its boxes together, as the CSV's rows are (one
+            if entries[key][1] != hw:  # sample, so the image can never be in both the training and validation)
+                raise InputFileError(xml, f"gives {image.name} the size {hw[1]}x{hw[0]}, another annotation "
+                                          f"{entries[key][1][1]}x{entries[key][1][0]}")
+            entries[key][2].extend(boxes)
+        else:
+            entries[key] = (image, hw, boxes)
+    return list(entries.values())
 
 
 def _read_capped(path: Path, limit: int) -> bytes:
