@@ -210,7 +210,7 @@ def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[
     folders = [images] if images is not None else [ann, root, root / "images", ann.parent / "images"]
     entries: dict[Path, tuple[Path, tuple[int, int], list[_Box]]] = {}
     for xml in xmls:
-        filename, size, objects = parse_voc(_read_capped(xml, MAX_ANNOTATION_BYTES), xml)
+        filename, size, objects = parse_voc(_read_capped(xml, MAX_ANNOTATION_BYTES, "annotation"), xml)
         image = _find_image(filename, xml.stem, folders, xml)
         hw = _size(size[1], size[0], image, xml)
         boxes = [_Box(_label(n, xml), _box(raw, hw, xml)) for n, raw in objects]
@@ -225,18 +225,11 @@ def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[
     return list(entries.values())
 
 
-def _read_capped(path: Path, limit: int) -> bytes:
-    from edgekit.fileio import check_regular_file
+def _read_capped(path: Path, limit: int, what: str) -> bytes:
+    from edgekit.fileio import check_regular_file, read_capped
 
-    check_regular_file(path, "annotation")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    if len(data) > limit:
-        raise InputFileError(path, f"is over {limit >> 20 or 1} MiB; refused")
-    return data
+    check_regular_file(path, what)
+    return read_capped(path, what, limit)
 
 
 def _find_image(filename: str, stem: str, folders: list[Path], what) -> Path:
@@ -307,7 +300,7 @@ def _box(raw, hw: tuple[int, int], what) -> tuple[float, float, float, float]:
 # ---- CSV ------------------------------------------------------------------------------------------------------
 
 def _read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int], list[_Box]]]:
-    data = _read_capped(path, MAX_CSV_BYTES)
+    data = _read_capped(path, MAX_CSV_BYTES, "box CSV")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
