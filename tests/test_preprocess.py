@@ -142,3 +142,35 @@ def test_reference_photos_through_both_libraries_and_keras(name):
     tf = pytest.importorskip("tensorflow")
     keras = tf.image.resize(rgb.astype(np.float32), (224, 224), method="bilinear").numpy()
     assert np.abs(cv[0] - keras).max() <= LSB and np.abs(pil[0] - keras).max() <= LSB
+
+
+@pytest.mark.parametrize(("h", "w", "th", "tw"), [(480, 640, 224, 224), (28, 28, 96, 128), (97, 61, 224, 224)])
+def test_opencvs_bilinear_is_within_one_lsb_of_the_formula_or_falls_back_to_resize(h, w, th, tw, monkeypatch):
+    """warpAffine (float weights in OpenCV 4.11+) where this OpenCV passes the one-time check, resize(INTER_LINEAR)
+    otherwise; black-and-white noise is the worst case for coarse weights."""
+    from edgekit import pixels
+
+    noise = (np.random.default_rng(4).integers(0, 2, (h, w, 3)) * 255).astype(np.uint8)
+    want = pixels.half_pixel_bilinear(noise, th, tw).astype(np.int16)
+    monkeypatch.setattr(pixels, "_WARP_EXACT", None)
+    assert np.abs(pixels.cv2_bilinear(noise, th, tw).astype(np.int16) - want).max() <= 1
+    monkeypatch.setattr(pixels, "_WARP_EXACT", False)  # an older OpenCV: resize, as before
+    cv2 = pixels.opencv()
+    got = pixels.cv2_bilinear(noise, th, tw)
+    np.testing.assert_array_equal(got, cv2.resize(noise, (tw, th), interpolation=cv2.INTER_LINEAR))
+
+
+def test_a_coarse_warp_fails_the_one_time_check(monkeypatch):
+    """OpenCV before 4.11 warps with 5-bit weights (up to 4 LSB away): the check refuses a warp that is off."""
+    from edgekit import pixels
+
+    cv2 = pixels.opencv()
+    real = cv2.warpAffine
+
+    def coarse(img, m, size, **kw):  # the same geometry, without the bilinear weights
+        kw["flags"] = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        return real(img, m, size, **kw)
+
+    monkeypatch.setattr(pixels, "_WARP_EXACT", None)
+    monkeypatch.setattr(cv2, "warpAffine", coarse)
+    assert pixels._warp_is_exact() is False

@@ -292,6 +292,13 @@ def test_broken_scores_are_still_an_error():
     scorer = Scorer(TensorInfo("y", (1, 3), np.dtype(np.float32)), OutputKind.PROBABILITIES, "m.onnx")
     with pytest.raises(InputFileError, match="NaN or infinite"):
         scorer.scores(np.array([[0.1, np.nan, 0.2]], np.float32))
+    for bad in (np.nan, np.inf, -np.inf):  # top() reads finiteness off its one sort: anywhere, in or out of the top k
+        for at in (0, 1, 2):
+            y = np.array([[0.1, 0.3, 0.2]], np.float32)
+            y[0, at] = bad
+            for k in (1, 3):
+                with pytest.raises(InputFileError, match="NaN or infinite"):
+                    scorer.top(y, k)
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 1001, 2048, 2049, 5000])
@@ -345,15 +352,17 @@ def test_edge_predict_over_a_folder_answers_as_on_pillows_pixels_and_says_how_ma
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.float32])
 @pytest.mark.parametrize("kind", [OutputKind.PROBABILITIES, OutputKind.LOGITS])
-def test_the_top_k_of_raw_outputs_is_that_of_the_scores(dtype, kind):
+@pytest.mark.parametrize("n", [1, 2, 1001, 2049])
+def test_the_top_k_of_raw_outputs_is_that_of_the_scores(dtype, kind, n):
     rng = np.random.default_rng(1)
     quantized = dtype != np.float32
-    out = TensorInfo("y", (1, 1001), np.dtype(dtype), 1 / 256 if quantized else 0.0, -3 if quantized else 0)
+    out = TensorInfo("y", (1, n), np.dtype(dtype), 1 / 256 if quantized else 0.0, -3 if quantized else 0)
     scorer = Scorer(out, kind)
-    for y in (rng.integers(-128 if dtype == np.int8 else 0, 128, (1, 1001)),  # many ties
-              rng.integers(-3 if dtype == np.int8 else 0, 3, (1, 1001)), np.zeros((1, 1001))):
+    for y in (rng.integers(-128 if dtype == np.int8 else 0, 128, (1, n)),  # many ties
+              rng.integers(-3 if dtype == np.int8 else 0, 3, (1, n)), np.zeros((1, n)),
+              rng.random((1, n)), np.where(rng.random((1, n)) < 0.5, -0.0, 0.0)):
         y = y.astype(dtype)
         s = scorer.scores(y)
-        for k in (1, 3, 5, 2000):
+        for k in (1, 3, 5, n - 1, n, 3000):
             idx = top_indices(s, k)
             assert scorer.top(y, k) == (idx.tolist(), s[idx].tolist()), (k, y[0, :8])

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgekit.contract import ColorOrder, Contract, Interpolation, Layout, ResizePolicy
 from edgekit.errors import EdgekitError
-from edgekit.pixels import crop_box, cv2_interp, opencv, pil_resize, resize
+from edgekit.pixels import crop_box, cv2_bilinear, cv2_interp, opencv, pil_resize, resize
 from edgekit.runtime.tensors import TensorInfo
 
 
@@ -105,6 +105,8 @@ class Preprocessor:
         if c.resize == ResizePolicy.SQUASH and not (c.antialias and c.interpolation != Interpolation.NEAREST):
             if out is None:
                 out = self._rgb if img.ndim == 3 and img.shape[2] == 3 else self._grey_in if img.ndim == 2 else None
+            if c.interpolation == Interpolation.BILINEAR:
+                return cv2_bilinear(img, c.height, c.width, dst=out)
             return self._cv2.resize(img, (c.width, c.height), dst=out, interpolation=self._interp)
         return resize(img, c)
 
