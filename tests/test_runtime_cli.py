@@ -212,9 +212,11 @@ def test_contract_flags_on_an_edgekit_model_say_they_override_it(rgb_onnx, tmp_p
     assert "takes 3-channel images, but the colour order GRAY has 1" in r.stderr
 
 
-def test_classify_stream_matches_classify_in_order_and_keeps_going_past_bad_files(rgb_onnx, tmp_path):
-    """Decoding ahead on a thread changes nothing but speed: the same predictions, in the same order, and a
-    broken file yields its one-line error without stopping the rest."""
+@pytest.mark.parametrize("prefetch", [0, 1, 3, None])
+def test_classify_stream_matches_classify_in_order_and_keeps_going_past_bad_files(rgb_onnx, tmp_path, prefetch):
+    """Decoding ahead on a thread (or in turn: prefetch 0, or None where every core runs inference) changes nothing
+    but speed: the same predictions, in the same order, and a broken file yields its one-line error without
+    stopping the rest."""
     from edgekit.errors import InputFileError
     from edgekit.runtime import Classifier
     from tests.conftest import write_png
@@ -225,9 +227,11 @@ def test_classify_stream_matches_classify_in_order_and_keeps_going_past_bad_file
     bad.write_bytes(b"not a png")
     images.insert(2, bad)
     clf = Classifier.open(rgb_onnx)
-    streamed = list(clf.classify_stream(images, top_k=2, prefetch=1))
+    streamed = list(clf.classify_stream(images, top_k=2, prefetch=prefetch))
     assert [p for p, _ in streamed] == images
     assert isinstance(streamed[2][1], InputFileError) and streamed[2][1].path == str(bad)
     for path, preds in streamed[:2] + streamed[3:]:
         assert preds == clf.classify(path, top_k=2)
     assert [preds[0].label for _, preds in streamed if isinstance(preds, list)] == ["r", "g", "b", "r"]
+    with pytest.raises(ValueError, match="prefetch"):
+        list(clf.classify_stream(images, prefetch=-1))

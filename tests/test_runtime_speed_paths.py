@@ -324,6 +324,30 @@ def test_choose_threads_times_both_counts_and_keeps_fewer_unless_more_are_clearl
     assert threads.choose_threads(rgb_onnx) == threads.ThreadChoice(1)
 
 
+def test_over_a_folder_the_choice_counts_decoding_and_a_decoder_needs_a_core_of_its_own(rgb_onnx, monkeypatch,
+                                                                                       tmp_path):
+    from edgekit.runtime import threads
+    from tests.conftest import write_png
+
+    monkeypatch.setattr(threads, "default_threads", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    assert threads.decodes_ahead(1) and not threads.decodes_ahead(2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    assert threads.decodes_ahead(2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    # decoding far slower than the model: one thread with the decoder beside it beats two threads decoding in turn
+    slow = threads.choose_threads(rgb_onnx, budget_s=0.0, decode_ms=1000.0)
+    assert slow.threads == 1 and slow.decode_ms == 1000.0 and "decoding a file 1000.00 ms" in slow.note()
+    # free decoding: the plain rule (more threads only when clearly faster)
+    free = threads.choose_threads(rgb_onnx, budget_s=0.0, decode_ms=0.0)
+    assert free.threads == (2 if free.p50_ms[2] < free.p50_ms[1] * (1 - threads.MARGIN) else 1)
+    files = [write_png(tmp_path / f"{i}.png", (10 * i, 0, 0)) for i in range(3)]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"no")
+    assert threads.decode_time_ms([bad, *files], "auto") > 0  # the unreadable file is left to the run
+    assert threads.decode_time_ms([bad], "auto") is None
+
+
 def test_edge_predict_over_a_folder_answers_as_on_pillows_pixels_and_says_how_many_threads(rgb_onnx, tmp_path,
                                                                                           capsys):
     import json

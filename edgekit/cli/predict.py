@@ -117,7 +117,7 @@ def _run(args) -> int:
     # check the inputs before loading the model; broken entries inside folders are reported one by one below
     images = collect_images(args.inputs, keep_irregular=True)
     drawn = _draw_paths(images, args.draw, args.force) if args.draw else {}
-    clf, roots = _open(args, len(images))
+    clf, roots = _open(args, images)
     out = _Output(args, clf, images)
     failed = 0
     for path, preds in clf.classify_stream(images, top_k=args.top_k):  # decodes the next file while this one runs
@@ -196,17 +196,19 @@ def _draw(path, preds, target, force: bool) -> int:
 PROBE_FROM_IMAGES = 50
 
 
-def _open(args, n_images: int):
+def _open(args, images: list):
     """The classifier (its notes said on stderr), and the labelled folders among the inputs. Without --threads, a
     run over many images first times the model at 1 thread and at the default, and keeps the faster."""
     from edgekit.runtime import Classifier
     from edgekit.runtime.evaluate import labelled_roots, printable
 
     threads, notes = args.threads, []
-    if threads is None and n_images >= PROBE_FROM_IMAGES:
-        from edgekit.runtime.threads import choose_threads
+    if threads is None and len(images) >= PROBE_FROM_IMAGES:
+        from edgekit.runtime.threads import choose_threads, decode_time_ms
 
-        choice = choose_threads(args.model, backend=args.backend)
+        # over a folder the decoding counts too: decoded ahead beside fewer threads, or in turn beside as many as cores
+        decode_ms = decode_time_ms(images, args.image_library)
+        choice = choose_threads(args.model, backend=args.backend, decode_ms=decode_ms)
         threads = choice.threads
         notes.append(choice.note())
     clf = Classifier.open(args.model, threads=threads, backend=args.backend, image_library=args.image_library,

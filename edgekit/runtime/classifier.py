@@ -168,16 +168,22 @@ class Classifier:
     def classify_many(self, images: Iterable, *, top_k: int = 5, color_order=None) -> list[list[Prediction]]:
         return [self.classify(im, top_k=top_k, color_order=color_order) for im in images]
 
-    def classify_stream(self, images: Iterable, *, top_k: int = 5, color_order=None, prefetch: int = 2):
+    def classify_stream(self, images: Iterable, *, top_k: int = 5, color_order=None, prefetch: int | None = None):
         """(image, top-k predictions or the error it raised) for each image, in order (a Localizer yields its
-        one Detection, with the box, instead). Files are decoded on a
-        background thread, ``prefetch`` ahead, while the model runs on the one before (decoders release the
-        GIL), so a folder is not decode + infer one after the other. A file the background thread has not started
-        on when its turn comes is decoded here instead of waited for (on a busy machine the thread may not get a
-        core), so the stream is never much slower than decoding in turn. An unreadable file yields its
-        InputFileError (or MemoryError) and the rest go on."""
+        one Detection, with the box, instead). An unreadable file yields its InputFileError (or MemoryError) and the
+        rest go on.
+
+        Where a core is left over beside the inference threads (``edgekit.runtime.threads.decodes_ahead``), files
+        are decoded on a background thread, ``prefetch`` (default 2) ahead, while the model runs on the one before
+        (decoders release the GIL), so a folder is not decode + infer one after the other. A file the background
+        thread has not started on when its turn comes is decoded here instead of waited for (on a busy machine the
+        thread may not get a core), so the stream is never much slower than decoding in turn. Where every core runs
+        inference, or with ``prefetch=0``, each file is decoded in its turn: a decoder thread would take a core from
+        an inference thread in the middle of each run."""
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
+
+        from edgekit.runtime.threads import decodes_ahead
 
         def decode(image):
             try:
@@ -185,6 +191,14 @@ class Classifier:
             except (InputFileError, MemoryError) as exc:
                 return None, exc
 
+        if prefetch is None:
+            prefetch = 2 if decodes_ahead(self.backend.threads) else 0
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more, got {prefetch}")
+        if prefetch == 0:
+            for image in images:
+                yield self._answer_or_error(image, decode(image), top_k)
+            return
         items = iter(images)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekit-decode") as pool:
             pending: deque = deque()
@@ -196,7 +210,11 @@ class Classifier:
                 yield self._predict(*pending.popleft(), top_k, decode)
 
     def _predict(self, image, future, top_k: int, decode):
-        loaded, error = decode(image) if future.cancel() else future.result()  # not started: decode it here
+        # not started: decode it here
+        return self._answer_or_error(image, decode(image) if future.cancel() else future.result(), top_k)
+
+    def _answer_or_error(self, image, decoded, top_k: int):
+        loaded, error = decoded
         if error is not None:
             return image, error
         try:

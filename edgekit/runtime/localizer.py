@@ -114,7 +114,7 @@ class Localizer(Classifier):
     def detect_many(self, images: Iterable, *, color_order=None) -> list[list[Detection]]:
         return [self.detect(im, color_order=color_order) for im in images]
 
-    def detect_stream(self, images: Iterable, *, color_order=None, prefetch: int = 2):
+    def detect_stream(self, images: Iterable, *, color_order=None, prefetch: int | None = None):
         """(image, [Detection] or the error it raised) for each image, in order (see ``classify_stream``)."""
         return self.classify_stream(images, top_k=1, color_order=color_order, prefetch=prefetch)
 

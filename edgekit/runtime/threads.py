@@ -3,7 +3,7 @@ and at the default, taken in turns so that a busy machine slows both alike.
 
 More threads are not always faster: a tiny model spends more time handing work between threads than computing,
 and over a folder the decoder needs a core of its own too. So the probe keeps the fewer threads unless the more
-are clearly (``MARGIN``) faster."""
+are clearly (``MARGIN``) faster; over a folder it counts the decoding as well (``decodes_ahead``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,23 @@ import numpy as np
 
 from edgekit.runtime.backends import default_threads, open_backend
 
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def decodes_ahead(inference_threads: int) -> bool:
+    """Whether a stream of files decodes the next one on a worker thread while the model runs: only when a core is
+    left over for it. With every core running inference, a decoder thread takes a core from an inference thread in
+    the middle of each run (the run waits for its slowest thread), so files are decoded in turn instead."""
+    return inference_threads < usable_cores()
+
 #: More threads must be at least this much faster (p50) to be chosen over fewer.
 MARGIN = 0.10
 
@@ -24,24 +41,30 @@ class ThreadChoice:
     threads: int
     p50_ms: dict[int, float] = field(default_factory=dict)  # threads -> p50 of a bare run, as measured
     runs: int = 0  # timed runs per thread count
+    decode_ms: float | None = None  # the time to decode one of the files, when a folder's decoding was counted
 
     def note(self) -> str:
         if not self.p50_ms:
             return f"{self.threads} inference thread{'s' if self.threads != 1 else ''} (one core)"
         timed = ", ".join(f"{ms:.2f} ms at {t}" for t, ms in sorted(self.p50_ms.items()))
+        decode = f"; decoding a file {self.decode_ms:.2f} ms" if self.decode_ms is not None else ""
         return (f"{self.threads} inference thread{'s' if self.threads != 1 else ''}, chosen by timing {self.runs} "
-                f"runs each ({timed}); --threads N to choose")
+                f"runs each ({timed}{decode}); --threads N to choose")
 
     def to_dict(self) -> dict:
         return {"threads": self.threads, "p50_ms": {str(k): round(v, 4) for k, v in self.p50_ms.items()},
-                "runs": self.runs}
+                "runs": self.runs, "decode_ms": None if self.decode_ms is None else round(self.decode_ms, 4)}
 
 
 def choose_threads(path: str | Path, *, backend: str | None = None, budget_s: float = 0.3,
-                   max_runs: int = 25) -> ThreadChoice:
+                   max_runs: int = 25, decode_ms: float | None = None) -> ThreadChoice:
     """Time a bare run of the model on zeros at 1 thread and at ``default_threads()``, in turns, for about
     ``budget_s`` seconds (at least 3 runs each, at most ``max_runs``); the fewer threads unless the more are at least
-    ``MARGIN`` faster. The model is opened once per thread count (errors are those of ``open_backend``)."""
+    ``MARGIN`` faster. The model is opened once per thread count (errors are those of ``open_backend``).
+
+    With ``decode_ms`` (the time to decode one file of a folder), the times compared are those per file over the
+    folder: a thread count that leaves a core free decodes ahead on it (``decodes_ahead``), the slower of decoding
+    and inference; one that takes every core decodes in turn, the sum of the two."""
     default = default_threads()
     if default <= 1:
         return ThreadChoice(1)
@@ -60,5 +83,29 @@ def choose_threads(path: str | Path, *, backend: str | None = None, budget_s: fl
             calls[t]()
             times[t].append((time.perf_counter_ns() - t0) / 1e6)
     p50 = {t: float(np.median(v)) for t, v in times.items()}
-    chosen = default if p50[default] < p50[1] * (1 - MARGIN) else 1
-    return ThreadChoice(chosen, p50, len(times[1]))
+    if decode_ms is None:
+        per_file = p50
+    else:
+        per_file = {t: max(ms, decode_ms) if decodes_ahead(t) else ms + decode_ms for t, ms in p50.items()}
+    chosen = default if per_file[default] < per_file[1] * (1 - MARGIN) else 1
+    return ThreadChoice(chosen, p50, len(times[1]), decode_ms)
+
+
+def decode_time_ms(files: list[Path], library: str, *, budget_s: float = 0.1, max_files: int = 5) -> float | None:
+    """The median time to decode the first few of ``files`` as a folder run will (``read_image_file``), within
+    about ``budget_s``; None when none of them can be read (each bad file is reported later, by the run itself)."""
+    from edgekit.errors import InputFileError
+    from edgekit.runtime.reading import read_image_file
+
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    for f in files[:max_files]:
+        t0 = time.perf_counter_ns()
+        try:
+            read_image_file(Path(f), library)
+        except (InputFileError, MemoryError):
+            continue  # not timed: the run reports this file in its turn
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter() > deadline:
+            break
+    return float(np.median(times)) if times else None
