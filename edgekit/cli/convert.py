@@ -135,6 +135,11 @@ def run(args) -> int:
     if fixed is not None:
         print(f"edge-convert: --auto-fix: {fixed.path.name} passes; use it instead of the int8 file", file=sys.stderr)
         bad = [a for a in bad if a.format not in ("tflite_int8", *rescues)]
+    elif any(a.status == Status.FAIL and a.format in ("tflite_int8", "onnx_int8") for a in bad):
+        print("edge-convert: hint: int8 loses more than the gate here; " + ("" if args.auto_fix else
+              "--auto-fix rescues TFLite int8 (int16 activations, then the fewest layers in float); ")
+              + "for an edge-train model, edge-train --qat trains it on its int8 weights and keeps it all int8",
+              file=sys.stderr)
     if any(a.status == Status.ERROR for a in bad):
         return 2
     return 3 if bad else 0

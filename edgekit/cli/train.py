@@ -59,6 +59,14 @@ def build_parser():
                    help="phase-1 learning rate (default: 3e-3 from scratch, 1e-3 for a head)")
     p.add_argument("--fine-tune-lr", type=float_in(0, 10, low_open=True), default=5e-5,
                    help="phase-2 learning rate (default: 5e-5)")
+    q = p.add_argument_group("quantization-aware training (when plain int8 loses too much)")
+    q.add_argument("--qat", action="store_true",
+                   help="after training, fine-tune with every forward pass on the int8 weights the converter writes "
+                        "(per channel; gradients to float copies), and save the weights on that grid "
+                        "(default 3 epochs; BatchNorm frozen; activations still calibrated by edge-convert)")
+    q.add_argument("--qat-epochs", type=int_in(1, 10_000), help="epochs of --qat (default: 3; implies --qat)")
+    q.add_argument("--qat-lr", type=float_in(0, 10, low_open=True), default=1e-4,
+                   help="learning rate of --qat (default: 1e-4)")
     p.add_argument("--patience", type=int_in(0, 10_000), default=0,
                    help="stop a phase after N epochs without a better val_accuracy (val IoU with --task "
                         "localize), keeping the best (default: off)")
@@ -124,7 +132,8 @@ def run(args) -> int:
                          resume=args.resume, verbose=1 if sys.stdout.isatty() else 2,
                          cnn_dropout=args.cnn_dropout, cnn_batchnorm=not args.no_batchnorm,
                          l2=args.l2, task=args.task, multi_box=args.multi_box, val_data=args.val_data,
-                         resize=args.resize)
+                         resize=args.resize,
+                         qat_epochs=args.qat_epochs or (3 if args.qat else 0), qat_lr=args.qat_lr)
     # every output (the generated data, the run folder's files, the checkpoints) is checked before any is written
     if synthetic and not args.resume:
         from edgekit.data.synthetic import check_synthetic_target, make_synthetic_dataset

@@ -40,6 +40,8 @@ class TrainConfig:
     multi_box: str = "largest"  # localize: an image with several boxes keeps the largest, or is skipped ("skip")
     val_data: str | Path | None = None  # localize: a separate validation set (VOC folder or CSV)
     resize: str = "squash"  # localize: how images meet the input size, squash or letterbox (the contract's resize)
+    qat_epochs: int = 0  # quantization-aware fine-tuning of the weights after training (edgekit.train.qat); 0 = off
+    qat_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         """Refuse, as the CLI does, what is not finite or outside the documented ranges (edgekit.limits)."""
@@ -56,6 +58,8 @@ class TrainConfig:
         put("fine_tune_epochs", check_int(self.fine_tune_epochs, "fine_tune_epochs (--fine-tune-epochs)", low=0,
                                           high=10_000))
         put("batch_size", check_int(self.batch_size, "batch_size (--batch-size)", low=1, high=4096))
+        put("qat_epochs", check_int(self.qat_epochs, "qat_epochs (--qat-epochs)", low=0, high=10_000))
+        put("qat_lr", check_number(self.qat_lr, "qat_lr (--qat-lr)", low=0, high=10, low_open=True))
         if self.learning_rate is not None:
             put("learning_rate", check_number(self.learning_rate, "learning_rate (--lr)", low=0, high=10,
                                               low_open=True))
@@ -96,6 +100,8 @@ class TrainConfig:
                 raise EdgekitError("--val-data is for --task localize; a classifier's validation images go in a "
                                    "val/ folder beside train/")
             return
+        if self.qat_epochs:
+            raise EdgekitError("--qat is for classifiers; a localizer's box output is trained with another loss")
         moving = [f"--{k}" for k in ("rotation", "zoom") if getattr(self.augment, k)]
         if moving:
             raise EdgekitError(f"{' and '.join(moving)} cannot be used with --task localize (a rotated or zoomed "
@@ -114,6 +120,8 @@ class TrainConfig:
     def resume_settings(self) -> dict[str, str]:
         """What must match for --resume to continue a run: everything that shapes the model."""
         keys = _RESUME_KEYS if self.task == "classify" else (*_RESUME_KEYS, "task", "multi_box", "val_data", "resize")
+        if self.qat_epochs:  # (only then: runs from before --qat keep their fingerprint)
+            keys = (*keys, "qat_epochs", "qat_lr")
         return {k: str(getattr(self, k)) for k in keys}
 
     def fingerprint(self) -> str:

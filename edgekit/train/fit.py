@@ -19,6 +19,7 @@ import numpy as np
 
 from edgekit.contract import Contract
 from edgekit.data.datasets import ArraySet, Dataset, load_dataset
+from edgekit.errors import EdgekitError, first_line
 from edgekit.lazy import tensorflow
 from edgekit.train.augment import Augmentation
 from edgekit.train.backbones import BackboneSpec
@@ -232,16 +233,38 @@ def _export(s: _Session) -> TrainResult:
     config, out, progress = s.config, Path(s.config.out), s.progress
     history, epoch_seconds = progress.history, progress.epoch_seconds
     best_epoch = _restore_best(s.model, progress, s.log)
+    qat = _quantization_aware(s) if config.qat_epochs else None
     val_acc, per_class, confusion = _evaluate(s.trainer(Augmentation()), s.data.val, s.data.train.classes)
     contract = _contract(config, s.spec, s.size, s.data)
     # the files may be replaced: check_outputs allowed them (--force, or this run's own interrupted save)
     _write_run(out, s.model, contract, history, config, s.spec, s.size, val_acc, per_class, confusion, epoch_seconds,
-               s.data.train, s.data.val, s.data.skipped, best_epoch, force=config.force or config.resume)
+               s.data.train, s.data.val, s.data.skipped, best_epoch, force=config.force or config.resume, qat=qat)
     progress.finish()
     if not (out / "model.h5").exists():
         s.log("note: model.h5 not written (Keras cannot read this architecture back from .h5); convert model.keras")
     s.log(f"validation accuracy {val_acc:.4f}; run folder {out}")
     return TrainResult(out, out / "model.keras", _read_contract(out), history, val_acc, per_class, epoch_seconds)
+
+
+def _quantization_aware(s: _Session) -> dict:
+    """--qat: the trained model fine-tuned on the int8 weight grid (edgekit.train.qat); what it did, for metrics.json.
+    Part of the export stage: interrupted, --resume runs it again from the restored best epoch."""
+    from edgekit.train import qat
+
+    config, train_set, val_set = s.config, s.data.train, s.data.val
+    before, _, _ = _evaluate(s.trainer(Augmentation()), val_set, train_set.classes)
+    try:
+        with s.scope:
+            result = qat.finetune(s.keras, s.trainer(), s.model, train_set.x, train_set.y, (val_set.x, val_set.y),
+                                  epochs=config.qat_epochs, lr=config.qat_lr, batch_size=config.batch_size,
+                                  verbose=config.verbose, log=s.log)
+    except tensorflow().errors.ResourceExhaustedError as exc:
+        raise EdgekitError(f"out of memory in quantization-aware training ({first_line(exc, 80)}); use a smaller "
+                           "--batch-size") from None
+    result["float_val_accuracy"] = round(before, 6)
+    s.log(f"quantization-aware training: val accuracy {before:.4f} with float weights, {result['val_accuracy']:.4f} "
+          f"with int8-grid weights after epoch {result['best_epoch']} of {config.qat_epochs}")
+    return result
 
 
 def _evaluate(evaluator, val_set: ArraySet, classes) -> tuple[float, dict[str, float], np.ndarray]:

@@ -105,7 +105,7 @@ def _read_contract(out: Path) -> Contract:
 
 def _write_run(out: Path, model, contract: Contract, history, config: TrainConfig, spec, size: int, val_acc: float,
                per_class, confusion, epoch_seconds, train_set: ArraySet, val_set: ArraySet, skipped,
-               best_epoch: dict, *, force: bool) -> None:
+               best_epoch: dict, *, force: bool, qat: dict | None = None) -> None:
     from edgekit.report.plots import plot_confusion, plot_history
 
     _mkdir(out)
@@ -133,6 +133,7 @@ def _write_run(out: Path, model, contract: Contract, history, config: TrainConfi
         "seed": config.seed,
         "model_h5": h5_problem or "written",
         "exported_epoch": best_epoch,
+        **({"quantization_aware_training": qat} if qat is not None else {}),
     }, force=force)
     fileio.write_bytes(out / "curves.png", plot_history(history), force=force)
     fileio.write_bytes(out / "confusion.png", plot_confusion(confusion, contract.labels), force=force)

@@ -1,0 +1,156 @@
+"""Quantization-aware fine-tuning of the weights: a few epochs in which every forward pass runs on the int8 weights
+the converter will write, while the gradients update float copies of them (the straight-through estimator).
+
+The grid is the one TFLite's and ONNX Runtime's int8 use: symmetric, per output channel, 127 steps each side of
+zero, the step being the channel's largest magnitude / 127. It is the grid of the deployed weights even though the
+converter folds BatchNormalization into the convolution first: folding multiplies each output channel by one
+number, which scales that channel's step by the same number, so the folded weights land on the folded grid.
+BatchNormalization is frozen here (its statistics no longer move), as in late quantization-aware training.
+
+Activations are not simulated: their int8 ranges still come from calibration when the model is converted. This is
+the part of quantization-aware training that works on Keras 3 without tensorflow-model-optimization (which needs
+tf_keras). When the run ends, the weights are left exactly on the grid, so converting them with nearest rounding
+loses nothing more on the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+#: int8 weights use -127..127 (TFLite's symmetric weights leave -128 out).
+LEVELS = 127
+
+
+@dataclass
+class QuantizedKernel:
+    name: str
+    variable: object  # the Keras variable the layer computes with
+    axes: tuple[int, ...]  # the axes one output channel's scale is taken over
+
+
+def quantizable_kernels(keras, model) -> list[QuantizedKernel]:
+    """The kernels the int8 converters quantize per output channel, in every layer of ``model`` (nested models
+    included): Conv2D, DepthwiseConv2D (a channel is one input channel times one multiplier), SeparableConv2D (both
+    of its kernels) and Dense."""
+    found: list[QuantizedKernel] = []
+    L = keras.layers
+    for layer in _all_layers(model):
+        if isinstance(layer, L.DepthwiseConv2D):
+            found.append(QuantizedKernel(layer.name, layer.kernel, (0, 1)))
+        elif isinstance(layer, L.SeparableConv2D):
+            found.append(QuantizedKernel(layer.name + "/depthwise", layer.depthwise_kernel, (0, 1)))
+            found.append(QuantizedKernel(layer.name + "/pointwise", layer.pointwise_kernel, (0, 1, 2)))
+        elif isinstance(layer, L.Conv2D):
+            found.append(QuantizedKernel(layer.name, layer.kernel, (0, 1, 2)))
+        elif isinstance(layer, L.Dense):
+            found.append(QuantizedKernel(layer.name, layer.kernel, (0,)))
+    return found
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        if getattr(layer, "layers", None):
+            yield from _all_layers(layer)
+
+
+def on_grid(w: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``w`` rounded to the int8 grid of its output channels (symmetric, step = the channel's max |w| / 127), as
+    float32. A channel of zeros stays zero."""
+    w = np.asarray(w, np.float32)
+    top = np.max(np.abs(w), axis=axes, keepdims=True)
+    step = np.where(top > 0, top / LEVELS, 1.0).astype(np.float32)
+    return (np.clip(np.rint(w / step), -LEVELS, LEVELS) * step).astype(np.float32)
+
+
+def grid_error(kernels: list[QuantizedKernel]) -> float:
+    """The largest distance of any kernel weight from its grid, relative to the channel's step (0: on the grid)."""
+    worst = 0.0
+    for k in kernels:
+        w = np.asarray(k.variable.numpy(), np.float32)
+        top = np.max(np.abs(w), axis=k.axes, keepdims=True)
+        step = np.where(top > 0, top / LEVELS, 1.0)
+        worst = max(worst, float(np.max(np.abs(w / step - np.rint(w / step)))))
+    return worst
+
+
+def weight_quantizer(keras, kernels: list[QuantizedKernel], *, keep_best: bool = True):
+    """A Keras callback for ``fit``: the layers compute with the grid weights, and each optimizer step is applied to
+    float copies kept aside (the straight-through estimator), after which the layers get the copies' grid weights
+    again. Validation at the end of an epoch therefore sees the int8 weights. With ``keep_best``, the weights of the
+    epoch with the best val_accuracy are put back when training ends."""
+
+    class WeightQuantizer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.float_weights: list[np.ndarray] = []
+            self.grid: list[np.ndarray] = []
+            self.best: tuple[float, list[np.ndarray], list[np.ndarray]] | None = None
+            self.best_epoch: int | None = None
+
+        def on_train_begin(self, logs=None):
+            self.float_weights = [np.asarray(k.variable.numpy(), np.float32).copy() for k in kernels]
+            self._snap()
+
+        def _snap(self):
+            self.grid = [on_grid(w, k.axes) for w, k in zip(self.float_weights, kernels, strict=True)]
+            for g, k in zip(self.grid, kernels, strict=True):
+                k.variable.assign(g)
+
+        def on_train_batch_end(self, batch, logs=None):
+            for i, k in enumerate(kernels):  # the step the optimizer took from the grid weights, on the float copy
+                self.float_weights[i] += np.asarray(k.variable.numpy(), np.float32) - self.grid[i]
+            self._snap()
+
+        def on_epoch_end(self, epoch, logs=None):
+            score = (logs or {}).get("val_accuracy")
+            if keep_best and score is not None and (self.best is None or score > self.best[0]):
+                self.best = (float(score), [w.copy() for w in self.float_weights], self.model.get_weights())
+                self.best_epoch = epoch
+
+        def on_train_end(self, logs=None):
+            if self.best is not None:
+                _, self.float_weights, weights = self.best
+                self.model.set_weights(weights)
+            self._snap()  # whatever happened, the layers end on the grid
+
+    return WeightQuantizer()
+
+
+def frozen_batchnorm(keras, model) -> int:
+    """Every layer of ``model`` trainable except BatchNormalization (frozen: inference mode, statistics fixed);
+    returns how many layers are trainable."""
+    model.trainable = True
+    n = 0
+    for layer in _all_layers(model):
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+        n += bool(layer.trainable and not getattr(layer, "layers", None))
+    return n
+
+
+def finetune(keras, trainer, model, x, y, val: tuple, *, epochs: int, lr: float, batch_size: int, verbose: int = 2,
+             log: Callable[[str], None] = print) -> dict:
+    """Fine-tune ``trainer`` (``model`` behind any training-only layers) for ``epochs`` with the weights on the int8
+    grid (see the module). Returns what happened: the kernels quantized, the best epoch and its val_accuracy."""
+    kernels = quantizable_kernels(keras, model)
+    if not kernels:
+        from edgekit.errors import EdgekitError
+
+        raise EdgekitError("quantization-aware training: the model has no Conv2D, DepthwiseConv2D, SeparableConv2D "
+                           "or Dense layer to quantize")
+    trainable = frozen_batchnorm(keras, model)
+    log(f"quantization-aware training: {len(kernels)} kernels on the int8 grid, {trainable} layers trainable "
+        f"(BatchNormalization frozen), learning rate {lr:g}, {epochs} epochs")
+    trainer.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"])
+    callback = weight_quantizer(keras, kernels)
+    hist = trainer.fit(x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
+                       verbose=verbose, callbacks=[callback])
+    return {"kernels": len(kernels), "epochs": epochs, "learning_rate": lr,
+            "best_epoch": None if callback.best_epoch is None else callback.best_epoch + 1,
+            "val_accuracy": None if callback.best is None else round(callback.best[0], 6),
+            "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()},
+            "grid_error": grid_error(kernels)}
