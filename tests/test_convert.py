@@ -636,3 +636,44 @@ def test_int8_weight_rounding_is_measured_recorded_and_can_be_turned_off(keras3_
     code, err = _cli([*args, "--out", tmp_path / "b", "--weight-rounding", "nearest"], capsys)
     (b,) = json.loads((tmp_path / "b" / "report.json").read_text())["artifacts"]
     assert code == 0 and "weight_rounding" not in b["quantization"]
+
+
+@pytest.mark.parametrize("which", ["keras3", "tf_keras"])
+def test_qat_fine_tunes_a_keras_model_from_elsewhere_before_export(keras3_model, legacy_h5, colours, tmp_path,
+                                                                   capsys, which):
+    """edge-convert --qat DATA: the model is fine-tuned on its int8 weight grid on labelled images that are not
+    the validation images, and every artifact is written from the fine-tuned weights (Keras 3 and tf_keras)."""
+    model = keras3_model if which == "keras3" else legacy_h5
+    code, err = _cli([model, "--out", tmp_path / "o", "--formats", "tflite_float32,tflite_int8",
+                      "--calibration", colours / "train", "--validation", colours / "val",
+                      "--qat", colours / "train", "--qat-epochs", "2"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    q = report["validation"]["quantization_aware_training"]
+    assert q["kernels"] == 3 and q["epochs"] == 2 and q["grid_error"] < 1e-3 and q["images"] == 65
+    assert any("quantization-aware training on 65 images" in n for n in report["notes"])
+    assert any("the original model's validation accuracy was" in n for n in report["notes"])
+    f32, int8 = report["artifacts"]
+    assert f32["status"] == "pass" and int8["status"] == "pass"
+
+
+def test_qat_refuses_validation_images_and_models_it_cannot_train(keras3_model, colours, tmp_path, capsys):
+    code, err = _cli([keras3_model, "--out", tmp_path / "o", "--formats", "tflite_int8", "--calibration",
+                      colours / "train", "--validation", colours / "val", "--qat", colours / "val"], capsys)
+    _one_line(err, "--qat", "share 36 files")
+    assert code == 2 and not (tmp_path / "o" / "report.json").exists()
+    with pytest.raises(SystemExit) as exit_:
+        _cli([keras3_model, "--out", tmp_path / "o2", "--qat", colours / "val", "--qat-epochs", "0"], capsys)
+    assert exit_.value.code == 2 and "--qat-epochs: must be 1 or more" in capsys.readouterr().err
+    import keras
+
+    keras.models.load_model(keras3_model).export(str(tmp_path / "sm"), verbose=False)
+    code, err = _cli([tmp_path / "sm", "--out", tmp_path / "o3", "--formats", "tflite_int8", "--calibration",
+                      colours / "train", "--validation", colours / "val", "--qat", colours / "train"], capsys)
+    _one_line(err, "--qat fine-tunes Keras models", "savedmodel")
+    assert code == 2
+    from edgekit.convert import ConvertOptions
+    from edgekit.limits import OptionError
+
+    with pytest.raises(OptionError, match="qat_lr"):
+        ConvertOptions(qat="x", qat_lr=float("inf"))

@@ -9,6 +9,7 @@ from edgekit.cli._common import (
     add_contract_flags,
     contract_overrides,
     float_in,
+    int_in,
     make_parser,
     non_negative_int,
     positive_int,
@@ -89,6 +90,12 @@ def build_parser():
     g.add_argument("--auto-fix", action="store_true", help="when TFLite int8 fails, rescue it: first int16 "
                    "activations with the int8 weights (<model>_int16x8.tflite), then a model that keeps the worst "
                    "layers in float (<model>_int8_mixed.tflite)")
+    g.add_argument("--qat", metavar="DATA", help="before exporting, fine-tune a Keras classifier on these labelled "
+                   "images (class folders or a dataset name; not the validation images) with every forward pass on "
+                   "its int8 weights: quantization-aware training for when plain int8 loses too much")
+    g.add_argument("--qat-epochs", type=int_in(1, 10_000), default=3, help="epochs of --qat (default: 3)")
+    g.add_argument("--qat-lr", type=float_in(0, 10, low_open=True), default=1e-4,
+                   help="learning rate of --qat (default: 1e-4)")
     g.add_argument("--compare", metavar="FILE", action="append", default=[],
                    help="also verify an existing .tflite/.onnx (say, a vendor's int8) on the same images; repeatable")
     g.add_argument("--threads", type=threads_type, help="threads for verification and latency")
@@ -122,6 +129,7 @@ def run(args) -> int:
         nchw=args.nchw, onnx_recipe=None if args.onnx_recipe == "auto" else args.onnx_recipe,
         weight_rounding=args.weight_rounding,
         dynamic_batch=args.dynamic_batch, threads=args.threads, verify=not args.no_verify, auto_fix=args.auto_fix,
+        qat=args.qat, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
         allow_low_accuracy=args.allow_low_accuracy,
         force=args.force, unsafe=args.unsafe, compare=tuple(args.compare), architecture=args.architecture,
         overrides=contract_overrides(args)), log=lambda line: print(printable(line)))

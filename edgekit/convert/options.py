@@ -37,6 +37,9 @@ class ConvertOptions:
     threads: int | None = None
     verify: bool = True
     auto_fix: bool = False
+    qat: str | Path | None = None  # labelled images to fine-tune a Keras classifier on its int8 weights first
+    qat_epochs: int = 3
+    qat_lr: float = 1e-4
     bench_runs: int = 50
     force: bool = False
     unsafe: bool = False
@@ -55,6 +58,8 @@ class ConvertOptions:
         check_int(self.opset, "opset", low=MIN_OPSET, high=MAX_OPSET)
         check_threads(self.threads)
         check_int(self.bench_runs, "bench_runs", low=1, high=1_000_000)
+        check_int(self.qat_epochs, "qat_epochs", low=1, high=10_000)
+        check_number(self.qat_lr, "qat_lr", low=0, high=10, low_open=True)
         if self.int8_io not in tuple(Int8IO):
             raise OptionError(f"int8_io: expected int8, uint8 or float32, got {self.int8_io!r}")
         object.__setattr__(self, "int8_io", Int8IO(self.int8_io))

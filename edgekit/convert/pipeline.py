@@ -57,6 +57,15 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     log(f"[contract] {contract.describe()}")
     targets = _calibrated_targets(targets, data, options, notes, log)
     reference, ref_acc, ref_boxes = _reference(source, src, contract, data, labels, options, notes, log)
+    if options.qat is not None:  # fine-tuned in place: the reference is then the fine-tuned model's
+        from edgekit.convert.qat import quantization_aware
+
+        qat = quantization_aware(source, contract, data.validation, options, notes, log)
+        if ref_acc is not None:
+            notes.append(f"the original model's validation accuracy was {ref_acc:.4f}; after quantization-aware "
+                         "training it is the reference below")
+        reference, ref_acc, ref_boxes = _reference(source, src, contract, data, labels, options, notes, log)
+        data.validation_info["quantization_aware_training"] = {k: v for k, v in qat.items() if k != "history"}
     if labels is not None and data.validation is not None and not needs_search(src, options.overrides) \
             and read_sidecar(src) is None:
         check_flags(source, contract, data.validation.pixels, labels, notes, log)

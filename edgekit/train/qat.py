@@ -38,8 +38,9 @@ def quantizable_kernels(keras, model) -> list[QuantizedKernel]:
     found: list[QuantizedKernel] = []
     L = keras.layers
     for layer in _all_layers(model):
-        if isinstance(layer, L.DepthwiseConv2D):
-            found.append(QuantizedKernel(layer.name, layer.kernel, (0, 1)))
+        if isinstance(layer, L.DepthwiseConv2D):  # tf_keras names its kernel depthwise_kernel
+            kernel = layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel
+            found.append(QuantizedKernel(layer.name, kernel, (0, 1)))
         elif isinstance(layer, L.SeparableConv2D):
             found.append(QuantizedKernel(layer.name + "/depthwise", layer.depthwise_kernel, (0, 1)))
             found.append(QuantizedKernel(layer.name + "/pointwise", layer.pointwise_kernel, (0, 1, 2)))
@@ -132,7 +133,7 @@ def frozen_batchnorm(keras, model) -> int:
 
 
 def finetune(keras, trainer, model, x, y, val: tuple, *, epochs: int, lr: float, batch_size: int, verbose: int = 2,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print, from_logits: bool = False) -> dict:
     """Fine-tune ``trainer`` (``model`` behind any training-only layers) for ``epochs`` with the weights on the int8
     grid (see the module). Returns what happened: the kernels quantized, the best epoch and its val_accuracy."""
     kernels = quantizable_kernels(keras, model)
@@ -144,8 +145,8 @@ def finetune(keras, trainer, model, x, y, val: tuple, *, epochs: int, lr: float,
     trainable = frozen_batchnorm(keras, model)
     log(f"quantization-aware training: {len(kernels)} kernels on the int8 grid, {trainable} layers trainable "
         f"(BatchNormalization frozen), learning rate {lr:g}, {epochs} epochs")
-    trainer.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy"])
+    trainer.compile(optimizer=keras.optimizers.Adam(lr),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
     callback = weight_quantizer(keras, kernels)
     hist = trainer.fit(x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
                        verbose=verbose, callbacks=[callback])
