@@ -126,3 +126,16 @@ def test_qat_settings_are_checked_like_the_others(tmp_path):
         TrainConfig(data=tmp_path, out=tmp_path / "o", qat_epochs=1, task="localize")
     assert "qat_epochs" not in TrainConfig(data=tmp_path, out=tmp_path / "o").resume_settings()
     assert TrainConfig(data=tmp_path, out=tmp_path / "o", qat_epochs=2).resume_settings()["qat_epochs"] == "2"
+
+
+def test_edge_convert_says_when_the_weights_are_already_on_the_grid(tmp_path):
+    from edgekit.convert import ConvertOptions, convert
+
+    data = colour_folder(tmp_path / "d", per_class=6)
+    for qat_epochs, on_grid in ((0, False), (1, True)):
+        out = tmp_path / f"run{qat_epochs}"
+        train(TrainConfig(data=data, out=out, model="cnn1", image_size=32, epochs=1, qat_epochs=qat_epochs,
+                          verbose=0), **QUIET)
+        report = convert(out / "model.keras", tmp_path / f"conv{qat_epochs}",
+                         ConvertOptions(formats=("tflite_float32",), verify=False), log=lambda s: None)
+        assert any("already on the int8 grid" in n for n in report.notes) == on_grid

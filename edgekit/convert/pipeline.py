@@ -20,6 +20,7 @@ from edgekit.convert.autofix import diagnose_int8
 from edgekit.convert.budget import compute_budget
 from edgekit.convert.data import ConvertData, choose_data, labels_for
 from edgekit.convert.options import ConvertOptions
+from edgekit.convert.qat import grid_note, quantization_aware
 from edgekit.convert.report import ArtifactResult, ConvertReport, Status, write_report
 from edgekit.convert.reround import describe as describe_rounding
 from edgekit.convert.samples import RANDOM
@@ -58,8 +59,6 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     targets = _calibrated_targets(targets, data, options, notes, log)
     reference, ref_acc, ref_boxes = _reference(source, src, contract, data, labels, options, notes, log)
     if options.qat is not None:  # fine-tuned in place: the reference is then the fine-tuned model's
-        from edgekit.convert.qat import quantization_aware
-
         qat = quantization_aware(source, contract, data.validation, options, notes, log)
         if ref_acc is not None:
             notes.append(f"the original model's validation accuracy was {ref_acc:.4f}; after quantization-aware "
@@ -106,6 +105,9 @@ def _load(src: Path, options: ConvertOptions, log: Log) -> tuple[SourceModel, Co
     notes: list[str] = []
     if source.loader == "tf_keras":
         notes.append("loaded with tf_keras (a Keras 2 file that Keras 3 refuses)")
+    on_grid = grid_note(source)
+    if on_grid:
+        notes.append(on_grid)
     macs = compute_budget(source, notes)
     contract, contract_notes = source_contract(source, src, options.overrides)
     if needs_search(src, options.overrides):  # the guess in source_contract is about to be replaced

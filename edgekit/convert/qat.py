@@ -57,6 +57,20 @@ def quantization_aware(source: SourceModel, contract: Contract, validation: Samp
     return result
 
 
+def grid_note(source: SourceModel) -> str | None:
+    """A note when a Keras model's weights are already on the per-channel int8 grid (edge-train --qat, or an
+    earlier --qat): nearest rounding then keeps them exactly, and the int8 error left is the activations'."""
+    if source.loader not in ("keras3", "tf_keras"):
+        return None
+    from edgekit.train import qat
+
+    kernels = qat.quantizable_kernels(_keras_of(source), source.trackable)
+    if kernels and qat.grid_error(kernels) < 1e-3:
+        return (f"the weights of all {len(kernels)} quantized layers are already on the int8 grid "
+                "(quantization-aware trained): int8 keeps them exactly")
+    return None
+
+
 def _keras_of(source: SourceModel):
     if source.loader == "keras3":
         import keras
