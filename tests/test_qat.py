@@ -1,6 +1,7 @@
-"""Quantization-aware training of the weights (edge-train --qat): the grid is the converters' per-channel int8 grid,
-folding BatchNorm keeps weights on it, the straight-through step trains float copies, and the saved model's
-weights are on the grid, so its int8 file carries exactly those weights."""
+"""Quantization-aware training (edge-train --qat, edge-convert --qat): the grid is the converters' per-channel int8
+grid, folding BatchNorm keeps weights on it, the straight-through step trains float copies, activations are
+rounded where the converters quantize them, and the saved model's weights are on the grid, so its int8 file
+carries exactly those weights."""
 
 from __future__ import annotations
 
@@ -128,14 +129,51 @@ def test_qat_settings_are_checked_like_the_others(tmp_path):
     assert TrainConfig(data=tmp_path, out=tmp_path / "o", qat_epochs=2).resume_settings()["qat_epochs"] == "2"
 
 
-def test_edge_convert_says_when_the_weights_are_already_on_the_grid(tmp_path):
-    from edgekit.convert import ConvertOptions, convert
+def test_edge_convert_says_when_the_weights_are_already_on_the_grid_and_gates_int8_on_accuracy(tmp_path,
+                                                                                               monkeypatch):
+    """A quantization-aware trained model is meant to run in int8: with labels, its int8 file is gated on accuracy
+    alone (its float graph is not the model it was trained to be); other models keep the agreement floor."""
+    from edgekit.convert import ConvertOptions, convert, verify
 
+    floors = []
+    real = verify.check_parity
+    monkeypatch.setattr(verify, "check_parity", lambda path, v, drop, floor: (floors.append((path.name, floor)),
+                                                                              real(path, v, drop, floor))[1])
     data = colour_folder(tmp_path / "d", per_class=6)
     for qat_epochs, on_grid in ((0, False), (1, True)):
         out = tmp_path / f"run{qat_epochs}"
         train(TrainConfig(data=data, out=out, model="cnn1", image_size=32, epochs=1, qat_epochs=qat_epochs,
                           verbose=0), **QUIET)
+        floors.clear()
         report = convert(out / "model.keras", tmp_path / f"conv{qat_epochs}",
-                         ConvertOptions(formats=("tflite_float32",), verify=False), log=lambda s: None)
+                         ConvertOptions(formats=("tflite_float32", "tflite_int8"), calibration=data / "train",
+                                        validation=data / "val", bench_runs=3), log=lambda s: None)
         assert any("already on the int8 grid" in n for n in report.notes) == on_grid
+        assert any("gated on accuracy" in n for n in report.notes) == on_grid
+        assert floors == [("model_float32.tflite", 0.995), ("model_int8.tflite", 0.0 if on_grid else 0.9)]
+
+
+def test_activations_are_rounded_where_the_converters_quantize_them_and_put_back_after():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c")(inp)
+    y = keras.layers.ReLU(name="r")(keras.layers.Conv2D(4, 1, name="lin")(x))
+    z = keras.layers.GlobalAveragePooling2D(name="gap")(keras.layers.Add(name="add")([x, y]))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="d")(z))
+    acts = qat.ActivationQuantizer(keras, model)
+    assert {(layer.name, where) for layer, where in acts.sites} == {
+        ("c", "activation"), ("r", "output"), ("add", "output"), ("gap", "output"), ("d", "logits")}
+    data = np.random.default_rng(2).normal(0, 1, (64, 6, 6, 3)).astype(np.float32)
+    probe = keras.Model(inp, model.get_layer("c").output)
+    before, probed = model(data).numpy(), probe(data).numpy()
+    assert len(np.unique(probed)) > 256
+    acts.measure(model, data)
+    assert len(acts.ranges) == 5 and all(lo <= 0 <= hi and hi > lo for lo, hi in acts.ranges)
+    acts.install()
+    assert len(np.unique(probe(data).numpy())) <= 256  # 8 bits
+    assert not np.allclose(model(data).numpy(), before, atol=1e-7)
+    acts.remove()
+    np.testing.assert_array_equal(model(data).numpy(), before)  # put back exactly
+    assert "call" not in model.get_layer("r").__dict__ and model.get_layer("c").activation.__name__ == "relu"

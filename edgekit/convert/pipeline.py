@@ -53,6 +53,10 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
     paths = {t.name: out / artifact_name(stem, t) for t in targets}
     _refuse_before_work(src, out, stem, paths, targets, options)
     source, contract, notes, macs = _load(src, options, log)
+    on_grid = grid_note(source)  # quantization-aware trained already (edge-train --qat)
+    if on_grid:
+        notes.append(on_grid)
+        log(f"note: {on_grid}")
     check_compare_files(options.compare, contract)
     contract, data, labels = _data_and_labels(source, src, contract, options, notes, log)
     log(f"[contract] {contract.describe()}")
@@ -69,7 +73,14 @@ def convert(model_path: str | Path, out: str | Path, options: ConvertOptions | N
             and read_sidecar(src) is None:
         check_flags(source, contract, data.validation.pixels, labels, notes, log)
     ctx = _export_context(contract, data, options)
-    verifier = Verifier(data.validation, reference, labels, contract.labels, options, contract, ref_boxes)
+    qat_trained = options.qat is not None or on_grid is not None
+    if qat_trained and labels is not None and options.min_agreement is None:
+        notes.append("quantization-aware trained: the quantized files are gated on accuracy (--max-drop), not on "
+                     "top-1 agreement with the float graph, which is not the model it was trained to be "
+                     "(--min-agreement to gate it anyway)")
+        log(f"note: {notes[-1]}")
+    verifier = Verifier(data.validation, reference, labels, contract.labels, options, contract, ref_boxes,
+                        quantization_aware=qat_trained)
     results = _export_all(source, targets, paths, ctx, data, stem, out, options, verifier, log)
     results += [verify_external(Path(ext), verifier, log) for ext in options.compare]
     report = ConvertReport(src, out, contract, results, ref_acc, data.calibration_info, data.validation_info, notes,
@@ -105,9 +116,6 @@ def _load(src: Path, options: ConvertOptions, log: Log) -> tuple[SourceModel, Co
     notes: list[str] = []
     if source.loader == "tf_keras":
         notes.append("loaded with tf_keras (a Keras 2 file that Keras 3 refuses)")
-    on_grid = grid_note(source)
-    if on_grid:
-        notes.append(on_grid)
     macs = compute_budget(source, notes)
     contract, contract_notes = source_contract(source, src, options.overrides)
     if needs_search(src, options.overrides):  # the guess in source_contract is about to be replaced

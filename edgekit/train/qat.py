@@ -7,10 +7,13 @@ converter folds BatchNormalization into the convolution first: folding multiplie
 number, which scales that channel's step by the same number, so the folded weights land on the folded grid.
 BatchNormalization is frozen here (its statistics no longer move), as in late quantization-aware training.
 
-Activations are not simulated: their int8 ranges still come from calibration when the model is converted. This is
-the part of quantization-aware training that works on Keras 3 without tensorflow-model-optimization (which needs
-tf_keras). When the run ends, the weights are left exactly on the grid, so converting them with nearest rounding
-loses nothing more on the weights.
+Activations are simulated too, where the int8 converters quantize them: the outputs of activation layers (ReLU,
+Activation) and of fused activations, the logits under a softmax, global pooling, Add and Concatenate. Their
+ranges are measured once, before fine-tuning, on the training images (min/max, as calibration does), and stay
+fixed; the converter still calibrates its own ranges when the model is exported. This is quantization-aware
+training built on Keras 3 itself (tensorflow-model-optimization needs tf_keras). When the run ends, the layers are
+put back as they were and the weights are left exactly on the grid, so converting them with nearest rounding loses
+nothing more on the weights.
 """
 
 from __future__ import annotations
@@ -121,6 +124,89 @@ def weight_quantizer(keras, kernels: list[QuantizedKernel], *, keep_best: bool =
     return WeightQuantizer()
 
 
+#: Layers whose output the int8 converters quantize on its own (activations fused into a convolution are handled
+#: through the layer's ``activation``).
+_OUTPUT_LAYERS = ("ReLU", "Activation", "LeakyReLU", "GlobalAveragePooling2D", "Add", "Concatenate")
+
+
+class ActivationQuantizer:
+    """Fake int8 quantization of the activations the converters quantize (see the module), installed on the
+    model's layers for the fine-tuning and removed afterwards. ``measure`` sets each range from the outputs on
+    some training images; ``install`` then makes every forward pass round those outputs to 256 steps of it."""
+
+    def __init__(self, keras, model):
+        self.keras = keras
+        self.sites: list[tuple[object, str]] = []  # (layer, "output" | "activation" | "logits")
+        for layer in _all_layers(model):
+            if getattr(layer, "layers", None):
+                continue
+            act = getattr(layer, "activation", None)
+            name = getattr(act, "__name__", "")
+            if type(layer).__name__ in _OUTPUT_LAYERS:
+                self.sites.append((layer, "output"))
+            elif name == "softmax":
+                self.sites.append((layer, "logits"))
+            elif act is not None and name not in ("linear", ""):
+                self.sites.append((layer, "activation"))
+        self.ranges: list[tuple[float, float]] = []
+        self._saved: list[tuple[object, str, object]] = []
+
+    def _wrap(self, fn):
+        """Each site's function with ``fn(i, tensor)`` applied where the converter quantizes."""
+        for i, (layer, where) in enumerate(self.sites):
+            if where == "output":
+                self._saved.append((layer, "call", layer.__dict__.get("call")))
+                layer.call = _after(layer.call, fn, i)
+            else:
+                self._saved.append((layer, "activation", layer.activation))
+                layer.activation = (_after if where == "activation" else _before)(layer.activation, fn, i)
+
+    def remove(self) -> None:
+        for layer, attr, value in reversed(self._saved):
+            if attr == "call" and value is None:
+                del layer.call
+            else:
+                setattr(layer, attr, value)
+        self._saved = []
+
+    def measure(self, model, x, *, batch_size: int = 32, images: int = 256) -> None:
+        lo = [np.inf] * len(self.sites)
+        hi = [-np.inf] * len(self.sites)
+
+        def record(i, t):
+            v = np.asarray(t)
+            lo[i], hi[i] = min(lo[i], float(v.min())), max(hi[i], float(v.max()))
+            return t
+
+        self._wrap(record)
+        try:
+            for start in range(0, min(len(x), images), batch_size):
+                model(x[start:start + batch_size], training=False)
+        finally:
+            self.remove()
+        self.ranges = [(min(a, 0.0), max(b, 0.0)) if np.isfinite(a) and np.isfinite(b) else (0.0, 0.0)
+                       for a, b in zip(lo, hi, strict=True)]
+
+    def install(self) -> None:
+        import tensorflow as tf
+
+        ranges = self.ranges
+
+        def fake(i, t):
+            a, b = ranges[i]
+            return t if b <= a else tf.quantization.fake_quant_with_min_max_args(t, min=a, max=b, num_bits=8)
+
+        self._wrap(fake)
+
+
+def _after(call, fn, i):
+    return lambda *args, **kwargs: fn(i, call(*args, **kwargs))
+
+
+def _before(call, fn, i):
+    return lambda x: call(fn(i, x))
+
+
 def frozen_batchnorm(keras, model) -> int:
     """Every layer of ``model`` trainable except BatchNormalization (frozen: inference mode, statistics fixed);
     returns how many layers are trainable."""
@@ -145,12 +231,18 @@ def finetune(keras, trainer, model, x, y, val: tuple, *, epochs: int, lr: float,
     trainable = frozen_batchnorm(keras, model)
     log(f"quantization-aware training: {len(kernels)} kernels on the int8 grid, {trainable} layers trainable "
         f"(BatchNormalization frozen), learning rate {lr:g}, {epochs} epochs")
-    trainer.compile(optimizer=keras.optimizers.Adam(lr),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
-    callback = weight_quantizer(keras, kernels)
-    hist = trainer.fit(x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
-                       verbose=verbose, callbacks=[callback])
-    return {"kernels": len(kernels), "epochs": epochs, "learning_rate": lr,
+    acts = ActivationQuantizer(keras, model)
+    acts.measure(trainer, x, batch_size=batch_size)
+    acts.install()
+    try:
+        trainer.compile(optimizer=keras.optimizers.Adam(lr),
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
+        callback = weight_quantizer(keras, kernels)
+        hist = trainer.fit(x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
+                           verbose=verbose, callbacks=[callback])
+    finally:
+        acts.remove()
+    return {"kernels": len(kernels), "activations": len(acts.sites), "epochs": epochs, "learning_rate": lr,
             "best_epoch": None if callback.best_epoch is None else callback.best_epoch + 1,
             "val_accuracy": None if callback.best is None else round(callback.best[0], 6),
             "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()},
