@@ -38,7 +38,9 @@ def quantization_aware(source: SourceModel, contract: Contract, validation: Samp
         if shared:
             raise EdgekitError(f"--qat {options.qat} and the validation images share {len(shared)} files; verify on "
                                "images the fine-tuning does not see (pass --validation DIR)")
-    x = model_input(contract, samples.pixels)
+    a, b = contract.normalization.affine(contract.channels)
+    # normalization inside the model: the uint8 pixels are its input as they are (a quarter of float's memory)
+    x = samples.pixels if np.all(a == 1) and np.all(b == 0) else model_input(contract, samples.pixels)
     held = max(1, len(x) // 10)  # a tenth of each epoch's images only to choose the best epoch
     order = np.random.default_rng(0).permutation(len(x))
     pick, fit = order[:held], order[held:]
