@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgekit.errors import EdgekitError
+from edgekit.lazy import tensorflow
+
 #: int8 weights use -127..127 (TFLite's symmetric weights leave -128 out).
 LEVELS = 127
 
@@ -65,9 +68,14 @@ def on_grid(w: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """``w`` rounded to the int8 grid of its output channels (symmetric, step = the channel's max |w| / 127), as
     float32. A channel of zeros stays zero."""
     w = np.asarray(w, np.float32)
-    top = np.max(np.abs(w), axis=axes, keepdims=True)
-    step = np.where(top > 0, top / LEVELS, 1.0).astype(np.float32)
+    step = _step(w, axes)
     return (np.clip(np.rint(w / step), -LEVELS, LEVELS) * step).astype(np.float32)
+
+
+def _step(w: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Each output channel's int8 step: its largest magnitude / 127 (1 for a channel of zeros)."""
+    top = np.max(np.abs(w), axis=axes, keepdims=True)
+    return np.where(top > 0, top / LEVELS, 1.0).astype(np.float32)
 
 
 def grid_error(kernels: list[QuantizedKernel]) -> float:
@@ -75,8 +83,7 @@ def grid_error(kernels: list[QuantizedKernel]) -> float:
     worst = 0.0
     for k in kernels:
         w = np.asarray(k.variable.numpy(), np.float32)
-        top = np.max(np.abs(w), axis=k.axes, keepdims=True)
-        step = np.where(top > 0, top / LEVELS, 1.0)
+        step = _step(w, k.axes)
         worst = max(worst, float(np.max(np.abs(w / step - np.rint(w / step)))))
     return worst
 
@@ -188,8 +195,7 @@ class ActivationQuantizer:
                        for a, b in zip(lo, hi, strict=True)]
 
     def install(self) -> None:
-        import tensorflow as tf
-
+        tf = tensorflow()
         ranges = self.ranges
 
         def fake(i, t):
@@ -224,8 +230,6 @@ def finetune(keras, trainer, model, x, y, val: tuple, *, epochs: int, lr: float,
     grid (see the module). Returns what happened: the kernels quantized, the best epoch and its val_accuracy."""
     kernels = quantizable_kernels(keras, model)
     if not kernels:
-        from edgekit.errors import EdgekitError
-
         raise EdgekitError("quantization-aware training: the model has no Conv2D, DepthwiseConv2D, SeparableConv2D "
                            "or Dense layer to quantize")
     trainable = frozen_batchnorm(keras, model)
