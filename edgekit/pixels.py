@@ -130,7 +130,13 @@ def _warp_is_exact() -> bool:
     global _WARP_EXACT
     if _WARP_EXACT is None:
         cv2 = opencv()
-        noise = (np.random.default_rng(0).integers(0, 2, (61, 83, 3)) * 255).astype(np.uint8)
+        # Black-and-white noise from a multiplicative hash: numpy.random's import is slow, and this runs on the
+        # first frame of a camera (where a signal arriving inside that import could be lost).
+        x = np.arange(61 * 83 * 3, dtype=np.uint32) * np.uint32(2654435761)
+        x ^= x >> np.uint32(13)
+        x *= np.uint32(0x5BD1E995)
+        x ^= x >> np.uint32(15)
+        noise = ((x >> np.uint32(9) & np.uint32(1)) * 255).astype(np.uint8).reshape(61, 83, 3)
         ok = True
         for img in (noise, np.ascontiguousarray(noise[..., 0])):
             for th, tw in ((23, 29), (97, 131)):

@@ -359,3 +359,62 @@ def test_record_into_a_folder_and_bad_numbers_are_refused_up_front(rgb_onnx, tmp
     for flag, value in (("--threshold", "1.5"), ("--reconnect", "-1"), ("--size", "0x0")):
         r = subprocess.run([*cmd, "--headless", flag, value], capture_output=True, text=True, timeout=HANG)
         assert r.returncode == 2 and flag in r.stderr, (flag, r.stderr)
+
+
+def test_sigterm_right_after_serving_starts_still_stops_cleanly(rgb_onnx, tmp_path):
+    """The view says "serving" before the first frame: a SIGTERM at once (a service manager's stop, or a test's)
+    must end the run like one sent later, with exit 0, not kill it."""
+    _video(tmp_path / "clip.avi", n=600)
+    proc, _url = _serve(rgb_onnx, tmp_path / "clip.avi")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped: signal" in err and "Traceback" not in err
+
+
+def test_a_sigterm_whose_raise_is_swallowed_still_stops_the_loop():
+    """Python code run by C code (an extension module's import on the first frame) can swallow the
+    KeyboardInterrupt that the handler raises; the loop must stop all the same, and say why."""
+    from edgekit.runtime.camera._multi import StopOnSignals, drive
+
+    class Swallowing:
+        index, error, stopped_by, stopping = 0, None, "end", False
+        grabber = types.SimpleNamespace(stop=lambda: None)
+        frames = 0
+
+        def run(self):
+            while not self.stopping and self.frames < 1000:
+                try:
+                    if self.frames == 3:
+                        signal.raise_signal(signal.SIGTERM)
+                except KeyboardInterrupt:
+                    pass  # as C code that runs an import may
+                self.frames += 1
+
+    loop, closed = Swallowing(), []
+    with StopOnSignals() as signals:
+        drive([loop], types.SimpleNamespace(close=lambda: closed.append(1)), print, signals)
+    assert (loop.frames, loop.stopped_by, closed) == (4, "signal", [1])
+    assert signal.getsignal(signal.SIGTERM) is not signals._handle  # put back
+
+
+def test_sigterm_while_the_sources_open_ends_the_run_without_frames(rgb_onnx, monkeypatch, tmp_path):
+    from edgekit.runtime.camera import _app
+
+    def opening(*_a):
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None), "SIGTERM would kill the run"
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(_app, "_open_all", opening)
+    clf = Classifier.open(rgb_onnx)
+    stats = run_camera(clf, CameraConfig(source=str(tmp_path / "x.avi"), headless=True), out=io.StringIO(),
+                       log=lambda m: None)
+    assert (stats.frames, stats.stopped_by) == (0, "signal")
+
+    def interrupted(*_a):
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(_app, "_open_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while starting is "interrupted", exit 130, as anywhere
+        run_camera(clf, CameraConfig(source=str(tmp_path / "x.avi"), headless=True), out=io.StringIO(),
+                   log=lambda m: None)

@@ -114,10 +114,25 @@ def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
 
     ``clf``: one Classifier, shared by every source (its calls are serialized by a lock), or a list with one
     per source (each source's thread then runs its own interpreter)."""
-    from edgekit.runtime.camera._multi import classifiers_for, drive, summarize
+    from edgekit.runtime.camera._multi import StopOnSignals
 
     out = out or sys.stdout
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    # From the first step: once the view says "serving", a service manager's SIGTERM must end the run cleanly.
+    with StopOnSignals() as signals:
+        try:
+            return _run(clf, config, out, log, signals)
+        except KeyboardInterrupt:
+            if signals.signal != "SIGTERM":
+                raise  # Ctrl-C while starting: "interrupted", as any command
+            stats = RunStats(0, 0.0, 0, 0, 0.0, 0.0, "signal", None)
+            log(f"edge-camera: stopped by SIGTERM before the first frame; {stats.describe()}")
+            return stats
+
+
+def _run(clf, config: CameraConfig, out, log, signals) -> RunStats:
+    from edgekit.runtime.camera._multi import classifiers_for, drive, summarize
+
     clfs, locks = classifiers_for(clf, len(config.sources))
     outputs = _Outputs(config, out, log, model=getattr(clfs[0], "path", None) or "")  # a port in use fails first
     try:
@@ -125,10 +140,17 @@ def run_camera(clf, config: CameraConfig, *, out=None, log=None) -> RunStats:
     except BaseException:
         outputs.close_views()
         raise
-    outputs.set_fps(sources[0].fps)
-    loops = [_Loop(clfs[i], config, Smoother(config.ema), FrameGrabber(src, realtime=config.realtime), outputs,
-                   index=i, lock=locks[i]) for i, src in enumerate(sources)]
-    drive(loops, outputs, log)
+    try:  # the capture threads start inside drive's try, whose finally stops them
+        outputs.set_fps(sources[0].fps)
+        loops = [_Loop(clfs[i], config, Smoother(config.ema), FrameGrabber(src, realtime=config.realtime,
+                                                                            start=False),
+                       outputs, index=i, lock=locks[i]) for i, src in enumerate(sources)]
+    except BaseException:
+        for source in sources:
+            source.close()
+        outputs.close_views()
+        raise
+    drive(loops, outputs, log, signals)
     for spec, loop in zip(config.sources, loops, strict=True):
         if loop.error is None and loop.n == 0 and loop.stopped_by == "end":
             loop.error = EdgekitError(f"{shown(spec)}: no frames could be read")
@@ -231,6 +253,7 @@ class _Loop:
         and handles signals)."""
         self.t_start = time.perf_counter()
         try:
+            self.grabber.start()
             while not self.stopping:
                 frame = self.grabber.get(timeout=self.config.frame_timeout)
                 if frame is None:

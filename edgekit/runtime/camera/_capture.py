@@ -16,7 +16,10 @@ from edgekit.errors import EdgekitError
 
 
 class FrameGrabber:
-    def __init__(self, source, *, realtime: bool = False):
+    """``start=False``: the capture thread starts with ``start()``, so that a caller can start it inside the
+    ``try`` whose ``finally`` stops it (a thread left running at exit aborts the interpreter inside OpenCV)."""
+
+    def __init__(self, source, *, realtime: bool = False, start: bool = True):
         self.source = source
         self.keep_latest = bool(source.live or realtime)
         fps = getattr(source, "fps", None)
@@ -32,6 +35,10 @@ class FrameGrabber:
         self.captured = 0
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="edgekit-capture", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
@@ -93,6 +100,9 @@ class FrameGrabber:
             self.source.stopped = True
         with self._cond:
             self._cond.notify_all()
+        if self._thread.ident is None:  # never started
+            self.source.close()
+            return
         self._thread.join(timeout=2.0)
         with self._cond:  # a read stuck in a stalled stream: never release the capture under it
             if not self._done:

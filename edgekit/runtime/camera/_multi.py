@@ -30,6 +30,7 @@ class StopOnSignals:
     def __init__(self):
         self._saved: dict = {}
         self.signal: str | None = None
+        self.loops: list = []  # told to stop as well: C code that runs Python (an import) may swallow the raise
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -39,6 +40,8 @@ class StopOnSignals:
 
     def _handle(self, signum, _frame):
         self.signal = signal.Signals(signum).name
+        for loop in self.loops:
+            loop.stopping = True
         raise KeyboardInterrupt
 
     def __exit__(self, *exc):
@@ -56,11 +59,13 @@ def _guarded(loop, log) -> None:
         log(f"edge-camera: [{loop.index}] {loop.source}: stopped: {first_line(exc)}")
 
 
-def drive(loops: list, outputs, log) -> None:
-    """Run every loop until all have ended (or a signal stops them), then close the outputs."""
+def drive(loops: list, outputs, log, signals: StopOnSignals) -> None:
+    """Run every loop until all have ended (or a signal stops them), then close the outputs. ``signals`` is
+    the caller's, installed before the view started serving."""
     threads = []
     try:
-        with StopOnSignals():
+        signals.loops = loops
+        if signals.signal is None:
             if len(loops) == 1:
                 loops[0].run()
             else:
@@ -73,10 +78,13 @@ def drive(loops: list, outputs, log) -> None:
                     for t in threads:
                         t.join(0.2)
     except KeyboardInterrupt:
-        for loop in loops:
-            if loop.error is None and loop.stopped_by == "end":
-                loop.stopped_by = "signal"
+        if signals.signal is None:
+            raise  # not a signal's: not ours to turn into a clean stop
     finally:
+        if signals.signal is not None:
+            for loop in loops:
+                if loop.error is None and loop.stopped_by == "end":
+                    loop.stopped_by = "signal"
         for loop in loops:
             loop.stopping = True
             loop.grabber.stop()
