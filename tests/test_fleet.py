@@ -196,7 +196,10 @@ def test_a_missing_python_and_another_edgekit_version_get_rows(sshd, rgb_onnx, t
 
 
 def test_bad_host_options_are_refused_before_anything_runs(rgb_onnx, tmp_path):
+    (tmp_path / "empty").mkdir()
     for args, message in ((("--host=-oProxyCommand=x",), "expected user@host"),
+                          (("--host", "localhost", "--data", str(tmp_path / "empty")), "no class subfolders"),
+                          (("--host", "pi@nowhere.invalid", "--data", str(tmp_path / "empty")), "no class subfolders"),
                           (("--host", "pi@pi5:99999"), "not in 1..65535"),
                           (("--host", "localhost", "--host", "localhost"), "given twice"),
                           (("--host", "localhost", "--merge", "x.json"), "not both"),

@@ -760,3 +760,22 @@ def test_saving_through_a_path_is_atomic_too(tmp_path, monkeypatch):
     with pytest.raises(InputFileError, match=r"model\.h5: cannot write \(No space left on device"):
         model_files._save_h5_checked(model, tmp_path / "model.h5", force=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.weights.h5", "model.keras"]
+
+
+@pytest.mark.parametrize("task", ["classify", "localize"])
+def test_a_refused_training_run_leaves_no_empty_output_folder(tmp_path, capsys, task):
+    from edgekit.cli.train import main
+
+    for i in range(3):
+        write_png(tmp_path / "one" / "a" / f"{i}.png")
+    code = main(["--data", str(tmp_path / "one"), "--out", str(tmp_path / "runs" / "new" / "deep"), "--epochs", "1",
+                 "--task", task])
+    assert code == 2 and "one" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # every folder the run made is gone again
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    (tmp_path / "empty").mkdir()
+    for out in ("mine", "empty"):
+        assert main(["--data", str(tmp_path / "one"), "--out", str(tmp_path / out), "--epochs", "1",
+                     "--task", task]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me" and (tmp_path / "empty").is_dir()

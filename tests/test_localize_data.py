@@ -382,3 +382,48 @@ def test_two_voc_files_for_one_image_are_one_sample_with_both_boxes(tmp_path):
     _voc(tmp_path / "a_copy.xml", "a.jpg", [("fox", 1, 1, 5, 5)], size=(41, 30))
     with pytest.raises(InputFileError, match="another annotation"):
         read_box_dataset(tmp_path)
+
+
+def test_a_voc_folder_given_to_a_classifier_is_not_read_as_class_folders(tmp_path):
+    """A box dataset is not class folders: annotations/ and images/ must not become two classes."""
+    from edgekit.data.folders import ImageFolder
+    from edgekit.data.localization import is_box_dataset
+
+    for name in ("one", "two"):
+        _image(tmp_path / "voc" / "images" / f"{name}.jpg")
+        _voc(tmp_path / "voc" / "annotations" / f"{name}.xml", f"{name}.jpg", [("a", 3, 3, 8, 8)])
+    _image(tmp_path / "flat" / "a.jpg")
+    _voc(tmp_path / "flat" / "a.xml", "a.jpg", [("a", 3, 3, 8, 8)])
+    for root in (tmp_path / "voc", tmp_path / "flat"):
+        assert is_box_dataset(root)
+        with pytest.raises(InputFileError, match=r"Pascal VOC.*not for a classifier") as info:
+            ImageFolder.open(root)
+        assert str(root) in str(info.value)
+    _image(tmp_path / "classes" / "annotations" / "x.jpg")  # a class that happens to be called annotations
+    _image(tmp_path / "classes" / "cat" / "y.jpg")
+    assert ImageFolder.open(tmp_path / "classes").classes == ("annotations", "cat")
+    # edge-convert: its images calibrate a classifier (unlabelled); validating a classifier on it is refused
+    from edgekit.contract import Contract as C
+    from edgekit.convert.samples import load_samples
+
+    contract = C(height=8, width=8, labels=("a", "b"))
+    calib, _ = load_samples(tmp_path / "voc", contract, role="calibration")
+    assert len(calib) == 2 and calib.labels is None and calib.pixels.shape == (2, 8, 8, 3)
+    with pytest.raises(InputFileError, match=r"Pascal VOC.*validation of a classifier needs class folders"):
+        load_samples(tmp_path / "voc", contract, role="validation")
+
+
+def test_one_csv_as_calibration_and_validation_with_too_few_images_names_the_csv(tmp_path):
+    from edgekit.contract import Task
+    from edgekit.convert.data import choose_data
+    from edgekit.convert.options import ConvertOptions
+
+    for name in ("a", "b", "c"):
+        _image(tmp_path / "images" / f"{name}.jpg")
+    csv = tmp_path / "boxes.csv"
+    csv.write_text(HEADER + "".join(f"{n}.jpg,40,30,cat,2,2,20,20\n" for n in "abc"))
+    contract = Contract(height=8, width=8, labels=("cat",), task=Task.LOCALIZE, outputs=("scores", "box"))
+    options = ConvertOptions(formats=("tflite_int8",), calibration=csv, validation=csv)
+    with pytest.raises(EdgekitError, match=r"boxes\.csv: too few images \(3\)") as info:
+        choose_data(contract, options, log=lambda _m: None)
+    assert str(tmp_path) + ":" not in str(info.value)  # the CSV, not its folder

@@ -166,3 +166,12 @@ def test_cli_refuses_the_box_set_for_a_classifier_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "add --task localize" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_cli_refuses_the_class_set_for_a_localizer_before_generating_it(tmp_path):
+    exe = Path(sys.executable).parent / "edge-train"
+    done = subprocess.run([str(exe), "--data", "synthetic", "--task", "localize", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "synthetic-boxes" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "run").exists()  # nothing generated

@@ -6,8 +6,10 @@ passwords, and a dead broker that costs the frame loop nothing. Subscribers are 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import io
 import json
+import re
 import shutil
 import signal
 import socket
@@ -175,16 +177,17 @@ def test_label_changes_discovery_and_availability(rgb_onnx, broker, tmp_path):
         assert late.wait(lambda: len(late.messages) >= 3)
         assert all(retain for _t, _p, retain in late.messages)
         assert late.on("edge/shelf/availability") == [b"offline"]
-        sensor = json.loads(late.on("homeassistant/sensor/edge_shelf/cam0_label/config")[0])
-        camera = json.loads(late.on("homeassistant/camera/edge_shelf/cam0_snapshot/config")[0])
+        node = "edge_shelf_" + hashlib.sha1(b"edge/shelf").hexdigest()[:8]
+        sensor = json.loads(late.on(f"homeassistant/sensor/{node}/cam0_label/config")[0])
+        camera = json.loads(late.on(f"homeassistant/camera/{node}/cam0_snapshot/config")[0])
     finally:
         late.close()
     for config in (sensor, camera):
         assert config["availability"] == [{"topic": "edge/shelf/availability", "payload_available": "online",
                                            "payload_not_available": "offline"}]
-        assert config["device"]["identifiers"] == ["edgekit_edge_shelf"] and config["device"]["model"] == "rgb.onnx"
+        assert config["device"]["identifiers"] == [f"edgekit_{node}"] and config["device"]["model"] == "rgb.onnx"
         assert {"name", "manufacturer", "sw_version"} <= set(config["device"])
-    assert sensor["unique_id"] == "edge_shelf_cam0_label" and camera["unique_id"] == "edge_shelf_cam0_snapshot"
+    assert sensor["unique_id"] == f"{node}_cam0_label" and camera["unique_id"] == f"{node}_cam0_snapshot"
     assert sensor["state_topic"] == sensor["json_attributes_topic"] == "edge/shelf/state"
     assert sensor["value_template"] == "{{ value_json.label }}" and "value_json.score" in sensor[
         "json_attributes_template"]
@@ -333,8 +336,9 @@ def test_urls_are_checked_and_passwords_never_shown():
     assert MqttOptions.parse("mqtt://b:1999/t", password="env").password is None  # no user: no password
     assert MqttOptions.parse("mqtt://u@b/t", password="env").password == "env"
     for url, problem in (("http://b/t", "scheme"), ("mqtt://b", "no topic"), ("mqtt://b/a/+/c", "topic"),
-                         ("mqtt://b:99999/t", "Port"), ("mqtt:///t", "no host"), ("mqtt://b/t?x=1", "query"),
-                         ("mqtt://u:secretpw@/t", "no host")):
+                         ("mqtt://b:99999/t", "Port"), ("mqtt:///t", "no host"), ("mqtt://b/t?x=1", "wildcards"),
+                         ("mqtt://u:secretpw@/t", "no host"), ("mqtt://b/a/#", "wildcards"),
+                         ("mqtt://b/a?", "wildcards"), ("mqtt://u:secretpw#x@b/t", "%23")):
         with pytest.raises(EdgekitError, match=problem) as info:
             MqttOptions.parse(url)
         assert "\n" not in str(info.value) and "secretpw" not in str(info.value)
@@ -428,3 +432,16 @@ def test_a_huge_url_is_cut_in_messages():
 
     text = shown_url("mqtt://host/" + "t" * 70_000)
     assert len(text) < 300 and "70,012 characters" in text
+
+
+def test_topics_that_differ_only_in_punctuation_or_past_the_limit_get_their_own_node_and_client_id():
+    from edgekit.runtime.camera._mqtt_options import node_id
+
+    topics = ["home/cam-1", "home/cam.1", "home/cam_1", "home_cam_1", "home/cam~1",
+              "x" * 60 + "/" + "x" * 10 + "/a", "x" * 60 + "/" + "x" * 10 + "/b", "y" * 64, "y/" + "y" * 62]
+    nodes = [node_id(t) for t in topics]
+    assert len(set(nodes)) == len(topics)
+    assert all(re.fullmatch(r"[A-Za-z0-9_]{1,64}", n) for n in nodes)
+    assert node_id("home_cam_1") == "home_cam_1" and node_id("y" * 64) == "y" * 64  # a valid name is its own id
+    clients = {MqttOptions.parse(f"mqtt://b/{t}").client_id for t in topics}
+    assert len(clients) == len(topics)

@@ -219,3 +219,23 @@ def test_mqtt_messages_name_their_source(rgb_onnx, tmp_path):
     assert [m["label"] for m in cam1] == labels_b[::10] and {m["camera"] for m in cam1} == {1}
     assert sorted(configs) == sorted(f"homeassistant/{kind}/two/cam{i}_{what}/config" for i in (0, 1)
                                      for kind, what in (("sensor", "label"), ("camera", "snapshot")))
+
+
+def test_a_source_that_cannot_be_opened_stops_only_itself(rgb_onnx, tmp_path):
+    a, _b, labels_a, _lb = _two_videos(tmp_path, 25, 5)
+    missing = tmp_path / "gone.avi"
+    out, log = io.StringIO(), []
+    with pytest.raises(EdgekitError, match=r"gone\.avi") as info:  # the run fails at its end, naming the source
+        run_camera(Classifier.open(rgb_onnx), CameraConfig(source=(str(missing), str(a)), headless=True),
+                   out=out, log=log.append)
+    assert "\n" not in str(info.value)
+    rows = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [r["label"] for r in rows] == labels_a and {r["source"] for r in rows} == {str(a)}  # the other ran
+    assert any(m.startswith(f"edge-camera: [0] {missing}: stopped: ") for m in log), log
+    assert f"[1] {a}: 25 frames" in log[-1] and f"[0] {missing}: 0 frames" in log[-1]
+    with pytest.raises(EdgekitError, match=r"no source could be opened: .*gone\.avi.*gone2\.avi"):
+        run_camera(Classifier.open(rgb_onnx), CameraConfig(source=(str(missing), str(tmp_path / "gone2.avi")),
+                                                           headless=True), out=io.StringIO(), log=log.append)
+    with pytest.raises(EdgekitError, match=r"gone\.avi"):  # one source: its error at once, as before
+        run_camera(Classifier.open(rgb_onnx), CameraConfig(source=str(missing), headless=True), out=io.StringIO(),
+                   log=log.append)

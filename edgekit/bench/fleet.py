@@ -92,7 +92,8 @@ class _Staged:
                 files[blob].symlink_to(p.resolve())
         data = None
         if options.data is not None:
-            from edgekit.bench.suite import _data_images, is_box_dataset
+            from edgekit.bench.suite import _data_images
+            from edgekit.data.localization import is_box_dataset
 
             if is_box_dataset(options.data):
                 raise EdgekitError(f"{options.data}: a box dataset cannot be sent to --host devices yet; run "
@@ -116,11 +117,14 @@ def run_fleet(models: list[str | Path], options: BenchOptions, fleet: FleetOptio
               log: Callable[[str], None] = print) -> dict:
     """Every model measured on every host; the merged bench.json document. NoHostMeasured if no host could be."""
     from edgekit.bench.results import merge_results
-    from edgekit.bench.suite import check_models, run_bench
+    from edgekit.bench.suite import _data_images, check_models, run_bench
+    from edgekit.data.localization import is_box_dataset
 
     paths = check_models(models)
     if fleet.remote:
-        check_clients()
+        check_clients()  # and the remote hosts' --data is checked as it is staged, before any host
+    elif options.data is not None and not is_box_dataset(options.data):
+        _data_images(options.data, options.max_images)  # a bad --data is the command's error, not each host's
     docs, failures = {}, {}
 
     def one(host: Host, staged: _Staged | None) -> None:

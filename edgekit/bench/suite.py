@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.bench.results import SCHEMA_VERSION
+from edgekit.data.localization import is_box_dataset
 from edgekit.errors import InputFileError
 from edgekit.runtime.backends import BACKENDS, TFLITE_BACKENDS
 
@@ -82,14 +83,6 @@ def check_models(models: list[str | Path]) -> list[Path]:
         except OSError as exc:
             raise InputFileError(p, f"cannot be read ({exc.strerror or exc})") from None
     return paths
-
-
-def is_box_dataset(data: str | Path) -> bool:
-    """A .csv file, or a folder of Pascal VOC .xml files (in it or in its annotations/ folder)."""
-    p = Path(data)
-    if p.is_file():
-        return p.suffix.lower() == ".csv"
-    return p.is_dir() and any(any(d.glob("*.xml")) for d in (p, p / "annotations") if d.is_dir())
 
 
 def _box_images(data: str | Path, max_images: int) -> tuple[list[Path], np.ndarray, tuple[str, ...], np.ndarray]:

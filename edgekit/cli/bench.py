@@ -132,7 +132,8 @@ def _refuse_early(args) -> tuple[tuple[str, ...], dict, dict | None, list[dict] 
     from pathlib import Path
 
     from edgekit.bench.results import load_results
-    from edgekit.bench.suite import check_models, is_box_dataset
+    from edgekit.bench.suite import check_models
+    from edgekit.data.localization import is_box_dataset
     from edgekit.errors import EdgekitError
     from edgekit.runtime.backends import BACKENDS
 

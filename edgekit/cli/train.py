@@ -115,10 +115,13 @@ def run(args) -> int:
 
     synthetic = args.data == "synthetic" and not Path("synthetic").exists()  # a local folder wins over the name
     boxes = args.data == "synthetic-boxes" and not Path("synthetic-boxes").exists()
-    if boxes and args.task != "localize":
-        from edgekit.errors import EdgekitError
+    from edgekit.errors import EdgekitError
 
+    if boxes and args.task != "localize":
         raise EdgekitError("--data synthetic-boxes is the localization set; add --task localize")
+    if synthetic and args.task == "localize":  # said before the images are generated
+        raise EdgekitError("--data synthetic is a classification set with no boxes; for --task localize use "
+                           "--data synthetic-boxes, a Pascal VOC folder or a CSV of boxes")
     synthetic = synthetic or boxes
     data = Path(args.out) / "data" if synthetic else args.data
     weights = None if args.weights == "none" else args.weights

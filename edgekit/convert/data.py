@@ -47,7 +47,7 @@ def choose_data(contract: Contract, options: ConvertOptions, log: Callable[[str]
         v_all, v_split = load_samples(options.validation, contract, role="validation", notes=notes)
         val = v_split if v_split is not None else v_all
         if cal is not None and not random_cal:
-            cal, val = _separate(cal, val, options.calibration_images, notes)
+            cal, val = _separate(cal, val, options.calibration_images, notes, str(options.validation))
     elif own_val is not None:
         val = own_val
     elif cal is not None and not random_cal:
@@ -93,9 +93,10 @@ def _check_calibration(cal: Samples, notes: list[str]) -> None:
         notes.append(f"only {len(px)} calibration images; 200-500 varied ones calibrate int8 better")
 
 
-def _separate(cal: Samples, val: Samples, limit: int, notes: list[str]) -> tuple[Samples, Samples]:
+def _separate(cal: Samples, val: Samples, limit: int, notes: list[str], named: str) -> tuple[Samples, Samples]:
     """Calibration never uses validation images: shared images stay in validation, unless the two sets are
-    the same images, and then calibration takes its share and validation the rest."""
+    the same images, and then calibration takes its share and validation the rest. ``named``: the validation
+    set as the user gave it (a CSV's samples have its folder as their source)."""
     rest = cal.without(val)
     if len(rest) == len(cal):
         return cal, val
@@ -105,7 +106,8 @@ def _separate(cal: Samples, val: Samples, limit: int, notes: list[str]) -> tuple
     cal = cal.balanced(limit)
     val = val.without(cal)
     if len(val) == 0:
-        raise EdgekitError(f"{cal.source}: too few images to calibrate and validate on different ones")
+        raise EdgekitError(f"{named}: too few images ({len(cal)}) to calibrate and validate on different ones; "
+                           "give --calibration more images than --calibration-images, or other images")
     notes.append(f"--calibration and --validation are the same images: calibrated on {len(cal)} of them and "
                  f"validated on the other {len(val)}")
     return cal, val

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgekit.contract import ColorOrder, Contract
 from edgekit.data.folders import ImageFolder, find_split, list_images, stratified_val_mask
+from edgekit.data.localization import is_box_dataset
 from edgekit.errors import EdgekitError, InputFileError, first_line
 
 RANDOM = "random"
@@ -199,6 +200,12 @@ def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibrati
     p = Path(spec)
     if contract.is_localizer and is_box_dataset(p):
         return _from_boxes(p, contract, notes), None
+    if p.is_dir() and is_box_dataset(p):  # a classifier given a box dataset: not class folders
+        if role != "calibration":
+            raise InputFileError(p, f"holds Pascal VOC box annotations, not one subfolder per class: {role} of a "
+                                    "classifier needs class folders")
+        boxes = _from_boxes(p, contract, notes)  # its images calibrate, unlabelled
+        return replace(boxes, labels=None, classes=(), boxes=None), None
     if p.exists():
         if p.is_dir():
             return _from_folder(p, contract, notes)
@@ -212,13 +219,6 @@ def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibrati
     names = ", ".join(n for n in DATASET_NAMES if n != "synthetic")
     raise InputFileError(p, f"no such file or folder (and not a dataset name: {names}"
                             f"{', or random' if role == 'calibration' else ''})")
-
-
-def is_box_dataset(p: Path) -> bool:
-    """A .csv file, or a folder of Pascal VOC .xml files (in it or in its annotations/ folder)."""
-    if p.is_file():
-        return p.suffix.lower() == ".csv"
-    return p.is_dir() and any(any(d.glob("*.xml")) for d in (p, p / "annotations") if d.is_dir())
 
 
 def _from_boxes(p: Path, contract: Contract, notes: list[str]) -> Samples:

@@ -33,6 +33,9 @@ class ImageFolder:
             raise InputFileError(root, "no such folder")
         if not root.is_dir():
             raise InputFileError(root, "not a folder (expected one subfolder per class)")
+        if holds_voc_annotations(root):
+            raise InputFileError(root, "holds Pascal VOC box annotations (.xml), not one subfolder per class: it "
+                                       "is data for a localizer (--task localize), not for a classifier")
         try:
             classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
             if not classes:
@@ -73,6 +76,14 @@ def stratified_val_mask(labels: np.ndarray, fraction: float, seed: int) -> np.nd
         n_val = min(max(1, round(len(idx) * fraction)), len(idx) - 1)
         mask[idx[:n_val]] = True
     return mask
+
+
+def holds_voc_annotations(root: Path) -> bool:
+    """Whether the folder holds Pascal VOC .xml files, in it or in its annotations/ folder (a box dataset)."""
+    try:
+        return any(any(d.glob("*.xml")) for d in (root, root / "annotations") if d.is_dir())
+    except OSError:  # unreadable: ImageFolder.open says so in its own words
+        return False
 
 
 def find_split(root: str | Path) -> tuple[Path, Path | None]:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.folders import IMAGE_SUFFIXES
+from edgekit.data.folders import IMAGE_SUFFIXES, holds_voc_annotations
 from edgekit.errors import EdgekitError, InputFileError, first_line
 
 MAX_ANNOTATION_BYTES = 1 << 20  # one VOC file; real ones are about 1 kB
@@ -82,6 +82,14 @@ class BoxDataset:
 class _Box:
     label: str
     xyxy: tuple[float, float, float, float]
+
+
+def is_box_dataset(path: str | os.PathLike) -> bool:
+    """A .csv file, or a folder of Pascal VOC .xml files (in it or in its annotations/ folder)."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix.lower() == ".csv"
+    return p.is_dir() and holds_voc_annotations(p)
 
 
 def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | None = None,

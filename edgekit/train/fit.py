@@ -34,7 +34,7 @@ from edgekit.train.checkpoints import (
 )
 from edgekit.train.config import TrainConfig, check_backbone
 from edgekit.train.model import _compile, _trainer, _unfreeze_from, build_model, check_weights_file
-from edgekit.train.model_files import _mkdir
+from edgekit.train.model_files import _out_folder
 from edgekit.train.run_folder import _contract, _read_contract, _remove_partials, _write_run, check_outputs
 
 
@@ -69,19 +69,19 @@ def train(config: TrainConfig, *, log: Callable[[str], None] = print) -> TrainRe
         return train_localizer(config, log=log)
     out = Path(config.out)
     state = preflight(config)
-    _mkdir(out)
-    if config.resume or config.force:
-        _remove_partials(out)
-    data = load_dataset(config.data, image_size=config.input_size, val_split=config.val_split, seed=config.seed,
-                        log=log)
-    train_set, val_set, classes = data.train, data.val, data.train.classes
-    log(f"data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes "
-        f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
-    with _Signals() as signals:
-        try:
-            return _train(config, data, state, signals, log)
-        except KeyboardInterrupt:
-            raise _interrupted(out) from None
+    with _out_folder(out):  # removed again if the run is refused before writing anything
+        if config.resume or config.force:
+            _remove_partials(out)
+        data = load_dataset(config.data, image_size=config.input_size, val_split=config.val_split, seed=config.seed,
+                            log=log)
+        train_set, val_set, classes = data.train, data.val, data.train.classes
+        log(f"data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes "
+            f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+        with _Signals() as signals:
+            try:
+                return _train(config, data, state, signals, log)
+            except KeyboardInterrupt:
+                raise _interrupted(out) from None
 
 
 def _train(config: TrainConfig, data: Dataset, state: dict | None, signals: _Signals,

@@ -40,7 +40,7 @@ from edgekit.train.localize_data import BoxArrays, BoxData, load_box_data
 from edgekit.train.localize_model import build_localizer, compile_localizer
 from edgekit.train.localize_report import box_grid, evaluate, plot_curves, report_markdown
 from edgekit.train.model import _unfreeze_from
-from edgekit.train.model_files import _mkdir, _save_h5_checked, _save_keras
+from edgekit.train.model_files import _out_folder, _save_h5_checked, _save_keras
 from edgekit.train.run_folder import _read_contract, _remove_partials, model_normalization
 
 #: history.json key -> the Keras log it records
@@ -57,18 +57,18 @@ def train_localizer(config: TrainConfig, *, log: Callable[[str], None] = print) 
     """Train a localizer and write the run folder (every output checked first, as ``train`` does)."""
     out = Path(config.out)
     state = preflight(config)
-    _mkdir(out)
-    if config.resume or config.force:
-        _remove_partials(out)
-    data = load_box_data(config.data, val_data=config.val_data, contract=frame_contract(config),
-                         val_split=config.val_split, seed=config.seed, multi_box=config.multi_box, log=log)
-    log(f"data: {len(data.train)} training and {len(data.val)} validation images, {len(data.labels)} "
-        f"class(es) ({', '.join(data.labels[:10])}{', ...' if len(data.labels) > 10 else ''})")
-    with _Signals() as signals:
-        try:
-            return _train(config, data, state, signals, log)
-        except KeyboardInterrupt:
-            raise _interrupted(out) from None
+    with _out_folder(out):  # removed again if the run is refused before writing anything
+        if config.resume or config.force:
+            _remove_partials(out)
+        data = load_box_data(config.data, val_data=config.val_data, contract=frame_contract(config),
+                             val_split=config.val_split, seed=config.seed, multi_box=config.multi_box, log=log)
+        log(f"data: {len(data.train)} training and {len(data.val)} validation images, {len(data.labels)} "
+            f"class(es) ({', '.join(data.labels[:10])}{', ...' if len(data.labels) > 10 else ''})")
+        with _Signals() as signals:
+            try:
+                return _train(config, data, state, signals, log)
+            except KeyboardInterrupt:
+                raise _interrupted(out) from None
 
 
 class _BoxProgress(_Progress):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,28 @@ def _mkdir(path: Path) -> None:
         raise InputFileError(path, "is a file, not a folder; cannot write into it") from None
     except OSError as exc:
         raise InputFileError(path, f"cannot create the folder ({exc.strerror or exc})") from None
+
+
+@contextmanager
+def _out_folder(path: Path):
+    """Create the run folder ``path`` (and its missing parents) for the block; when the block fails and the
+    folders are still empty (the data was refused, say), remove them: a refused run leaves nothing behind. A
+    folder with anything in it (finished epochs, a user's files) is kept."""
+    created = []
+    p = path
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    _mkdir(path)
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # the deepest first
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            with contextlib.suppress(OSError):  # the run's own error is the one to report
+                folder.rmdir()
+        raise
 
 
 def _is_hdf5(path: Path) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.pixels import opencv
 from edgekit.runtime.camera._capture import FrameGrabber
 from edgekit.runtime.camera._config import CameraConfig
@@ -79,14 +79,26 @@ def _open(spec: str, config: CameraConfig, log):
 
 
 def _open_all(config: CameraConfig, log) -> list:
-    """Every source, opened in order; the ones already open are closed when a later one fails."""
+    """Every source, opened in order. One source that cannot be opened is the run's error. Of several, one that
+    cannot be opened is said at once and stands as its error in the list (the others run; the run fails at its
+    end, as when a source stops midway); only when none opens is it the run's error, with every reason."""
     opened = []
     try:
-        for spec in config.sources:
-            opened.append(_open(spec, config, log))
+        for index, spec in enumerate(config.sources):
+            try:
+                opened.append(_open(spec, config, log))
+            except EdgekitError as exc:
+                if len(config.sources) == 1:
+                    raise
+                log(f"edge-camera: [{index}] {shown(spec)}: stopped: {first_line(exc)}")
+                opened.append(exc)
+        failed = [s for s in opened if isinstance(s, EdgekitError)]
+        if len(failed) == len(opened) > 1:
+            raise EdgekitError("no source could be opened: " + "; ".join(first_line(e) for e in failed))
     except BaseException:
         for source in opened:
-            source.close()
+            if not isinstance(source, EdgekitError):
+                source.close()
         raise
     return opened
 
@@ -141,13 +153,14 @@ def _run(clf, config: CameraConfig, out, log, signals) -> RunStats:
         outputs.close_views()
         raise
     try:  # the capture threads start inside drive's try, whose finally stops them
-        outputs.set_fps(sources[0].fps)
-        loops = [_Loop(clfs[i], config, Smoother(config.ema), FrameGrabber(src, realtime=config.realtime,
-                                                                            start=False),
+        outputs.set_fps(next(s for s in sources if not isinstance(s, EdgekitError)).fps)
+        loops = [_Unopened(i, config.sources[i], src) if isinstance(src, EdgekitError) else
+                 _Loop(clfs[i], config, Smoother(config.ema), FrameGrabber(src, realtime=config.realtime, start=False),
                        outputs, index=i, lock=locks[i]) for i, src in enumerate(sources)]
     except BaseException:
         for source in sources:
-            source.close()
+            if not isinstance(source, EdgekitError):
+                source.close()
         outputs.close_views()
         raise
     drive(loops, outputs, log, signals)
@@ -229,6 +242,27 @@ class _Outputs:
         saved = self.recorder.close() if self.recorder is not None else None
         if saved:
             self.log(f"edge-camera: recorded {shown(saved)}")
+
+
+class _Unopened:
+    """One of several sources that could not be opened: it runs no frames and ends as its error."""
+
+    class _NoGrabber:
+        def stop(self) -> None:
+            pass
+
+    def __init__(self, index: int, spec: str, error: EdgekitError):
+        self.index, self.source, self.error = index, shown(spec), error
+        self.stopped_by, self.stopping, self.n = "error", False, 0
+        self.pre_ms: list[float] = []
+        self.inf_ms: list[float] = []
+        self.grabber = self._NoGrabber()
+
+    def run(self) -> None:
+        pass
+
+    def stats(self, reconnects: int) -> RunStats:
+        return RunStats(0, 0.0, 0, reconnects, 0.0, 0.0, "error", self.source)
 
 
 class _Loop:

@@ -8,6 +8,7 @@ not on the command line, which other users can see in the process list.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 from dataclasses import dataclass, field
@@ -25,9 +26,15 @@ def _fail(problem: str):
     raise EdgekitError(f"--mqtt: {problem} (expected mqtt://[user:password@]host[:port]/topic or mqtts://...)")
 
 
-def node_id(topic: str) -> str:
-    """Home Assistant's node id for a base topic: letters, digits and _ only (edge/cam-1 -> edge_cam_1)."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", topic)[:64]
+def node_id(topic: str, limit: int = 64) -> str:
+    """Home Assistant's node id for a base topic: letters, digits and _ only, at most ``limit`` characters, and
+    one per topic. A topic that is already such a name is its own id; any other gets the first 8 hex digits of
+    its SHA-1 (edge/cam-1 -> edge_cam_1_<8 hex>), so that edge/cam-1, edge/cam.1 and edge_cam_1 (or two long
+    topics with one beginning) never share a device, an entity or an MQTT client id."""
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", topic)
+    if safe == topic and len(topic) <= limit:
+        return topic
+    return f"{safe[:limit - 9]}_{hashlib.sha1(topic.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -72,14 +79,17 @@ class MqttOptions:
         if self.insecure and not self.tls:
             raise EdgekitError("--mqtt-insecure applies to mqtts:// URLs only")
         if self.client_id is None:
-            object.__setattr__(self, "client_id", f"edge-camera-{node_id(socket.gethostname())[:20]}-"
-                                                  f"{node_id(self.topic)[:20]}")
+            object.__setattr__(self, "client_id", f"edge-camera-{node_id(socket.gethostname(), 20)}-"
+                                                  f"{node_id(self.topic, 20)}")
 
     @classmethod
     def parse(cls, url: str, *, password: str | None = None, **options) -> MqttOptions:
         """From a URL; ``password`` (e.g. from EDGE_CAMERA_MQTT_PASSWORD) is used when the URL has none."""
         if not isinstance(url, str) or not url.isprintable():
             _fail("not a printable URL")
+        if "#" in url or "?" in url:  # urlsplit drops an empty one: mqtt://host/a/# would publish to "a"
+            _fail(f"{shown_url(url)}: no # or ? (# and + are subscription wildcards, not topics to publish to; "
+                  "in a password, write them as %23 and %3F)")
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -87,8 +97,6 @@ class MqttOptions:
             _fail(f"{shown_url(url)}: {exc}")
         if parts.scheme.lower() not in DEFAULT_PORTS:
             _fail(f"{shown_url(url)}: the scheme must be mqtt:// or mqtts://")
-        if parts.query or parts.fragment:
-            _fail(f"{shown_url(url)}: no ?query or #fragment")
         if not parts.hostname:
             _fail(f"{shown_url(url)}: no host")
         topic = parts.path.strip("/")
@@ -118,16 +126,17 @@ class MqttOptions:
 
 def without_password(url: str, mask: str | None = "***") -> str:
     """``url`` with the password in its user info replaced by ``mask`` (removed, with its colon, when None). The
-    user info ends at the LAST @ before the path, as urlsplit reads it, so a password holding @ is covered whole."""
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", url, re.S)
+    user info ends at the LAST @ of the URL (topics hold none), so a password holding an unencoded @, #, ? or /
+    is covered whole, even where urlsplit would cut it."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", url, re.S)
     if not m:
         return url
-    scheme, netloc, rest = m.groups()
-    userinfo, at, hostport = netloc.rpartition("@")
+    scheme, rest = m.groups()
+    userinfo, at, rest = rest.rpartition("@")
     if not at or ":" not in userinfo:
         return url
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}{user}{':' + mask if mask is not None else ''}@{hostport}{rest}"
+    return f"{scheme}{user}{':' + mask if mask is not None else ''}@{rest}"
 
 
 def shown_url(url: str, limit: int = 200) -> str:
