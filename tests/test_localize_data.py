@@ -4,6 +4,8 @@ and the box transforms that move a box with its image under flips and shifts, in
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 
 from edgekit.contract import Contract, Frame, ResizePolicy
 from edgekit.data import BoxDataset, read_box_dataset
-from edgekit.data.localization import MAX_ANNOTATION_BYTES, decode_box_dataset, load_box_image
+from edgekit.data.localization import MAX_ANNOTATION_BYTES, decode_box_dataset, is_box_dataset, load_box_image
 from edgekit.data.synthetic import make_synthetic_box_dataset, render_box_sample, voc_xml
 from edgekit.errors import EdgekitError, InputFileError
 from edgekit.pixels import load_rgb
@@ -135,9 +137,9 @@ def test_huge_and_non_file_annotations_are_refused(tmp_path):
     with pytest.raises(InputFileError, match="over"):
         read_box_dataset(tmp_path)
     (tmp_path / "a.xml").unlink()
-    with pytest.raises(InputFileError, match=r"no Pascal VOC \.xml files"):
+    with pytest.raises(InputFileError, match=r"holds no box annotations: expected Pascal VOC \.xml files"):
         read_box_dataset(tmp_path)
-    with pytest.raises(InputFileError, match="neither a folder"):
+    with pytest.raises(InputFileError, match="is not a box dataset"):
         read_box_dataset(_image(tmp_path / "b.png"))
     with pytest.raises(InputFileError, match="no such"):
         read_box_dataset(tmp_path / "nowhere")
@@ -427,3 +429,139 @@ def test_one_csv_as_calibration_and_validation_with_too_few_images_names_the_csv
     with pytest.raises(EdgekitError, match=r"boxes\.csv: too few images \(3\)") as info:
         choose_data(contract, options, log=lambda _m: None)
     assert str(tmp_path) + ":" not in str(info.value)  # the CSV, not its folder
+
+
+# ---- the other ways box datasets are shared: VOC's own layout, Oxford-IIIT Pet's, COCO JSON, YOLO -------------
+
+SCENE = {"one.jpg": [("cat", (4.0, 6.0, 30.0, 25.0))], "two.jpg": [("dog", (0.0, 0.0, 40.0, 30.0)),
+                                                                   ("cat", (10.0, 10.0, 12.0, 14.0))],
+         "three.png": [("dog", (20.0, 1.0, 39.0, 29.0))]}
+
+
+def _voc_scene(ann_dir, img_dir):
+    for name, boxes in SCENE.items():
+        _image(img_dir / name)
+        _voc(ann_dir / (name.rsplit(".", 1)[0] + ".xml"), name,
+             [(c, int(x0) + 1, int(y0) + 1, int(x1), int(y1)) for c, (x0, y0, x1, y1) in boxes])
+
+
+def _coco_scene(json_path, img_dir, *, crowd=False):
+    cats = {"cat": 1, "dog": 2}
+    images, anns = [], []
+    for i, (name, boxes) in enumerate(SCENE.items(), 1):
+        _image(img_dir / name)
+        images.append({"id": i, "file_name": name, "width": 40, "height": 30})
+        for c, (x0, y0, x1, y1) in boxes:
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cats[c],
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": 1, "iscrowd": 0})
+    if crowd:
+        anns.append({"id": 99, "image_id": 1, "category_id": 2, "bbox": [0, 0, 40, 30], "iscrowd": 1})
+    images.append({"id": 9, "file_name": "absent.jpg", "width": 40, "height": 30})  # no box: need not exist
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"info": {}, "images": images, "annotations": anns, "categories": [
+        {"id": 0, "name": "animals", "supercategory": "none"}, {"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+
+
+def _yolo_scene(img_dir, label_dir, names=("cat", "dog")):
+    for name, boxes in SCENE.items():
+        _image(img_dir / name)
+        lines = [f"{names.index(c)} {(x0 + x1) / 80} {(y0 + y1) / 60} {(x1 - x0) / 40} {(y1 - y0) / 30}"
+                 for c, (x0, y0, x1, y1) in boxes]
+        (label_dir / name).with_suffix(".txt").parent.mkdir(parents=True, exist_ok=True)
+        (label_dir / name).with_suffix(".txt").write_text("\n".join(lines) + "\n")
+
+
+def _as_read(d):
+    return sorted((s.path.name, s.label, tuple(round(v, 6) for v in s.box), s.boxes_in_image) for s in d.samples)
+
+
+def test_every_layout_reads_the_same_boxes(tmp_path):
+    want = sorted((n, max(b, key=lambda cb: (cb[1][2] - cb[1][0]) * (cb[1][3] - cb[1][1]))[0],
+                   max(b, key=lambda cb: (cb[1][2] - cb[1][0]) * (cb[1][3] - cb[1][1]))[1], len(b))
+                  for n, b in SCENE.items())
+    _voc_scene(tmp_path / "voc2012" / "Annotations", tmp_path / "voc2012" / "JPEGImages")
+    _voc_scene(tmp_path / "pets" / "annotations" / "xmls", tmp_path / "pets" / "images")
+    _coco_scene(tmp_path / "roboflow" / "train" / "_annotations.coco.json", tmp_path / "roboflow" / "train",
+                crowd=True)
+    _coco_scene(tmp_path / "coco" / "annotations" / "instances_val2017.json", tmp_path / "coco" / "val2017")
+    _yolo_scene(tmp_path / "rf_yolo" / "train" / "images", tmp_path / "rf_yolo" / "train" / "labels")
+    (tmp_path / "rf_yolo" / "data.yaml").write_text("train: ../train/images\nnc: 2\nnames: ['cat', 'dog']\n")
+    _yolo_scene(tmp_path / "ul" / "images" / "train", tmp_path / "ul" / "labels" / "train")
+    (tmp_path / "ul" / "data.yaml").write_text("path: .\nnames:\n  0: cat  # pets\n  1: \"dog\"\n")
+    _yolo_scene(tmp_path / "labelimg" / "images", tmp_path / "labelimg" / "labels")
+    (tmp_path / "labelimg" / "labels" / "classes.txt").write_text("cat\ndog\n")
+    for source in ("voc2012", "pets", "roboflow/train", "coco/annotations/instances_val2017.json",
+                   "rf_yolo/train", "ul/images/train", "labelimg"):
+        d = read_box_dataset(tmp_path / source)
+        assert [(n, c, b, k) for n, c, b, k in _as_read(d)] == [(n, c, b, k) for n, c, b, k in want], source
+        assert d.labels == ("cat", "dog") and d.multi_box_images == 1, source
+        assert is_box_dataset(tmp_path / source), source
+    assert read_box_dataset(tmp_path / "roboflow" / "train").skipped == 1  # absent.jpg had no box
+    from edgekit.data.folders import ImageFolder
+
+    for folder in ("voc2012", "pets", "roboflow/train", "rf_yolo/train", "labelimg"):
+        with pytest.raises(InputFileError, match="not for a classifier"):
+            ImageFolder.open(tmp_path / folder)
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"annotations\[0\]: bbox .* is not four numbers"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]), "is not four numbers"),
+    (lambda d: d["annotations"][0].update(category_id=7), "names an image or a category"),
+    (lambda d: d["annotations"][0].update(bbox=[30, 20, -5, 4]), "inverted or empty"),
+    (lambda d: d["annotations"][0].update(bbox=[30, 20, 50, 4]), "outside the 40x30 image"),
+    (lambda d: d["images"][0].update(file_name="../../etc/passwd"), "not found"),
+    (lambda d: d["categories"][1].update(name="a\nb"), "not one line"),
+    (lambda d: d.pop("categories"), "not a COCO detection file"),
+])
+def test_hostile_coco_files_are_one_line_errors(tmp_path, mutate, problem):
+    path = tmp_path / "data" / "_annotations.coco.json"
+    _coco_scene(path, tmp_path / "data")
+    doc = json.loads(path.read_text())
+    mutate(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match=problem) as info:
+        read_box_dataset(tmp_path / "data")
+    assert "\n" not in str(info.value)
+
+
+def test_hostile_json_and_yolo_files_are_one_line_errors(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputFileError, match=r"not valid JSON|not a COCO"):
+        read_box_dataset(deep)
+    _yolo_scene(tmp_path / "y" / "images", tmp_path / "y" / "labels")
+    with pytest.raises(InputFileError, match="without class names"):
+        read_box_dataset(tmp_path / "y")
+    (tmp_path / "y" / "classes.txt").write_text("cat\n")
+    with pytest.raises(InputFileError, match=r"one\.txt, line 1: class 1 is not among the 1 class names|"
+                                             r"line 1: class 1 is not among"):
+        read_box_dataset(tmp_path / "y")
+    (tmp_path / "y" / "classes.txt").write_text("cat\ndog\n")
+    (tmp_path / "y" / "labels" / "one.txt").write_text("0 0.5 0.5\n")
+    with pytest.raises(InputFileError, match=r"one\.txt, line 1: has 2 coordinates"):
+        read_box_dataset(tmp_path / "y")
+    (tmp_path / "y" / "labels" / "one.txt").write_text("0 0.5 0.5 1.8 0.2\n")
+    with pytest.raises(InputFileError, match="outside the 40x30 image"):
+        read_box_dataset(tmp_path / "y")
+    (tmp_path / "y" / "labels" / "one.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.6\n")  # a segment's polygon
+    one = next(s for s in read_box_dataset(tmp_path / "y").samples if s.path.name == "one.jpg")
+    assert one.box == pytest.approx((4.0, 3.0, 20.0, 18.0))
+
+
+def test_split_exports_keep_their_own_validation_set(tmp_path):
+    """Roboflow writes train/ and valid/ (each a COCO or YOLO folder); Ultralytics images/{train,val} beside
+    labels/: edge-train's --data on the root trains on train and validates on the export's own split."""
+    from edgekit.train.localize_data import load_box_data
+
+    _coco_scene(tmp_path / "rf" / "train" / "_annotations.coco.json", tmp_path / "rf" / "train")
+    _coco_scene(tmp_path / "rf" / "valid" / "_annotations.coco.json", tmp_path / "rf" / "valid")
+    for split in ("train", "val"):
+        _yolo_scene(tmp_path / "ul" / "images" / split, tmp_path / "ul" / "labels" / split)
+    (tmp_path / "ul" / "data.yaml").write_text("names: [cat, dog]\n")
+    contract = Contract(height=16, width=16)
+    for root, val in (("rf", "rf/valid"), ("ul", "ul/images/val")):
+        data = load_box_data(tmp_path / root, val_data=None, contract=contract, val_split=0.2, seed=0,
+                             multi_box="largest", log=lambda _m: None)
+        assert len(data.train.y) == len(data.val.y) == 3 and data.labels == ("cat", "dog")
+        assert Path(data.val_source) == (tmp_path / val).resolve(), data.val_source

@@ -10,6 +10,7 @@ import numpy as np
 from edgekit.errors import InputFileError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+BOX_LAYOUT_NAMES = {"voc": "Pascal VOC (.xml)", "yolo": "YOLO (labels/*.txt)", "coco": "COCO (.json)"}
 _VAL_NAMES = ("val", "validation", "valid", "test")
 
 
@@ -33,9 +34,10 @@ class ImageFolder:
             raise InputFileError(root, "no such folder")
         if not root.is_dir():
             raise InputFileError(root, "not a folder (expected one subfolder per class)")
-        if holds_voc_annotations(root):
-            raise InputFileError(root, "holds Pascal VOC box annotations (.xml), not one subfolder per class: it "
-                                       "is data for a localizer (--task localize), not for a classifier")
+        layout = box_layout(root)
+        if layout is not None:
+            raise InputFileError(root, f"holds {BOX_LAYOUT_NAMES[layout]} box annotations, not one subfolder per "
+                                       "class: it is data for a localizer (--task localize), not for a classifier")
         try:
             classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
             if not classes:
@@ -78,12 +80,65 @@ def stratified_val_mask(labels: np.ndarray, fraction: float, seed: int) -> np.nd
     return mask
 
 
-def holds_voc_annotations(root: Path) -> bool:
-    """Whether the folder holds Pascal VOC .xml files, in it or in its annotations/ folder (a box dataset)."""
+# Where box annotations live: raccoon-style annotations/, Pascal VOC's Annotations/ (beside JPEGImages/),
+# Oxford-IIIT Pet's annotations/xmls/, or the image folder itself.
+VOC_ANNOTATION_DIRS = ("", "annotations", "Annotations", "annotations/xmls", "Annotations/xmls")
+
+
+def voc_annotation_dir(root: Path) -> Path | None:
+    """The first of VOC_ANNOTATION_DIRS under ``root`` that holds .xml files, or None."""
+    for name in VOC_ANNOTATION_DIRS:
+        d = root / name if name else root
+        try:
+            if d.is_dir() and any(p.suffix.lower() == ".xml" for p in d.iterdir()):
+                return d
+        except OSError:  # unreadable: the reader says so in its own words
+            return None
+    return None
+
+
+def yolo_dirs(root: Path) -> tuple[Path, Path] | None:
+    """(images, labels) of a YOLO layout: ``root/images`` beside ``root/labels`` (a Roboflow split folder), or
+    ``root`` inside an ``images`` folder whose twin under ``labels`` exists (Ultralytics' images/train and
+    labels/train); None otherwise."""
+    if (root / "images").is_dir() and (root / "labels").is_dir():
+        return root / "images", root / "labels"
+    parts = root.resolve().parts
+    if "images" in parts:
+        i = len(parts) - 1 - parts[::-1].index("images")
+        twin = Path(*parts[:i], "labels", *parts[i + 1:])
+        if twin.is_dir():
+            return root, twin
+    return None
+
+
+def coco_file_in(root: Path) -> Path | None:
+    """The COCO JSON of a folder: Roboflow's ``_annotations.coco.json``, else the folder's only .json file if it
+    looks like COCO (an "images" list with "file_name"s near its start)."""
+    if (root / "_annotations.coco.json").is_file():
+        return root / "_annotations.coco.json"
     try:
-        return any(any(d.glob("*.xml")) for d in (root, root / "annotations") if d.is_dir())
-    except OSError:  # unreadable: ImageFolder.open says so in its own words
-        return False
+        found = [p for p in root.iterdir() if p.suffix.lower() == ".json" and p.is_file()]
+        if len(found) != 1:
+            return None
+        with open(found[0], "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    return found[0] if b'"images"' in head and b'"file_name"' in head else None
+
+
+def box_layout(root: Path) -> str | None:
+    """Which box-annotation layout a folder holds: "voc", "yolo" or "coco", or None (class folders, say)."""
+    if not root.is_dir():
+        return None
+    if voc_annotation_dir(root) is not None:
+        return "voc"
+    if yolo_dirs(root) is not None:
+        return "yolo"
+    if coco_file_in(root) is not None:
+        return "coco"
+    return None
 
 
 def find_split(root: str | Path) -> tuple[Path, Path | None]:

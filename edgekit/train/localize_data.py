@@ -1,7 +1,8 @@
 """A localization run's data: the training and validation boxes, decoded once to the model's input frame.
 
---data is a Pascal VOC folder or a CSV (edgekit.data.localization), or a folder holding ``train/`` and ``val/``
-(or ``validation/``, ``valid/``, ``test/``) VOC folders, as the synthetic box set is written. The validation set
+--data is a box dataset (Pascal VOC, CSV, COCO JSON or YOLO: edgekit.data.localization), or a folder holding
+``train/`` and ``val/`` (or ``validation/``, ``valid/``, ``test/``) ones, as the synthetic box set and Roboflow's
+exports are written, or Ultralytics' ``images/train`` and ``images/val`` beside ``labels/``. The validation set
 is --val-data, that ``val/`` folder, or else --val-split of each class, held out with --seed (the same rule as a
 classifier's: ``stratified_val_mask``).
 
@@ -47,6 +48,8 @@ class BoxData:
 
 def _sources(data, val_data) -> tuple[Path, Path | None]:
     root = Path(data)
+    if root.is_dir() and (root / "images" / "train").is_dir() and (root / "labels" / "train").is_dir():
+        root = root / "images"  # Ultralytics' YOLO layout: images/train and images/val, labels/ beside them
     if root.is_dir() and (root / "train").is_dir():
         train_dir, val_dir = find_split(root)
         if val_dir is not None and val_data is not None:
