@@ -196,10 +196,17 @@ def test_edge_predict_prints_the_box_and_writes_it_in_json_and_csv(tmp_path):
                        timeout=HANG)
     row = json.loads(r.stdout.splitlines()[0])
     assert row["predictions"][0]["label"] == "r" and row["predictions"][0]["box"] == [20.0, 20.0, 60.0, 40.0]
+    # --top-k (default 3): the other classes follow, without a box (the model's one box is its top class's)
+    assert [p["label"] for p in row["predictions"]][1:] in (["g", "b"], ["b", "g"])
+    assert all("box" not in p for p in row["predictions"][1:])
     r = subprocess.run([str(BIN / "edge-predict"), str(model), str(img), "--csv"], capture_output=True, text=True,
                        timeout=HANG)
     header, line = r.stdout.splitlines()
     assert header.endswith("x_min,y_min,x_max,y_max") and line.endswith("20.00,20.00,60.00,40.00")
+    assert header.count(",") == line.count(",") and "label3" in header
+    r = subprocess.run([str(BIN / "edge-predict"), str(model), str(img), "--top-k", "1", "--json"],
+                       capture_output=True, text=True, timeout=HANG)
+    assert [p["label"] for p in json.loads(r.stdout.splitlines()[0])["predictions"]] == ["r"]
 
 
 def test_edge_predict_draws_the_box_and_never_overwrites_without_force(tmp_path):

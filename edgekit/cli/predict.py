@@ -233,8 +233,8 @@ class _Output:
         self.ev = Evaluation(clf.contract.labels)
         self.writer = csv.writer(sys.stdout) if args.csv else None
         if self.writer:
-            localizer = clf.contract.is_localizer  # one class and its box
-            self.writer.writerow(["image", "truth", *[f"{k}{i + 1}" for i in range(1 if localizer else args.top_k)
+            localizer = clf.contract.is_localizer  # the top class's box after the top k
+            self.writer.writerow(["image", "truth", *[f"{k}{i + 1}" for i in range(args.top_k)
                                                       for k in ("label", "score")],
                                   *(("x_min", "y_min", "x_max", "y_max") if localizer else ())])
         self.shown = {p: printable(p) for p in images}

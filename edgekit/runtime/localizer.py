@@ -115,19 +115,24 @@ class Localizer(Classifier):
         return [self.detect(im, color_order=color_order) for im in images]
 
     def detect_stream(self, images: Iterable, *, color_order=None, prefetch: int | None = None):
-        """(image, [Detection] or the error it raised) for each image, in order (see ``classify_stream``)."""
+        """(image, [Detection] or the error it raised) for each image, in order (see ``classify_stream``, which
+        on a Localizer gives the Detection and then the next top_k - 1 classes, without a box)."""
         return self.classify_stream(images, top_k=1, color_order=color_order, prefetch=prefetch)
 
     def to_image(self, box_model, image_hw: tuple[int, int]) -> tuple[float, float, float, float]:
         """A box in the model's frame -> the image's pixels, for an image of ``image_hw`` = (height, width)."""
         return tuple(float(v) for v in Frame.of(image_hw, self.contract).to_image(box_model))
 
-    def _answer(self, loaded, top_k: int) -> list[Detection]:
+    def _answer(self, loaded, top_k: int) -> list[Prediction]:
+        """The top class with the box (a Detection), then the next ``top_k - 1`` classes as Predictions: the
+        model has one box, and it belongs to its top class."""
         image, order = loaded
         outs = self.backend.run_all(self._pre.into_tensor(image, order))
-        idx, scores = self._scorer.top(outs[self._scores_at], 1)
+        idx, scores = self._scorer.top(outs[self._scores_at], top_k)
         box = self.to_image(self._box(outs[self._box_at]), image_size(image))
-        return [Detection(self.contract.label(idx[0]), idx[0], scores[0], box)]
+        label = self.contract.label
+        return [Detection(label(idx[0]), idx[0], scores[0], box)] + [
+            Prediction(label(i), i, v) for i, v in zip(idx[1:], scores[1:], strict=True)]
 
 
 def open_model(path, **kwargs) -> Classifier:
