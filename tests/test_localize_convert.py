@@ -267,3 +267,22 @@ def test_two_outputs_without_a_box_are_refused(tmp_path):
         from_keras_model(model)
     named = _model(names=("cls", "bbox"))  # named like a box: found by name
     assert from_keras_model(named).localizer
+
+
+@pytest.mark.tf
+def test_a_two_output_savedmodel_converts_as_a_localizer(tmp_path):
+    """model.export() names the outputs output_0 and output_1: the box is the one with 4 values."""
+    from edgekit.runtime import Localizer
+
+    model = _model(classes=3)
+    model.export(str(tmp_path / "saved"), verbose=False)
+    report = _convert(tmp_path / "saved", tmp_path / "out", ("tflite_float32", "onnx_float32"), calibration="random")
+    image = np.random.default_rng(5).integers(0, 256, (32, 32, 3), np.uint8)
+    want_scores, want_box = _keras_outputs(model, image)
+    assert report.contract.is_localizer
+    for a in report.artifacts:
+        assert a.status == "pass", (a.format, a.message)
+        loc = Localizer.open(a.path)
+        scores, box = loc.infer_all(loc.preprocess(image, color_order="RGB"))
+        np.testing.assert_allclose(box, want_box, atol=1e-5)
+        np.testing.assert_allclose(scores, want_scores, atol=1e-5)

@@ -25,7 +25,7 @@ BOX = (0.25, 0.5, 0.75, 0.75)  # the models' box, xyxy fractions of the 32x32 in
 
 
 def _onnx_localizer(path: Path, resize=ResizePolicy.SQUASH, box=BOX, order=("box", "scores"), outputs=None,
-                    box_size=4, labels=("r", "g", "b")) -> Path:
+                    box_size=4, labels=("r", "g", "b"), embed: bool = True) -> Path:
     """A 32x32 localizer: scores = softmax(mean colour * 0.05) over labels r, g, b; box = ``box``, constant.
     Its graph outputs are in ``order``; its embedded contract says ``outputs`` (default: ``order``)."""
     onnx = pytest.importorskip("onnx")
@@ -48,7 +48,8 @@ def _onnx_localizer(path: Path, resize=ResizePolicy.SQUASH, box=BOX, order=("box
     proto.ir_version = 8
     contract = Contract(height=32, width=32, normalization=Normalization.in_model("none"), labels=labels,
                         resize=resize, task=Task.LOCALIZE, outputs=outputs if outputs is not None else order)
-    embed_onnx(proto, contract)
+    if embed:
+        embed_onnx(proto, contract)
     onnx.save(proto, str(path))
     return path
 
@@ -295,3 +296,32 @@ def test_edge_bench_reports_mean_iou_on_a_box_dataset(tmp_path):
 
     header, line = render_csv(doc).splitlines()[:2]
     assert "mean_iou,iou50,status" in header and ",0.7500,1.0000,ok" in line
+
+
+@pytest.mark.parametrize("order", [("box", "scores"), ("scores", "box")])
+def test_a_two_output_file_from_elsewhere_is_adopted_as_a_localizer(tmp_path, order):
+    """edge-convert vendor.onnx with a box dataset: the box output is found, the preprocessing searched on the
+    scores, and the copy carries a localize contract in the file's own output order: edge-predict needs no flags."""
+    from PIL import Image
+
+    from edgekit.convert.adopt import adopt
+    from edgekit.convert.options import ConvertOptions
+
+    src = _onnx_localizer(tmp_path / "vendor.onnx", order=order, embed=False)
+    rng = np.random.default_rng(0)
+    for i in range(36):
+        colour = [(220, 20, 20), (20, 220, 20), (20, 20, 220)][i % 3]
+        img = np.clip(np.full((40, 50, 3), colour) + rng.integers(-15, 16, (40, 50, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        (tmp_path / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.png</filename><size><width>50</width><height>40</height></size><object>"
+            f"<name>{'rgb'[i % 3]}</name><bndbox><xmin>3</xmin><ymin>4</ymin><xmax>30</xmax><ymax>33</ymax>"
+            "</bndbox></object></annotation>")
+    report = adopt(src, tmp_path / "out", ConvertOptions(validation=str(tmp_path)), log=lambda _m: None)
+    (art,) = report.artifacts
+    assert art.status == "pass" and art.verification.accuracy == 1.0, art.message
+    assert report.contract.is_localizer and tuple(map(str, report.contract.outputs)) == order
+    loc = Classifier.open(tmp_path / "out" / "vendor.onnx")
+    assert isinstance(loc, Localizer)
+    (det,) = loc.detect(_image(40, 80, (20, 220, 20)), color_order="RGB")
+    assert det.label == "g" and det.box == pytest.approx((20.0, 20.0, 60.0, 30.0))

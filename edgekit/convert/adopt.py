@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import fileio
-from edgekit.contract import ColorOrder, Contract, Normalization, NormKind, read_labels
+from edgekit.contract import ColorOrder, Contract, Normalization, NormKind, OutputRole, Task, read_labels
 from edgekit.convert import preprocessing as pp
 from edgekit.convert.options import ConvertOptions
 from edgekit.convert.report import ArtifactResult, ConvertReport, Status, write_report
@@ -49,8 +49,13 @@ def adopt(src: Path, out: Path, options: ConvertOptions, log: Callable[[str], No
     """Find the preprocessing of ``src``, write ``out/<name>`` with the contract embedded, verify and report."""
     target = out / src.name
     backend = _open(src, out, target, options, log)
+    roles = _output_roles(src, backend)
     n_out = int(np.prod(backend.output.shape))
     contract, notes, flags = _derived_contract(src, backend, n_out, options)
+    if roles is not None:
+        contract = replace(contract, task=Task.LOCALIZE, outputs=roles)
+        notes.append(f"two outputs, class scores and a box ({', '.join(map(str, roles))}): adopted as a localizer "
+                     "(its box read as xyxy fractions of the model input)")
     contract, samples, y = _samples(src, contract, n_out, options, notes)
     for n in notes:
         log(f"note: {n}")
@@ -82,6 +87,24 @@ def _open(src: Path, out: Path, target: Path, options: ConvertOptions, log: Call
     if backend.embedded is not None:
         raise InputFileError(src, "already carries an edgekit contract; edge-predict and edge-camera use it as is")
     return backend
+
+
+def _output_roles(src: Path, backend) -> tuple[OutputRole, ...] | None:
+    """A two-output file's roles in its own output order, the backend then reading the scores; None for one
+    output. Which is the box: the output named like "box", else the only one with 4 values."""
+    from edgekit.runtime.localizer import box_output_index
+
+    if len(backend.outputs) == 1:
+        return None
+    names = [o.name for o in backend.outputs]
+    desc = ", ".join(f"{o.name} {list(o.shape)}" for o in backend.outputs)
+    box = box_output_index(names, list(backend.output_sizes)) if len(backend.outputs) == 2 else None
+    if box is None:
+        raise InputFileError(src, f"has {len(backend.outputs)} outputs ({desc}); edgekit adopts a classifier (one "
+                                  "output) or a localizer (class scores and a box of 4 numbers, the box named 'box' "
+                                  "when the scores have 4 values too)")
+    backend.use_output(1 - box)
+    return tuple(OutputRole.BOX if i == box else OutputRole.SCORES for i in range(2))
 
 
 def _derived_contract(src: Path, backend, n_out: int, options: ConvertOptions) -> tuple[Contract, list[str], bool]:

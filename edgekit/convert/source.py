@@ -156,18 +156,7 @@ def _localizer_source(path: Path, kind: str, model, loader: str, input_tensor) -
     """A two-output Keras model: class scores and a box of 4. The box is the output named like "box" (Keras
     names an output after its layer), else the only one with 4 values."""
     names = list(getattr(model, "output_names", None) or [getattr(t, "name", "") for t in model.outputs])
-    shapes = [_shape(t)[1:] for t in model.outputs]
-    desc = ", ".join(f"{n} {_fmt(s)}" for n, s in zip(names, shapes, strict=True))
-    sizes = [None if any(d is None for d in s) else int(np.prod(s)) for s in shapes]
-    named = [i for i, n in enumerate(names) if "box" in str(n).lower()]
-    fours = [i for i, n in enumerate(sizes) if n == 4]
-    box = named[0] if len(named) == 1 and sizes[named[0]] == 4 else (fours[0] if len(fours) == 1 else None)
-    if box is None:
-        raise InputFileError(path, f"has 2 outputs ({desc}); a localizer's are class scores and a box of 4 numbers, "
-                                   "and which one is the box is unclear (name its layer 'box')")
-    scores = 1 - box
-    if sizes[scores] is None or sizes[scores] != max(shapes[scores], default=1):
-        raise InputFileError(path, f"output {names[scores]} {_fmt(shapes[scores])} is not a vector of class scores")
+    scores, box, sizes = _scores_and_box(path, names, [_shape(t)[1:] for t in model.outputs], "its layer")
     image, note = image_shape_for(path, _shape(input_tensor)[1:])
     last = model.get_layer(names[scores]) if names[scores] in [la.name for la in model.layers] else None
     activation = getattr(getattr(last, "activation", None), "__name__", None)
@@ -179,6 +168,23 @@ def _localizer_source(path: Path, kind: str, model, loader: str, input_tensor) -
 
     return SourceModel(path, kind, loader, _shape(input_tensor)[1:], image, sizes[scores], call, model, activation,
                        [note] if note else [], int(model.count_params()), localizer=True)
+
+
+def _scores_and_box(path: Path, names: list, shapes: list[tuple], naming: str) -> tuple[int, int, list]:
+    """(index of the class scores, index of the box, each output's value count) of two outputs: the box is the
+    output named like "box", else the only one with 4 values. ``naming`` says what to name 'box' when unclear."""
+    desc = ", ".join(f"{n} {_fmt(s)}" for n, s in zip(names, shapes, strict=True))
+    from edgekit.runtime.localizer import box_output_index
+
+    sizes = [None if any(d is None for d in s) else int(np.prod(s)) for s in shapes]
+    box = box_output_index(names, sizes)
+    if box is None:
+        raise InputFileError(path, f"has 2 outputs ({desc}); a localizer's are class scores and a box of 4 numbers, "
+                                   f"and which one is the box is unclear (name {naming} 'box')")
+    scores = 1 - box
+    if sizes[scores] is None or sizes[scores] != max(shapes[scores], default=1):
+        raise InputFileError(path, f"output {names[scores]} {_fmt(shapes[scores])} is not a vector of class scores")
+    return scores, box, sizes
 
 
 def from_keras_model(model, path: str | Path = "<in memory>") -> SourceModel:
@@ -203,19 +209,29 @@ def _saved_model_source(path: Path) -> SourceModel:
                                    "one image input")
     in_name, in_spec = specs[0]
     outs = sig.structured_outputs
-    if len(outs) != 1:
+    if len(outs) not in (1, 2):
         raise InputFileError(path, f"the serving signature returns {len(outs)} outputs ({', '.join(outs)}); "
-                                   "edgekit converts models with one class-score output")
-    out_name = next(iter(outs))
+                                   "edgekit converts models with one class-score output, or a localizer's two "
+                                   "(class scores and a 4-number box)")
     in_shape = tuple(None if d is None else int(d) for d in in_spec.shape.as_list())[1:]
-    out_shape = tuple(outs[out_name].shape.as_list())[1:]
     image, note = image_shape_for(path, in_shape)
+    params = sum(int(np.prod(v.shape)) for v in getattr(obj, "variables", []))
+    names = sorted(outs)  # a signature's outputs are a dict: output_0, output_1 from model.export(), or named
+    shapes = [tuple(None if d is None else int(d) for d in outs[n].shape.as_list())[1:] for n in names]
+    if len(names) == 2:
+        scores, box, sizes = _scores_and_box(path, names, shapes, "the signature's output (a dict key)")
+
+        def call_both(x):
+            ys = sig(**{in_name: tf.cast(x, in_spec.dtype)})
+            return ys[names[scores]], ys[names[box]]
+
+        return SourceModel(path, "savedmodel", "saved_model", in_shape, image, sizes[scores], call_both, obj, None,
+                           [note] if note else [], params, localizer=True)
 
     def call(x):
-        return sig(**{in_name: tf.cast(x, in_spec.dtype)})[out_name]
+        return sig(**{in_name: tf.cast(x, in_spec.dtype)})[names[0]]
 
-    params = sum(int(np.prod(v.shape)) for v in getattr(obj, "variables", []))
-    return SourceModel(path, "savedmodel", "saved_model", in_shape, image, int(np.prod(out_shape)), call, obj, None,
+    return SourceModel(path, "savedmodel", "saved_model", in_shape, image, int(np.prod(shapes[0])), call, obj, None,
                        [note] if note else [], params)
 
 

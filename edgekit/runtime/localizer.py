@@ -58,6 +58,16 @@ def image_size(image) -> tuple[int, int]:
     return int(image.height), int(image.width)
 
 
+def box_output_index(names: list, sizes: list) -> int | None:
+    """Which of two outputs is a localizer's box: the one named like "box" (with 4 values), else the only one
+    with 4 values; None when that cannot be told."""
+    named = [i for i, n in enumerate(names) if "box" in str(n).lower()]
+    fours = [i for i, n in enumerate(sizes) if n == 4]
+    if len(named) == 1 and sizes[named[0]] == 4:
+        return named[0]
+    return fours[0] if len(fours) == 1 else None
+
+
 class BoxReader:
     """The box output's raw values -> 4 float64 numbers in the model's frame (dequantized)."""
 
