@@ -9,6 +9,7 @@ normalization and quantization on top, into a preallocated tensor.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -114,10 +115,18 @@ def cv2_bilinear(img: np.ndarray, th: int, tw: int, dst: np.ndarray | None = Non
     h, w = img.shape[:2]
     if not _warp_is_exact():
         return cv2.resize(img, (tw, th), dst=dst, interpolation=cv2.INTER_LINEAR)
-    sx, sy = w / tw, h / th  # destination -> source: x_src = (x + 0.5) * sx - 0.5
+    return cv2.warpAffine(img, _scaling(h, w, th, tw), (tw, th), dst=dst,
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
+@functools.lru_cache(maxsize=32)
+def _scaling(h: int, w: int, th: int, tw: int) -> np.ndarray:
+    """The inverse map of a half-pixel-centre resize from h x w to th x tw (destination -> source:
+    x_src = (x + 0.5) * sx - 0.5), made once per pair of sizes (a camera's frames all share one)."""
+    sx, sy = w / tw, h / th
     m = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
-    return cv2.warpAffine(img, m, (tw, th), dst=dst, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+    m.flags.writeable = False
+    return m
 
 
 _WARP_EXACT: bool | None = None
