@@ -1,0 +1,112 @@
+"""What every box-format reader shares: a box with its class, and the checks each annotation gets (a file read
+with a size cap, an image found by name inside the image folders only, a stated size, a class name, a box that
+must lie in its image). Errors are one line naming the file (and line or entry) and the problem."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.data.folders import IMAGE_SUFFIXES
+from edgekit.errors import InputFileError
+
+MAX_ANNOTATION_BYTES = 1 << 20  # one VOC or YOLO file; real ones are about 1 kB
+MAX_BOXES = 1_000_000  # rows of a CSV, or objects in all annotation files together
+EDGE_SLACK = 1.0  # pixels a box may reach past the image (a 0-based writer) before it is an error
+
+
+@dataclass(frozen=True)
+class Box:
+    label: str
+    xyxy: tuple[float, float, float, float]
+
+
+# EXIF orientations that swap width and height: where a stored pixel (x, y) of a w x h image lands upright
+TRANSPOSING = {5: lambda x, y, w, h: (y, x), 6: lambda x, y, w, h: (h - y, x),
+               7: lambda x, y, w, h: (h - y, w - x), 8: lambda x, y, w, h: (y, w - x)}
+
+
+def orientation(path: Path) -> int:
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")
+            return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # an EXIF block Pillow cannot read: decoding the image reports it, naming the file
+        return 1
+
+
+def read_capped(path: Path, limit: int, what: str) -> bytes:
+    from edgekit.fileio import check_regular_file, read_capped
+
+    check_regular_file(path, what)
+    return read_capped(path, what, limit)
+
+
+def find_image(filename: str, stem: str, folders: list[Path], what) -> Path:
+    # only the file name counts (some writers put a path there): a path never leads out of the image folders
+    name = filename.replace("\\", "/").split("/")[-1]
+    if name in (".", ".."):
+        raise InputFileError(what, f"filename {filename[:80]!r} is not a file name")
+    names = [name] if name else []
+    if not name or Path(name).suffix.lower() not in IMAGE_SUFFIXES:  # some writers drop the extension
+        names += [f"{name or stem}{s}" for s in sorted(IMAGE_SUFFIXES)]
+    for folder in folders:
+        for n in names:
+            if (folder / n).is_file():
+                return folder / n
+    looked = ", ".join(str(f) for f in dict.fromkeys(folders))
+    raise InputFileError(what, f"image {name or stem!r} not found (looked in {looked})")
+
+
+def stated_size(height: str, width: str, image: Path, what) -> tuple[int, int]:
+    """(height, width) as written; 0 or missing (some exporters) -> the image file's own size."""
+    try:
+        h, w = int(float(height)), int(float(width))
+    except (ValueError, OverflowError):  # OverflowError: inf, 1e400
+        raise InputFileError(what, f"image size {width!r}x{height!r} is not a finite number") from None
+    if h < 0 or w < 0 or h != float(height) or w != float(width):
+        raise InputFileError(what, f"image size {width}x{height} is not a pair of whole numbers")
+    if h == 0 or w == 0:
+        from edgekit.pixels import image_size
+
+        size = image_size(image)
+        if size is None:
+            raise InputFileError(image, "not an image file edgekit can read")
+        w, h = size
+    return h, w
+
+
+def class_name(name: str, what) -> str:
+    name = name.strip()
+    if not name or len(name) > 200 or any(c in name for c in "\r\n\x00"):
+        raise InputFileError(what, f"class name {name[:40]!r} is empty, too long or not one line")
+    return name
+
+
+def edge_box(raw, hw: tuple[int, int], what) -> tuple[float, float, float, float]:
+    """VOC corners (1-based, inclusive) -> edge coordinates inside the image, or an error naming ``what``."""
+    try:
+        xmin, ymin, xmax, ymax = (float(v) for v in raw)
+    except ValueError:
+        raise InputFileError(what, f"box {list(raw)} is not four numbers") from None
+    x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax
+    h, w = hw
+    if not all(np.isfinite([x0, y0, x1, y1])):
+        raise InputFileError(what, f"box {list(raw)} is not four finite numbers")
+    if x1 <= x0 or y1 <= y0:
+        raise InputFileError(what, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is inverted or "
+                                   "empty")
+    if x0 < -EDGE_SLACK or y0 < -EDGE_SLACK or x1 > w + EDGE_SLACK or y1 > h + EDGE_SLACK:
+        raise InputFileError(what, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is outside the "
+                                   f"{w}x{h} image")
+    x0, x1 = max(0.0, x0), min(float(w), x1)
+    y0, y1 = max(0.0, y0), min(float(h), y1)
+    if x1 <= x0 or y1 <= y0:
+        raise InputFileError(what, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is empty inside "
+                                   f"the {w}x{h} image")
+    return x0, y0, x1, y1
