@@ -507,6 +507,8 @@ def test_every_layout_reads_the_same_boxes(tmp_path):
 @pytest.mark.parametrize("mutate, problem", [
     (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"annotations\[0\]: bbox .* is not four numbers"),
     (lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]), "is not four numbers"),
+    (lambda d: d["annotations"][0].update(bbox=[10 ** 400, 2, 3, 4]), "is not four numbers"),
+    (lambda d: d["annotations"][0].update(bbox=[float("nan"), 2, 3, 4]), "not four finite numbers"),
     (lambda d: d["annotations"][0].update(category_id=7), "names an image or a category"),
     (lambda d: d["annotations"][0].update(bbox=[30, 20, -5, 4]), "inverted or empty"),
     (lambda d: d["annotations"][0].update(bbox=[30, 20, 50, 4]), "outside the 40x30 image"),

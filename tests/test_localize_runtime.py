@@ -325,3 +325,23 @@ def test_a_two_output_file_from_elsewhere_is_adopted_as_a_localizer(tmp_path, or
     assert isinstance(loc, Localizer)
     (det,) = loc.detect(_image(40, 80, (20, 220, 20)), color_order="RGB")
     assert det.label == "g" and det.box == pytest.approx((20.0, 20.0, 60.0, 30.0))
+
+
+def test_two_outputs_that_cannot_be_told_apart_are_refused_by_adopt(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from edgekit.convert.adopt import adopt
+    from edgekit.convert.options import ConvertOptions
+
+    nodes = [helper.make_node("Constant", [], [n], value=helper.make_tensor(n + "_v", TensorProto.FLOAT, [1, 4],
+                                                                              [0.1, 0.2, 0.3, 0.4])) for n in "ab"]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 8, 8, 3])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in "ab"])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.save(proto, str(tmp_path / "two.onnx"))
+    with pytest.raises(InputFileError, match=r"has 2 outputs \(a \[1, 4\], b \[1, 4\]\); edgekit adopts a "
+                                             r"classifier .* named 'box'") as info:
+        adopt(tmp_path / "two.onnx", tmp_path / "out", ConvertOptions(validation=str(tmp_path)), log=lambda _m: None)
+    assert "\n" not in str(info.value)

@@ -92,8 +92,8 @@ def edge_box(raw, hw: tuple[int, int], what) -> tuple[float, float, float, float
     """VOC corners (1-based, inclusive) -> edge coordinates inside the image, or an error naming ``what``."""
     try:
         xmin, ymin, xmax, ymax = (float(v) for v in raw)
-    except ValueError:
-        raise InputFileError(what, f"box {list(raw)} is not four numbers") from None
+    except (ValueError, OverflowError):  # OverflowError: an integer too large for a float (JSON allows one)
+        raise InputFileError(what, f"box {str(list(raw))[:80]} is not four numbers") from None
     x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax
     h, w = hw
     if not all(np.isfinite([x0, y0, x1, y1])):

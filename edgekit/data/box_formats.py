@@ -92,6 +92,8 @@ def read_yolo(root: Path, images: Path | None) -> list[tuple[Path, tuple[int, in
     (normalized to the image; a segment's polygon gives its bounding box), class names from ``data.yaml``
     (``names:``), ``classes.txt`` or ``obj.names`` in the folder or above it. Coordinates are in the frame
     Ultralytics decodes (EXIF orientation applied), as edgekit decodes it."""
+    from edgekit.pixels import image_size
+
     image_dir, label_dir = yolo_dirs(root)
     image_dir = images or image_dir
     names = _yolo_names([root, label_dir, root.parent, root.parent.parent, label_dir.parent])
@@ -110,8 +112,6 @@ def read_yolo(root: Path, images: Path | None) -> list[tuple[Path, tuple[int, in
             entries.append((image, (0, 0), []))  # no label file: no object in it, as YOLO reads it
             continue
         text = read_capped(txt, MAX_ANNOTATION_BYTES, "YOLO label file").decode("utf-8", "replace")
-        from edgekit.pixels import image_size
-
         size = image_size(image)
         if size is None:
             raise InputFileError(image, "not an image file edgekit can read")
