@@ -170,7 +170,9 @@ def test_csv_columns_in_any_order_and_images_option(tmp_path):
 
 @pytest.mark.parametrize("text, problem", [
     ("filename,width,height,class,xmin,ymin,xmax\np.jpg,40,30,a,1,1,5\n", "missing column"),
-    (HEADER.strip() + ",score\np.jpg,40,30,a,1,1,5,5,0.9\n", "unknown column"),
+    ("filename,width,class,xmin,ymin,xmax,ymax\np.jpg,40,a,1,1,5,5\n", "missing column.*height"),
+    ("image,label,left,top\np.jpg,a,1,1\n", r"missing column\(s\) xmax, ymax \(the header has 'image'"),
+    ("filename,xmin,ymin,xmax,ymax,XMin\np.jpg,1,1,5,5,1\n", "'xmin' is named twice"),
     (HEADER + "p.jpg,40,30,a,1,1,5\n", "line 2: has 7 fields"),
     (HEADER + "p.jpg,40,30,a,x,1,5,5\n", "line 2: box .* is not four numbers"),
     (HEADER + "p.jpg,40,30,a,1,1,50,5\n", "line 2: box .* outside"),
@@ -502,6 +504,54 @@ def test_every_layout_reads_the_same_boxes(tmp_path):
     for folder in ("voc2012", "pets", "roboflow/train", "rf_yolo/train", "labelimg"):
         with pytest.raises(InputFileError, match="not for a classifier"):
             ImageFolder.open(tmp_path / folder)
+
+
+def _csv_scene(path, header, row, img_dir=None):
+    """SCENE as a CSV with ``header``; ``row(name, class, x0, y0, x1, y1)`` writes one box (edge coordinates)."""
+    for name in SCENE:
+        _image((img_dir or path.parent) / name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + "".join(row(n, c, *b) + "\n" for n, boxes in SCENE.items() for c, b in boxes))
+
+
+def test_csv_and_voc_variants_as_found_in_the_wild_read_the_same_boxes(tmp_path):
+    """Box CSVs as other tools write them (other column names, extra columns, no size, corners as fractions) and
+    VOC folders as other datasets lay them out (kangaroo's annots/, a stale <filename>, Stanford Dogs' "%s")."""
+    want = _as_read(read_box_dataset(_voc_scene(tmp_path / "ref", tmp_path / "ref") or tmp_path / "ref"))
+    _csv_scene(tmp_path / "rf" / "_annotations.csv", "filename,width,height,class,xmin,ymin,xmax,ymax,source",
+               lambda n, c, a, b, x, y: f"{n},40,30,{c},{a + 1:g},{b + 1:g},{x:g},{y:g},roboflow")
+    _csv_scene(tmp_path / "hand" / "labels.csv", "Image Name,Label,X1,Y1,X2,Y2",
+               lambda n, c, a, b, x, y: f"{n},{c},{a + 1:g},{b + 1:g},{x:g},{y:g}", tmp_path / "hand" / "images")
+    _csv_scene(tmp_path / "oi" / "boxes.csv", "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded",
+               lambda n, c, a, b, x, y: f"{n.rsplit('.', 1)[0]},human,{c},1,{a / 40!r},{x / 40!r},{b / 30!r},"
+                                        f"{y / 30!r},0")
+    _csv_scene(tmp_path / "cars" / "train_solution_bounding_boxes (1).csv", "image,width,height,label,xmin,ymin,"
+               "xmax,ymax", lambda n, c, a, b, x, y: f"{n},0,0,{c},{a + 1:g},{b + 1:g},{x:g},{y:g}",
+               tmp_path / "cars" / "training_images")  # images in a subfolder by another name; sizes as 0
+    _voc_scene(tmp_path / "kangaroo" / "annots", tmp_path / "kangaroo" / "images")
+    _voc_scene(tmp_path / "stale" / "xml", tmp_path / "stale" / "imgs")
+    for xml in (tmp_path / "stale" / "xml").iterdir():  # renamed after labelling, or never filled in
+        xml.write_text(xml.read_text().replace(f"<filename>{xml.stem}.", "<filename>%s<" if xml.stem == "one"
+                                               else "<filename>IMG_0001.").replace("<filename>%s<jpg", "<filename>%s"))
+    (tmp_path / "hand" / "notes.txt").write_text("a folder's one box CSV is found, beside other files")
+    for source in ("rf", "rf/_annotations.csv", "hand", "hand/labels.csv", "oi/boxes.csv", "cars", "kangaroo", "stale"):
+        d = read_box_dataset(tmp_path / source)
+        assert _as_read(d) == want, source
+        assert is_box_dataset(tmp_path / source), source
+    _csv_scene(tmp_path / "one" / "cars.csv", "image,xmin,ymin,xmax,ymax",  # one class: no class column
+               lambda n, c, a, b, x, y: f"{n},{a + 1:g},{b + 1:g},{x:g},{y:g}")
+    d = read_box_dataset(tmp_path / "one" / "cars.csv")
+    assert d.labels == ("object",) and [s[2] for s in _as_read(d)] == [s[2] for s in want]
+    from edgekit.data.folders import ImageFolder
+
+    for folder in ("rf", "hand", "kangaroo"):
+        with pytest.raises(InputFileError, match="not for a classifier"):
+            ImageFolder.open(tmp_path / folder)
+    # an images/ folder beside a lone XML folder is needed: a folder of XML files alone is not a box dataset
+    from edgekit.data.folders import voc_annotation_dir
+
+    _voc(tmp_path / "only" / "xml" / "a.xml", "a.jpg", [("a", 1, 1, 5, 5)])
+    assert voc_annotation_dir(tmp_path / "only") is None
 
 
 @pytest.mark.parametrize("mutate, problem", [

@@ -53,14 +53,24 @@ def find_image(filename: str, stem: str, folders: list[Path], what) -> Path:
     if name in (".", ".."):
         raise InputFileError(what, f"filename {filename[:80]!r} is not a file name")
     names = [name] if name else []
-    if not name or Path(name).suffix.lower() not in IMAGE_SUFFIXES:  # some writers drop the extension
-        names += [f"{name or stem}{s}" for s in sorted(IMAGE_SUFFIXES)]
+    if name and Path(name).suffix.lower() not in IMAGE_SUFFIXES:  # some writers drop the extension
+        names += [f"{name}{s}" for s in sorted(IMAGE_SUFFIXES)]
+    if stem and stem != name:  # no file name, or a stale one (the image renamed after labelling, Stanford Dogs'
+        names += [f"{stem}{s}" for s in sorted(IMAGE_SUFFIXES)]  # "%s"): the annotation's own name, as VOC pairs
     for folder in folders:
         for n in names:
             if (folder / n).is_file():
                 return folder / n
     looked = ", ".join(str(f) for f in dict.fromkeys(folders))
     raise InputFileError(what, f"image {name or stem!r} not found (looked in {looked})")
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """The folders directly inside ``folder``, sorted (where images may be, after the usual names)."""
+    try:
+        return sorted(d for d in folder.iterdir() if d.is_dir())
+    except OSError:
+        return []
 
 
 def stated_size(height: str, width: str, image: Path, what) -> tuple[int, int]:

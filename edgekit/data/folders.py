@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import numpy as np
 from edgekit.errors import InputFileError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-BOX_LAYOUT_NAMES = {"voc": "Pascal VOC (.xml)", "yolo": "YOLO (labels/*.txt)", "coco": "COCO (.json)"}
+BOX_LAYOUT_NAMES = {"voc": "Pascal VOC (.xml)", "yolo": "YOLO (labels/*.txt)", "coco": "COCO (.json)",
+                    "csv": "CSV"}
 _VAL_NAMES = ("val", "validation", "valid", "test")
 
 
@@ -81,19 +83,31 @@ def stratified_val_mask(labels: np.ndarray, fraction: float, seed: int) -> np.nd
 
 
 # Where box annotations live: raccoon-style annotations/, Pascal VOC's Annotations/ (beside JPEGImages/),
-# Oxford-IIIT Pet's annotations/xmls/, or the image folder itself.
+# Oxford-IIIT Pet's annotations/xmls/, or the image folder itself; else (kangaroo's annots/, a labelling tool's
+# xml/) the one subfolder that holds .xml files and no images.
 VOC_ANNOTATION_DIRS = ("", "annotations", "Annotations", "annotations/xmls", "Annotations/xmls")
 
 
+def _holds(d: Path, suffixes) -> bool:
+    return any(p.suffix.lower() in suffixes for p in d.iterdir())
+
+
 def voc_annotation_dir(root: Path) -> Path | None:
-    """The first of VOC_ANNOTATION_DIRS under ``root`` that holds .xml files, or None."""
-    for name in VOC_ANNOTATION_DIRS:
-        d = root / name if name else root
-        try:
-            if d.is_dir() and any(p.suffix.lower() == ".xml" for p in d.iterdir()):
+    """The first of VOC_ANNOTATION_DIRS under ``root`` that holds .xml files; else the only subfolder of ``root``
+    that holds .xml files and no images, when a sibling folder holds images; else None."""
+    try:
+        for name in VOC_ANNOTATION_DIRS:
+            d = root / name if name else root
+            if d.is_dir() and _holds(d, {".xml"}):
                 return d
-        except OSError:  # unreadable: the reader says so in its own words
+        if not root.is_dir():
             return None
+        subs = sorted(d for d in root.iterdir() if d.is_dir() and os.access(d, os.R_OK | os.X_OK))
+        xml = [d for d in subs if _holds(d, {".xml"}) and not _holds(d, IMAGE_SUFFIXES)]
+        if len(xml) == 1 and any(_holds(d, IMAGE_SUFFIXES) for d in subs):
+            return xml[0]
+    except OSError:  # unreadable: the reader says so in its own words
+        return None
     return None
 
 
@@ -112,24 +126,32 @@ def yolo_dirs(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def coco_file_in(root: Path) -> Path | None:
-    """The COCO JSON of a folder: Roboflow's ``_annotations.coco.json``, else the folder's only .json file if it
-    looks like COCO (an "images" list with "file_name"s near its start)."""
-    if (root / "_annotations.coco.json").is_file():
-        return root / "_annotations.coco.json"
+def annotation_file_in(root: Path, export_name: str, suffix: str, looks_right) -> Path | None:
+    """A folder's annotation file: ``export_name`` (as Roboflow names it) if present, else the folder's only
+    ``suffix`` file when ``looks_right(first 64 KiB)`` says it is one."""
+    if (root / export_name).is_file():
+        return root / export_name
     try:
-        found = [p for p in root.iterdir() if p.suffix.lower() == ".json" and p.is_file()]
+        found = [p for p in root.iterdir() if p.suffix.lower() == suffix and p.is_file()]
         if len(found) != 1:
             return None
         with open(found[0], "rb") as f:
             head = f.read(1 << 16)
     except OSError:
         return None
-    return found[0] if b'"images"' in head and b'"file_name"' in head else None
+    return found[0] if looks_right(head) else None
+
+
+def coco_file_in(root: Path) -> Path | None:
+    """The COCO JSON of a folder: Roboflow's ``_annotations.coco.json``, else the folder's only .json file if it
+    looks like COCO (an "images" list with "file_name"s near its start)."""
+    return annotation_file_in(root, "_annotations.coco.json", ".json",
+                              lambda head: b'"images"' in head and b'"file_name"' in head)
 
 
 def box_layout(root: Path) -> str | None:
-    """Which box-annotation layout a folder holds: "voc", "yolo" or "coco", or None (class folders, say)."""
+    """Which box-annotation layout a folder holds: "voc", "yolo", "coco" or "csv" (Roboflow's _annotations.csv,
+    or a folder's one box CSV), or None (class folders, say)."""
     if not root.is_dir():
         return None
     if voc_annotation_dir(root) is not None:
@@ -138,6 +160,10 @@ def box_layout(root: Path) -> str | None:
         return "yolo"
     if coco_file_in(root) is not None:
         return "coco"
+    from edgekit.data.box_csv import csv_file_in  # box_csv reads through box_entries, which imports this module
+
+    if csv_file_in(root) is not None:
+        return "csv"
     return None
 
 

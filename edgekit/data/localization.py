@@ -1,12 +1,14 @@
 """Localization datasets: one class and one box per image, from the four ways box datasets are shared.
 
 - Pascal VOC ``.xml`` files, beside the images or in ``annotations/`` (raccoon), ``Annotations/`` (Pascal VOC
-  itself, images in ``JPEGImages/``) or ``annotations/xmls/`` (Oxford-IIIT Pet); each file's ``<filename>`` is
-  looked up in ``images=`` if given, else beside the XML file, in the folder, or in an ``images/`` or
-  ``JPEGImages/`` folder (inside the folder or beside the annotations folder);
-- a CSV in the common ``filename,width,height,class,xmin,ymin,xmax,ymax`` form (any column order, no other
-  columns; several rows for one filename are several boxes), images looked up in ``images=``, else the CSV's
-  folder, else an ``images/`` folder beside it;
+  itself, images in ``JPEGImages/``), ``annotations/xmls/`` (Oxford-IIIT Pet) or the one subfolder of XML files
+  (kangaroo's ``annots/``); each file's ``<filename>`` (else its own name) is looked up in ``images=`` if given,
+  else beside the XML file, in the folder, in an ``images/`` or ``JPEGImages/`` folder (inside the folder or
+  beside the annotations folder), or in any other subfolder;
+- a CSV in the common ``filename,width,height,class,xmin,ymin,xmax,ymax`` form (any column order, the usual
+  other names for each column, see CSV_ALIASES; other columns ignored; width, height and class optional; corners
+  in pixels or, Open Images' way, as fractions of the image; several rows for one filename are several boxes),
+  images looked up in ``images=``, else the CSV's folder, else an ``images/`` folder beside it;
 - a COCO detection ``.json`` (a file, or the one in a folder, as Roboflow exports it: ``_annotations.coco.json``
   beside the images);
 - a YOLO folder: ``images/`` and ``labels/`` (one ``class cx cy w h`` line per box, normalized), with the class
@@ -30,8 +32,6 @@ refused before it is parsed (defusedxml is used when it is installed; expat then
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from collections.abc import Callable
@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.data.box_csv import csv_file_in, read_csv
 from edgekit.data.box_entries import (
     MAX_ANNOTATION_BYTES,
     MAX_BOXES,
@@ -51,14 +52,13 @@ from edgekit.data.box_entries import (
     orientation,
     read_capped,
     stated_size,
+    subfolders,
 )
 from edgekit.data.box_formats import read_coco, read_yolo
 from edgekit.data.folders import box_layout, coco_file_in, voc_annotation_dir
 from edgekit.errors import EdgekitError, InputFileError, first_line
 
-MAX_CSV_BYTES = 256 << 20
 MULTI_BOX = ("largest", "skip")
-CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 _HOSTILE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
@@ -118,12 +118,14 @@ def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | Non
         entries = read_yolo(path, folder)
     elif layout == "coco":
         entries = read_coco(coco_file_in(path), folder)
+    elif layout == "csv":
+        entries = read_csv(csv_file_in(path), folder)
     elif path.is_dir():
         raise InputFileError(path, "holds no box annotations: expected Pascal VOC .xml files (beside the images, or "
-                                   "in annotations/ or Annotations/), YOLO images/ and labels/ folders, or a COCO "
-                                   ".json; or pass a CSV or COCO .json file")
+                                   "in annotations/ or Annotations/), YOLO images/ and labels/ folders, a COCO "
+                                   ".json or a box CSV; or pass the CSV or COCO .json file")
     elif path.suffix.lower() == ".csv":
-        entries = _read_csv(path, folder)
+        entries = read_csv(path, folder)
     elif path.suffix.lower() == ".json":
         entries = read_coco(path, folder)
     else:
@@ -221,7 +223,8 @@ def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[
     if len(xmls) > MAX_BOXES:
         raise InputFileError(ann, f"has over {MAX_BOXES:,} annotation files")
     folders = [images] if images is not None else list(dict.fromkeys(
-        [ann, root] + [d / n for d in (root, ann.parent, ann.parent.parent) for n in ("images", "JPEGImages")]))
+        [ann, root] + [d / n for d in (root, ann.parent, ann.parent.parent) for n in ("images", "JPEGImages")]
+        + subfolders(root) + subfolders(ann.parent)))  # then any other (imgs/, Images/, photos/)
     entries: dict[Path, tuple[Path, tuple[int, int], list[Box]]] = {}
     for xml in xmls:
         filename, size, objects = parse_voc(read_capped(xml, MAX_ANNOTATION_BYTES, "annotation"), xml)
@@ -240,58 +243,6 @@ def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[
 
 
 # ---- CSV ------------------------------------------------------------------------------------------------------
-
-def _read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int], list[Box]]]:
-    data = read_capped(path, MAX_CSV_BYTES, "box CSV")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputFileError(path, "is not UTF-8 text") from None
-    if "\x00" in text:
-        raise InputFileError(path, "is not a text file (NUL bytes)")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip().lower() for h in next(reader, [])]
-        rows = _csv_rows(path, header, reader)
-    except csv.Error as exc:
-        raise InputFileError(path, f"is not a valid CSV ({first_line(exc, 100)})") from None
-    folders = [images] if images is not None else [path.parent, path.parent / "images",
-                                                   path.parent.parent / "images"]
-    by_file: dict[str, tuple[Path, tuple[int, int], list[Box]]] = {}
-    for line, row in rows:
-        what = f"{path}, line {line}"
-        if row["filename"] not in by_file:
-            image = find_image(row["filename"], "", folders, what)
-            by_file[row["filename"]] = (image, stated_size(row["height"], row["width"], image, what), [])
-        image, hw, boxes = by_file[row["filename"]]
-        if stated_size(row["height"], row["width"], image, what) != hw:
-            raise InputFileError(what, f"size {row['width']}x{row['height']} differs from an earlier row's for "
-                                       f"{row['filename']!r}")
-        boxes.append(Box(class_name(row["class"], what), edge_box([row[k] for k in CSV_COLUMNS[4:]], hw, what)))
-    return list(by_file.values())
-
-
-def _csv_rows(path: Path, header: list[str], reader) -> list[tuple[int, dict[str, str]]]:
-    missing = [c for c in CSV_COLUMNS if c not in header]
-    unknown = [c for c in header if c not in CSV_COLUMNS]
-    if missing or unknown or len(set(header)) != len(header):
-        problem = ("missing column(s) " + ", ".join(missing) if missing else
-                   "unknown column(s) " + ", ".join(repr(c[:30]) for c in unknown[:5]) if unknown else
-                   "a column is named twice")
-        raise InputFileError(path, f"{problem}; expected the header {','.join(CSV_COLUMNS)}")
-    rows = []
-    for row in reader:
-        if not row or all(not v.strip() for v in row):
-            continue
-        if len(row) != len(header):
-            raise InputFileError(f"{path}, line {reader.line_num}", f"has {len(row)} fields, expected {len(header)}")
-        if len(rows) >= MAX_BOXES:
-            raise InputFileError(path, f"has over {MAX_BOXES:,} rows")
-        rows.append((reader.line_num, {k: v.strip() for k, v in zip(header, row, strict=True)}))
-    if not rows:
-        raise InputFileError(path, "has a header but no rows")
-    return rows
-
 
 # ---- decoding ------------------------------------------------------------------------------------------------
 
