@@ -27,9 +27,12 @@ def usable_cores() -> int:
 
 
 def decodes_ahead(inference_threads: int) -> bool:
-    """Whether a stream of files decodes the next one on a worker thread while the model runs: only when a core is
-    left over for it. With every core running inference, a decoder thread takes a core from an inference thread in
-    the middle of each run (the run waits for its slowest thread), so files are decoded in turn instead."""
+    """Whether a stream of files decodes the next one on a worker thread while the model runs, without measuring:
+    when a core is left over for it. With every core running inference, a decoder thread takes a core from an
+    inference thread in the middle of each run (the run waits for its slowest thread): that costs a tiny model more
+    than it saves (MobileNet v1 0.25/128 at 2 threads on 2 cores: 1.17x the plain loop, against 1.10x in turn) and
+    pays for a large one, whose threads leave gaps (MobileNetV2 1.0/224: 0.86-0.94x, against 1.00-1.05x in turn),
+    so ``Classifier.classify_stream`` then times both ways on the first files."""
     return inference_threads < usable_cores()
 
 #: More threads must be at least this much faster (p50) to be chosen over fewer.
