@@ -534,7 +534,12 @@ def test_csv_and_voc_variants_as_found_in_the_wild_read_the_same_boxes(tmp_path)
         xml.write_text(xml.read_text().replace(f"<filename>{xml.stem}.", "<filename>%s<" if xml.stem == "one"
                                                else "<filename>IMG_0001.").replace("<filename>%s<jpg", "<filename>%s"))
     (tmp_path / "hand" / "notes.txt").write_text("a folder's one box CSV is found, beside other files")
-    for source in ("rf", "rf/_annotations.csv", "hand", "hand/labels.csv", "oi/boxes.csv", "cars", "kangaroo", "stale"):
+    _voc_scene(tmp_path / "windows", tmp_path / "windows")
+    for xml in (tmp_path / "windows").glob("*.xml"):  # made on a case-blind file system
+        xml.write_text(xml.read_text().replace("<filename>two.jpg", "<filename>TWO.JPG"))
+        xml.rename(xml.with_name(xml.stem.upper() + ".XML"))
+    for source in ("windows", "rf", "rf/_annotations.csv", "hand", "hand/labels.csv", "oi/boxes.csv", "cars",
+                   "kangaroo", "stale"):
         d = read_box_dataset(tmp_path / source)
         assert _as_read(d) == want, source
         assert is_box_dataset(tmp_path / source), source

@@ -4,6 +4,8 @@ must lie in its image). Errors are one line naming the file (and line or entry) 
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +63,36 @@ def find_image(filename: str, stem: str, folders: list[Path], what) -> Path:
         for n in names:
             if (folder / n).is_file():
                 return folder / n
+    for folder in folders:  # then ignoring case: annotations made on Windows or macOS say "IMG_1.JPG" for img_1.jpg
+        by_lower = _names_by_lower(folder)
+        for n in names:
+            found = by_lower.get(n.lower())
+            if found is not None and (folder / found).is_file():
+                return folder / found
     looked = ", ".join(str(f) for f in dict.fromkeys(folders))
     raise InputFileError(what, f"image {name or stem!r} not found (looked in {looked})")
+
+
+def _names_by_lower(folder: Path) -> dict[str, str]:
+    """The file names in ``folder`` by their lower case (the first in sorted order where two differ only in case),
+    read once per folder and modification time."""
+    try:
+        mtime = folder.stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _listing(str(folder), mtime)
+
+
+@functools.lru_cache(maxsize=64)
+def _listing(folder: str, _mtime: int) -> dict[str, str]:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return {}
+    by_lower: dict[str, str] = {}
+    for n in names:
+        by_lower.setdefault(n.lower(), n)
+    return by_lower
 
 
 def subfolders(folder: Path) -> list[Path]:
