@@ -214,7 +214,7 @@ def test_contract_flags_on_an_edgekit_model_say_they_override_it(rgb_onnx, tmp_p
 
 @pytest.mark.parametrize("prefetch", [0, 1, 3, None])
 def test_classify_stream_matches_classify_in_order_and_keeps_going_past_bad_files(rgb_onnx, tmp_path, prefetch):
-    """Decoding ahead on a thread (or in turn: prefetch 0, or None where every core runs inference) changes nothing
+    """Decoding ahead on a thread (the default, None; or in turn: prefetch 0) changes nothing
     but speed: the same predictions, in the same order, and a broken file yields its one-line error without
     stopping the rest."""
     from edgekit.errors import InputFileError
@@ -235,54 +235,3 @@ def test_classify_stream_matches_classify_in_order_and_keeps_going_past_bad_file
     assert [preds[0].label for _, preds in streamed if isinstance(preds, list)] == ["r", "g", "b", "r"]
     with pytest.raises(ValueError, match="prefetch"):
         list(clf.classify_stream(images, prefetch=-1))
-
-
-@pytest.mark.parametrize("ahead_is_faster", [True, False])
-def test_classify_stream_measures_whether_decoding_ahead_pays_where_every_core_runs_inference(
-        rgb_onnx, tmp_path, monkeypatch, ahead_is_faster):
-    """With every core running inference, the stream times windows of files in turn and decoded ahead, then goes on
-    the faster way; the results, their order and the errors are the same either way."""
-    import time
-
-    import edgekit.runtime.classifier as classifier_module
-    import edgekit.runtime.threads as threads
-    from edgekit.errors import InputFileError
-    from edgekit.runtime import Classifier
-    from tests.conftest import write_png
-
-    monkeypatch.setattr(threads, "decodes_ahead", lambda _threads: False)
-    colours = [(220, 20, 20), (20, 220, 20), (20, 20, 220)]
-    n = classifier_module.STREAM_WARMUP + 2 * classifier_module.STREAM_PROBE * classifier_module.STREAM_WINDOW + 9
-    images = [write_png(tmp_path / f"{i:03d}.png", colours[i % 3]) for i in range(n)]
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"not a png")
-    images[7] = images[40] = images[-3] = bad  # one in the warm-up, in a timed window and after the choice
-    clf = Classifier.open(rgb_onnx)
-    real_answer = clf._answer_or_error
-
-    decoded_ahead = [False]
-
-    def answer(image, decoded, top_k):  # the way that should lose is made slower
-        if decoded_ahead[0] != ahead_is_faster:
-            time.sleep(0.006)
-        return real_answer(image, decoded, top_k)
-
-    real_predict = clf._predict
-
-    def predict(image, future, top_k, decode):  # only the decoded-ahead way goes through _predict
-        decoded_ahead[0] = True
-        try:
-            return real_predict(image, future, top_k, decode)
-        finally:
-            decoded_ahead[0] = False
-
-    monkeypatch.setattr(clf, "_answer_or_error", answer)
-    monkeypatch.setattr(clf, "_predict", predict)
-    streamed = list(clf.classify_stream(images, top_k=1))
-    assert [p for p, _ in streamed] == images
-    for i, (path, preds) in enumerate(streamed):
-        if path == bad:
-            assert isinstance(preds, InputFileError), i
-        else:
-            assert [p.label for p in preds] == ["rgb"[i % 3]], i
-    assert clf.stream_choice.startswith("2 ahead (" if ahead_is_faster else "in turn ("), clf.stream_choice

@@ -335,7 +335,11 @@ def test_over_a_folder_the_choice_counts_decoding_and_a_decoder_needs_a_core_of_
     monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     assert threads.decodes_ahead(2)
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    # decoding far slower than the model: one thread with the decoder beside it beats two threads decoding in turn
+    # a decoder with a core of its own costs the slower of the two; sharing every core, half the shorter on top
+    assert threads.per_file_ms(7.54, 2.09, 1) == 7.54 and threads.per_file_ms(1.0, 3.0, 1) == 3.0
+    assert threads.per_file_ms(4.96, 2.08, 2) == pytest.approx(6.0)  # MobileNetV2 here: 2 threads are worth it
+    assert threads.per_file_ms(7.54, 2.09, 1) * (1 - threads.MARGIN) > threads.per_file_ms(4.96, 2.08, 2)
+    # decoding far slower than the model: one thread with the decoder beside it beats two threads sharing the cores
     slow = threads.choose_threads(rgb_onnx, budget_s=0.0, decode_ms=1000.0)
     assert slow.threads == 1 and slow.decode_ms == 1000.0 and "decoding a file 1000.00 ms" in slow.note()
     # free decoding: the plain rule (more threads only when clearly faster)

@@ -134,9 +134,6 @@ def _run(args) -> int:
         if drawn:
             failed += _draw(path, preds, drawn[path], args.force)
     out.summary()
-    if clf.stream_choice and "(" in clf.stream_choice:  # measured: every core ran inference
-        print(f"note: files decoded {clf.stream_choice}, chosen by timing the first files both ways",
-              file=sys.stderr)
     if failed:
         print(f"edge-predict: {failed} of {len(images)} images could not be read", file=sys.stderr)
         return 2
@@ -209,7 +206,7 @@ def _open(args, images: list):
     if threads is None and len(images) >= PROBE_FROM_IMAGES:
         from edgekit.runtime.threads import choose_threads, decode_time_ms
 
-        # over a folder the decoding counts too: decoded ahead beside fewer threads, or in turn beside as many as cores
+        # over a folder the decoding counts too: on a core of its own beside fewer threads, or sharing them all
         decode_ms = decode_time_ms(images, args.image_library)
         choice = choose_threads(args.model, backend=args.backend, decode_ms=decode_ms)
         threads = choice.threads

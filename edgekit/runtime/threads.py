@@ -2,8 +2,8 @@
 and at the default, taken in turns so that a busy machine slows both alike.
 
 More threads are not always faster: a tiny model spends more time handing work between threads than computing,
-and over a folder the decoder needs a core of its own too. So the probe keeps the fewer threads unless the more
-are clearly (``MARGIN``) faster; over a folder it counts the decoding as well (``decodes_ahead``)."""
+and over a folder the decoder needs a core too. So the probe keeps the fewer threads unless the more are clearly
+(``MARGIN``) faster; over a folder it counts the decoding as well (``per_file_ms``)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,19 @@ def usable_cores() -> int:
 
 
 def decodes_ahead(inference_threads: int) -> bool:
-    """Whether a stream of files decodes the next one on a worker thread while the model runs, without measuring:
-    when a core is left over for it. With every core running inference, a decoder thread takes a core from an
-    inference thread in the middle of each run (the run waits for its slowest thread): that costs a tiny model more
-    than it saves (MobileNet v1 0.25/128 at 2 threads on 2 cores: 1.17x the plain loop, against 1.10x in turn) and
-    pays for a large one, whose threads leave gaps (MobileNetV2 1.0/224: 0.86-0.94x, against 1.00-1.05x in turn),
-    so ``Classifier.classify_stream`` then times both ways on the first files."""
+    """Whether a folder's decoder thread has a core of its own beside the inference threads. (A stream decodes ahead
+    either way; with every core running inference, the decoder shares them, see ``per_file_ms``.)"""
     return inference_threads < usable_cores()
+
+
+def per_file_ms(inference_ms: float, decode_ms: float, inference_threads: int) -> float:
+    """The expected time per file over a folder decoded ahead: the slower of decoding and inference where the decoder
+    has a core of its own; where every core runs inference, the decoder fills the gaps the inference threads leave
+    and the shorter of the two is counted half (2 threads on 2 cores: MobileNetV2 1.0/224 measured 5.6-6.8 ms a
+    file for this estimate's 6.0 (4.95 ms inference, 2.09 ms decoding); MobileNet v1 0.25/128 1.6 ms for 2.2)."""
+    if decodes_ahead(inference_threads):
+        return max(inference_ms, decode_ms)
+    return max(inference_ms, decode_ms) + min(inference_ms, decode_ms) / 2
 
 #: More threads must be at least this much faster (p50) to be chosen over fewer.
 MARGIN = 0.10
@@ -66,8 +72,8 @@ def choose_threads(path: str | Path, *, backend: str | None = None, budget_s: fl
     ``MARGIN`` faster. The model is opened once per thread count (errors are those of ``open_backend``).
 
     With ``decode_ms`` (the time to decode one file of a folder), the times compared are those per file over the
-    folder: a thread count that leaves a core free decodes ahead on it (``decodes_ahead``), the slower of decoding
-    and inference; one that takes every core decodes in turn, the sum of the two."""
+    folder (``per_file_ms``): a thread count that leaves a core free decodes ahead on it, and one that takes every
+    core shares them with the decoder."""
     default = default_threads()
     if default <= 1:
         return ThreadChoice(1)
@@ -89,7 +95,7 @@ def choose_threads(path: str | Path, *, backend: str | None = None, budget_s: fl
     if decode_ms is None:
         per_file = p50
     else:
-        per_file = {t: max(ms, decode_ms) if decodes_ahead(t) else ms + decode_ms for t, ms in p50.items()}
+        per_file = {t: per_file_ms(ms, decode_ms, t) for t, ms in p50.items()}
     chosen = default if per_file[default] < per_file[1] * (1 - MARGIN) else 1
     return ThreadChoice(chosen, p50, len(times[1]), decode_ms)
 
