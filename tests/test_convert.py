@@ -638,15 +638,41 @@ def test_int8_weight_rounding_is_measured_recorded_and_can_be_turned_off(keras3_
     assert code == 0 and "weight_rounding" not in b["quantization"]
 
 
-@pytest.mark.parametrize("which", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("which", ["keras3", "tf_keras", "normalized_outside"])
 def test_qat_fine_tunes_a_keras_model_from_elsewhere_before_export(keras3_model, legacy_h5, colours, tmp_path,
-                                                                   capsys, which):
+                                                                   capsys, which, monkeypatch):
     """edge-convert --qat DATA: the model is fine-tuned on its int8 weight grid on labelled images that are not
-    the validation images, and every artifact is written from the fine-tuned weights (Keras 3 and tf_keras)."""
-    model = keras3_model if which == "keras3" else legacy_h5
+    the validation images, and every artifact is written from the fine-tuned weights (Keras 3 and tf_keras). A model
+    whose normalization is outside it (--std 255) is fed its images as uint8 pixels, normalized a batch at a time."""
+    extra = []
+    if which == "normalized_outside":
+        import keras
+
+        inp = keras.Input((16, 16, 3))
+        x = keras.layers.Conv2D(3, 1, name="mix")(inp)
+        x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+        out = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.GlobalAveragePooling2D()(x))
+        outside = keras.Model(inp, out)
+        _set_colour_weights(outside)
+        outside.save(tmp_path / "outside.keras")
+        model, extra = tmp_path / "outside.keras", ["--std", "255"]
+        from edgekit.train import qat
+
+        real_batches, drawn = qat.batches, []
+
+        def batches(keras_module, x, y, prepare, batch_size, seed=0):
+            assert x.dtype == np.uint8  # stored as pixels
+            drawn.append(len(x))
+            return real_batches(keras_module, x, y, prepare, batch_size, seed)
+
+        monkeypatch.setattr(qat, "batches", batches)
+    else:
+        model = keras3_model if which == "keras3" else legacy_h5
     code, err = _cli([model, "--out", tmp_path / "o", "--formats", "tflite_float32,tflite_int8",
                       "--calibration", colours / "train", "--validation", colours / "val",
-                      "--qat", colours / "train", "--qat-epochs", "2"], capsys)
+                      "--qat", colours / "train", "--qat-epochs", "2", *extra], capsys)
+    if which == "normalized_outside":
+        assert drawn == [65, 7], drawn  # the fine-tuning images and the tenth held out to choose the epoch
     assert code == 0, err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     q = report["validation"]["quantization_aware_training"]

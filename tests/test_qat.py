@@ -103,6 +103,24 @@ def test_finetune_freezes_batchnorm_and_refuses_a_model_without_weights_to_quant
         qat.finetune(keras, plain, plain, x, y, (x, y), epochs=1, lr=1e-3, batch_size=8, verbose=0)
 
 
+def test_batches_normalize_one_batch_at_a_time_and_cover_every_image_each_epoch():
+    import keras
+
+    x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
+    y = np.arange(10)
+    seen = []
+    data = qat.batches(keras, x, y, lambda px: (seen.append(px.dtype), px.astype(np.float32) / 255)[1], 4)
+    assert len(data) == 3
+    epoch = [data[i] for i in range(len(data))]
+    assert [len(b[1]) for b in epoch] == [4, 4, 2] and seen == [np.uint8] * 3
+    assert sorted(np.concatenate([b[1] for b in epoch]).tolist()) == list(range(10))
+    for bx, by in epoch:  # each image with its own label, normalized
+        assert bx.dtype == np.float32 and np.allclose(bx[:, 0, 0, 0] * 255, by)
+    first = np.concatenate([b[1] for b in epoch])
+    data.on_epoch_end()
+    assert not np.array_equal(np.concatenate([data[i][1] for i in range(len(data))]), first)  # reshuffled
+
+
 def test_edge_train_qat_saves_grid_weights_and_says_what_it_did(tmp_path):
     import keras
 

@@ -39,8 +39,10 @@ def quantization_aware(source: SourceModel, contract: Contract, validation: Samp
             raise EdgekitError(f"--qat {options.qat} and the validation images share {len(shared)} files; verify on "
                                "images the fine-tuning does not see (pass --validation DIR)")
     a, b = contract.normalization.affine(contract.channels)
-    # normalization inside the model: the uint8 pixels are its input as they are (a quarter of float's memory)
-    x = samples.pixels if np.all(a == 1) and np.all(b == 0) else model_input(contract, samples.pixels)
+    # the images stay uint8 pixels (a quarter of float's memory): normalized a batch at a time when the model does
+    # not normalize them itself
+    x = samples.pixels
+    prepare = None if np.all(a == 1) and np.all(b == 0) else lambda pixels: model_input(contract, pixels)
     held = max(1, len(x) // 10)  # a tenth of each epoch's images only to choose the best epoch
     order = np.random.default_rng(0).permutation(len(x))
     pick, fit = order[:held], order[held:]
@@ -48,7 +50,7 @@ def quantization_aware(source: SourceModel, contract: Contract, validation: Samp
 
     result = qat.finetune(keras, source.trackable, source.trackable, x[fit], y[fit], (x[pick], y[pick]),
                           epochs=options.qat_epochs, lr=options.qat_lr, batch_size=32, verbose=0, log=log,
-                          from_logits=contract.output == OutputKind.LOGITS)
+                          from_logits=contract.output == OutputKind.LOGITS, prepare=prepare)
     result["images"] = len(fit)
     result["source"] = str(options.qat)
     note = (f"quantization-aware training on {len(fit)} images of {options.qat} ({options.qat_epochs} epochs, "

@@ -224,10 +224,39 @@ def frozen_batchnorm(keras, model) -> int:
     return n
 
 
+def batches(keras, x: np.ndarray, y: np.ndarray, prepare: Callable[[np.ndarray], np.ndarray], batch_size: int,
+            seed: int = 0):
+    """``x`` and ``y`` as shuffled batches for ``fit``, each batch through ``prepare`` as it is drawn (uint8 pixels
+    stay uint8 in memory, a quarter of float32's size, and only a batch at a time is normalized)."""
+    base = getattr(keras.utils, "PyDataset", None) or keras.utils.Sequence  # Keras 3, or tf_keras
+
+    class Batches(base):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self):
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, i):
+            pick = np.sort(self.order[i * batch_size:(i + 1) * batch_size])  # sorted: contiguous reads
+            return prepare(x[pick]), y[pick]
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(x))
+
+    return Batches()
+
+
 def finetune(keras, trainer, model, x, y, val: tuple, *, epochs: int, lr: float, batch_size: int, verbose: int = 2,
-             log: Callable[[str], None] = print, from_logits: bool = False) -> dict:
+             log: Callable[[str], None] = print, from_logits: bool = False,
+             prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Fine-tune ``trainer`` (``model`` behind any training-only layers) for ``epochs`` with the weights on the int8
-    grid (see the module). Returns what happened: the kernels quantized, the best epoch and its val_accuracy."""
+    grid (see the module). Returns what happened: the kernels quantized, the best epoch and its val_accuracy.
+
+    With ``prepare``, ``x`` and ``val``'s images are stored pixels and each batch goes through ``prepare`` (the
+    model's normalization) only when it is used."""
     kernels = quantizable_kernels(keras, model)
     if not kernels:
         raise EdgekitError("quantization-aware training: the model has no Conv2D, DepthwiseConv2D, SeparableConv2D "
@@ -236,14 +265,18 @@ def finetune(keras, trainer, model, x, y, val: tuple, *, epochs: int, lr: float,
     log(f"quantization-aware training: {len(kernels)} kernels on the int8 grid, {trainable} layers trainable "
         f"(BatchNormalization frozen), learning rate {lr:g}, {epochs} epochs")
     acts = ActivationQuantizer(keras, model)
-    acts.measure(trainer, x, batch_size=batch_size)
+    acts.measure(trainer, x if prepare is None else prepare(x[:256]), batch_size=batch_size)
     acts.install()
     try:
         trainer.compile(optimizer=keras.optimizers.Adam(lr),
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
         callback = weight_quantizer(keras, kernels)
-        hist = trainer.fit(x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
-                           verbose=verbose, callbacks=[callback])
+        if prepare is None:
+            hist = trainer.fit(x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True,
+                               verbose=verbose, callbacks=[callback])
+        else:
+            hist = trainer.fit(batches(keras, x, y, prepare, batch_size), epochs=epochs, verbose=verbose,
+                               validation_data=batches(keras, *val, prepare, batch_size), callbacks=[callback])
     finally:
         acts.remove()
     return {"kernels": len(kernels), "activations": len(acts.sites), "epochs": epochs, "learning_rate": lr,
