@@ -559,6 +559,89 @@ def test_csv_and_voc_variants_as_found_in_the_wild_read_the_same_boxes(tmp_path)
     assert voc_annotation_dir(tmp_path / "only") is None
 
 
+def test_image_lookup_keeps_relative_paths_stays_inside_the_dataset_and_refuses_ambiguity(tmp_path):
+    """A relative path in an annotation picks that file (two classes' 001.jpg stay apart); a bare name found in two
+    other folders of the dataset is refused, not guessed; a folder beside the dataset is never searched."""
+    _image(tmp_path / "dup" / "cats" / "001.jpg", (40, 30))
+    _image(tmp_path / "dup" / "dogs" / "001.jpg", (50, 30))
+    (tmp_path / "dup" / "boxes.csv").write_text("image_path,label,x1,y1,x2,y2\ncats/001.jpg,cat,1,1,10,10\n"
+                                                "dogs\\001.jpg,dog,1,1,50,30\n")
+    d = read_box_dataset(tmp_path / "dup")
+    assert sorted((s.path.parent.name, s.label, s.image_size) for s in d.samples) == [
+        ("cats", "cat", (30, 40)), ("dogs", "dog", (30, 50))]
+    _image(tmp_path / "relp" / "images" / "train" / "001.jpg")  # Kaggle: the path from the CSV's folder
+    (tmp_path / "relp" / "labels.csv").write_text("filename,class,xmin,ymin,xmax,ymax\n"
+                                                  "images/train/001.jpg,a,1,1,5,5\n")
+    assert read_box_dataset(tmp_path / "relp" / "labels.csv").samples[0].path.parent.name == "train"
+    (tmp_path / "dup" / "boxes.csv").write_text("image,label,x1,y1,x2,y2\n001.jpg,cat,1,1,10,10\n")
+    with pytest.raises(InputFileError, match=r"'001\.jpg' is in several folders"):
+        read_box_dataset(tmp_path / "dup")
+    for name in ("cat_001", "dog_001"):
+        _voc(tmp_path / "vdup" / "annots" / f"{name}.xml", "001.jpg", [("a", 1, 1, 5, 5)])
+        _image(tmp_path / "vdup" / f"{name[:3]}s" / "001.jpg")
+    with pytest.raises(InputFileError, match="is in several folders"):
+        read_box_dataset(tmp_path / "vdup")
+    _image(tmp_path / "sib" / "labelimg" / "1.jpg")
+    _voc(tmp_path / "sib" / "labelimg" / "1.xml", "1.jpg", [("a", 1, 1, 5, 5)])
+    _voc(tmp_path / "sib" / "labelimg" / "2.xml", "2.jpg", [("a", 1, 1, 5, 5)])
+    _image(tmp_path / "sib" / "other_dataset" / "2.jpg")
+    with pytest.raises(InputFileError, match=r"2\.xml: image '2\.jpg' not found"):
+        read_box_dataset(tmp_path / "sib" / "labelimg")
+    (tmp_path / "e.csv").write_text("filename,class,xmin,ymin,xmax,ymax\n ,a,1,1,5,5\n")
+    with pytest.raises(InputFileError, match="line 2: has no image file name"):
+        read_box_dataset(tmp_path / "e.csv")
+
+
+def test_fractions_are_told_from_pixels_and_a_mixed_file_is_refused(tmp_path):
+    _image(tmp_path / "p.jpg", (200, 100))
+    csv = tmp_path / "b.csv"
+    rows = [f"p.jpg,a,{0.1 * i:.1f},0.2,{0.1 * i + 0.5:.4f},0.6" for i in range(5)]
+    csv.write_text("ImageID,LabelName,XMin,YMin,XMax,YMax\n" + "\n".join([*rows[:4], "p.jpg,a,0.3,0.1,1.0002,0.9"]))
+    d = read_box_dataset(csv)  # an exporter's rounding past 1: still fractions, clipped to the image
+    assert d.samples[0].box == pytest.approx((60.0, 10.0, 200.0, 90.0)) and d.samples[0].boxes_in_image == 5
+    csv.write_text("ImageID,LabelName,XMin,YMin,XMax,YMax\n" + "\n".join(rows * 3 + ["p.jpg,a,20,10,150,60"]))
+    with pytest.raises(InputFileError, match=r"b\.csv, line 17: has corners in pixels where 15 of 16 rows give "
+                                             "fractions"):
+        read_box_dataset(csv)
+    csv.write_text("ImageID,LabelName,XMin,YMin,XMax,YMax\np.jpg,a,0,0,1,1\n")
+    with pytest.raises(InputFileError, match="every box is at most 2 pixels"):
+        read_box_dataset(csv)
+
+
+def test_a_csv_without_sizes_takes_boxes_on_exif_rotated_photos_as_upright(tmp_path):
+    im = Image.new("RGB", (100, 80))
+    exif = im.getexif()
+    exif[0x0112] = 6  # stored 100 x 80, shown 80 x 100
+    im.save(tmp_path / "p.jpg", exif=exif)
+    (tmp_path / "b.csv").write_text("filename,class,xmin,ymin,xmax,ymax\np.jpg,a,11,11,30,60\n")
+    s = read_box_dataset(tmp_path / "b.csv").samples[0]
+    assert s.box == (10.0, 10.0, 30.0, 60.0) and s.image_size == (100, 80)
+
+
+def test_class_folders_with_stray_metadata_are_still_class_folders(tmp_path):
+    from edgekit.data.folders import ImageFolder
+
+    for c in ("cat", "dog"):
+        _image(tmp_path / "cf" / c / "a.jpg")
+    (tmp_path / "cf" / "meta").mkdir()
+    (tmp_path / "cf" / "meta" / "readme.xml").write_text("<dataset><name>pets</name></dataset>")
+    (tmp_path / "cf" / "_annotations.csv").write_text("notes\nnot boxes\n")
+    assert not is_box_dataset(tmp_path / "cf")
+    assert ImageFolder.open(tmp_path / "cf").classes[:2] == ("cat", "dog")  # meta/ holds no image: not a class
+
+
+def test_one_image_per_class_cannot_hold_out_validation_images(tmp_path):
+    from edgekit.train.localize_data import load_box_data
+
+    for name in ("a.jpg", "b.jpg"):
+        _image(tmp_path / name)
+    (tmp_path / "boxes.csv").write_text("filename,class,xmin,ymin,xmax,ymax\na.jpg,cat,1,1,5,5\nb.jpg,dog,1,1,5,5\n")
+    contract = Contract(height=8, width=8, labels=("cat", "dog"))
+    with pytest.raises(EdgekitError, match=r"too few images to hold out validation images \(2 images in 2 classes"):
+        load_box_data(tmp_path / "boxes.csv", val_data=None, contract=contract, val_split=0.2, seed=0,
+                      multi_box="largest", log=lambda _m: None)
+
+
 @pytest.mark.parametrize("mutate, problem", [
     (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"annotations\[0\]: bbox .* is not four numbers"),
     (lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]), "is not four numbers"),

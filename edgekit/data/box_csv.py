@@ -26,7 +26,8 @@ from edgekit.data.box_entries import (
 from edgekit.data.folders import annotation_file_in
 from edgekit.errors import InputFileError, first_line
 
-MAX_CSV_BYTES = 256 << 20
+MAX_CSV_BYTES = 64 << 20  # about a million rows; a CSV is held in memory as it is read
+FRACTION_SLACK = 0.01  # how far past 0..1 an exporter's rounding may put a corner given as a fraction
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 #: The names box CSVs give each column (compared in lower case, spaces and dashes read as underscores), first
 #: match wins. Roboflow's TensorFlow CSV, Open Images (ImageID, LabelName, XMin...), and hand-made x1/y1/x2/y2.
@@ -73,16 +74,17 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
         rows = _csv_rows(path, header, columns, reader)
     except csv.Error as exc:
         raise InputFileError(path, f"is not a valid CSV ({first_line(exc, 100)})") from None
-    normalized = _normalized(rows)
-    folders = [images] if images is not None else list(dict.fromkeys(
-        [path.parent, path.parent / "images", path.parent.parent / "images", *subfolders(path.parent)]))
+    normalized = _normalized(path, rows)
+    folders = [images] if images is not None else [path.parent, path.parent / "images",
+                                                   path.parent.parent / "images"]
+    extra = [] if images is not None else [d for d in subfolders(path.parent) if d not in folders]
     by_file: dict[str, tuple[Path, tuple[int, int], list[Box]]] = {}
     for line, row in rows:
         what = f"{path}, line {line}"
         name = row["filename"]
         size = row.get("height", "0"), row.get("width", "0")
         if name not in by_file:
-            image = find_image(name, "", folders, what)
+            image = find_image(name, "", folders, what, extra)
             by_file[name] = (image, stated_size(*size, image, what), [])
         image, hw, boxes = by_file[name]
         if "width" in row and stated_size(*size, image, what) != hw:
@@ -91,10 +93,13 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
         corners = [row[k] for k in CSV_COLUMNS[4:]]
         if normalized:  # fractions of the image: edge coordinates, written as VOC corners for edge_box
             h, w = hw
-            x0, y0, x1, y1 = (float(v) for v in corners)
+            x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in corners)  # within FRACTION_SLACK of 0..1
             corners = [x0 * w + 1, y0 * h + 1, x1 * w, y1 * h]
         boxes.append(Box(class_name(row.get("class", CSV_DEFAULT_CLASS), what), edge_box(corners, hw, what)))
-    return list(by_file.values())
+    entries = list(by_file.values())
+    if not normalized:
+        _check_not_all_tiny(path, entries)
+    return entries
 
 
 def _header_key(name: str) -> str:
@@ -139,19 +144,33 @@ def _csv_rows(path: Path, header: list[str], columns: dict[str, int], reader) ->
     return rows
 
 
-def _normalized(rows: list[tuple[int, dict[str, str]]]) -> bool:
+def _normalized(path: Path, rows: list[tuple[int, dict[str, str]]]) -> bool:
     """Whether the corners are fractions of the image (Open Images, some exporters): every corner in the file
-    between 0 and 1, and at least one not a whole number. A pixel box that small would be under one pixel."""
-    fraction = False
-    for _, row in rows:
-        for k in CSV_COLUMNS[4:]:
-            try:
-                v = float(row[k])
-            except ValueError:
-                return False  # edge_box names the row
-            if not 0.0 <= v <= 1.0:
-                return False
-            fraction = fraction or v not in (0.0, 1.0)
-    return fraction
+    within [0, 1] (give or take ``FRACTION_SLACK``, an exporter's rounding), and at least one not a whole number.
+    A file whose corners are nearly all fractions but for a few rows is an error naming the first such row,
+    rather than a file of sub-pixel boxes."""
+    fraction, outside = False, []
+    for line, row in rows:
+        try:
+            values = [float(row[k]) for k in CSV_COLUMNS[4:]]
+        except ValueError:
+            return False  # edge_box names the row
+        if all(-FRACTION_SLACK <= v <= 1.0 + FRACTION_SLACK for v in values):
+            fraction = fraction or any(v != int(v) for v in values)
+        else:
+            outside.append(line)
+    if not fraction or len(outside) > len(rows) // 10:
+        return False
+    if outside:
+        raise InputFileError(f"{path}, line {outside[0]}", f"has corners in pixels where {len(rows) - len(outside)} "
+                                                           f"of {len(rows)} rows give fractions of the image (0 to 1)")
+    return True
 
 
+def _check_not_all_tiny(path: Path, entries) -> None:
+    """Pixel corners that make every box at most 2 pixels wide and tall are fractions read as pixels (a file of
+    whole-number fractions, 0 and 1), or nonsense: refused."""
+    sizes = [(b.xyxy[2] - b.xyxy[0], b.xyxy[3] - b.xyxy[1]) for _, _, boxes in entries for b in boxes]
+    if sizes and all(w <= 2 and h <= 2 for w, h in sizes):
+        raise InputFileError(path, "every box is at most 2 pixels wide and tall; if the corners are fractions of "
+                                   "the image, at least one must not be 0 or 1")

@@ -49,28 +49,70 @@ def read_capped(path: Path, limit: int, what: str) -> bytes:
     return read_capped(path, what, limit)
 
 
-def find_image(filename: str, stem: str, folders: list[Path], what) -> Path:
-    # only the file name counts (some writers put a path there): a path never leads out of the image folders
-    name = filename.replace("\\", "/").split("/")[-1]
+def find_image(filename: str, stem: str, folders: list[Path], what, extra: list[Path] = ()) -> Path:
+    """The image an annotation names, inside ``folders`` (in order; the first that holds it), else inside ``extra``
+    (other subfolders of the dataset, where the name must be in one only).
+
+    A relative path (``images/train/001.jpg``, ``cats\\001.jpg``) is first looked up as it is under each folder,
+    never leading out of it; then only its last part counts (some writers put a path from their own machine
+    there). A name without an image extension gets each one; a stale name (an image renamed after labelling,
+    Stanford Dogs' literal "%s") falls back to the annotation's own ``stem``; last, names are matched ignoring
+    case (annotations made on Windows or macOS say "IMG_1.JPG" for img_1.jpg)."""
+    path = filename.strip().replace("\\", "/")
+    name = path.split("/")[-1]
     if name in (".", ".."):
         raise InputFileError(what, f"filename {filename[:80]!r} is not a file name")
+    if not name and not stem:
+        raise InputFileError(what, "has no image file name")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if len(parts) > 1 and ".." not in parts and not path.startswith("/") and ":" not in parts[0]:
+        for folder in folders:
+            candidate = folder.joinpath(*parts)
+            if candidate.is_file() and _inside(candidate, folder):
+                return candidate
     names = [name] if name else []
     if name and Path(name).suffix.lower() not in IMAGE_SUFFIXES:  # some writers drop the extension
         names += [f"{name}{s}" for s in sorted(IMAGE_SUFFIXES)]
-    if stem and stem != name:  # no file name, or a stale one (the image renamed after labelling, Stanford Dogs'
-        names += [f"{stem}{s}" for s in sorted(IMAGE_SUFFIXES)]  # "%s"): the annotation's own name, as VOC pairs
-    for folder in folders:
-        for n in names:
-            if (folder / n).is_file():
-                return folder / n
-    for folder in folders:  # then ignoring case: annotations made on Windows or macOS say "IMG_1.JPG" for img_1.jpg
-        by_lower = _names_by_lower(folder)
-        for n in names:
-            found = by_lower.get(n.lower())
-            if found is not None and (folder / found).is_file():
-                return folder / found
-    looked = ", ".join(str(f) for f in dict.fromkeys(folders))
+    if stem and stem != name:
+        names += [f"{stem}{s}" for s in sorted(IMAGE_SUFFIXES)]
+    found = _look(names, folders)
+    if found:
+        return found[0]
+    found = list(dict.fromkeys(_look(names, list(extra), every=True)))
+    if len(found) > 1:
+        where = ", ".join(str(f.parent) for f in found[:3])
+        raise InputFileError(what, f"image {name or stem!r} is in several folders ({where}); give its path relative "
+                                   "to the annotations")
+    if found:
+        return found[0]
+    looked = ", ".join(str(f) for f in dict.fromkeys([*folders, *extra]))
     raise InputFileError(what, f"image {name or stem!r} not found (looked in {looked})")
+
+
+def _look(names: list[str], folders: list[Path], *, every: bool = False) -> list[Path]:
+    """The first of ``names`` found in the first folder holding one (in every folder with ``every``), exactly, else
+    ignoring case."""
+    found: list[Path] = []
+    for exact in (True, False):
+        for folder in folders:
+            by_lower = None if exact else _names_by_lower(folder)
+            for n in names:
+                hit = n if exact else by_lower.get(n.lower())
+                if hit is not None and (folder / hit).is_file():
+                    found.append(folder / hit)
+                    break
+            if found and not every:
+                return found
+        if found:
+            return found
+    return found
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
 
 
 def _names_by_lower(folder: Path) -> dict[str, str]:
@@ -104,7 +146,9 @@ def subfolders(folder: Path) -> list[Path]:
 
 
 def stated_size(height: str, width: str, image: Path, what) -> tuple[int, int]:
-    """(height, width) as written; 0 or missing (some exporters) -> the image file's own size."""
+    """(height, width) as written; 0 or missing (some exporters) -> the image's own size, upright (EXIF orientation
+    applied: with no size written, nothing says the annotator saw the stored frame, and image viewers show it
+    upright)."""
     try:
         h, w = int(float(height)), int(float(width))
     except (ValueError, OverflowError):  # OverflowError: inf, 1e400
@@ -118,6 +162,8 @@ def stated_size(height: str, width: str, image: Path, what) -> tuple[int, int]:
         if size is None:
             raise InputFileError(image, "not an image file edgekit can read")
         w, h = size
+        if orientation(image) in TRANSPOSING:
+            w, h = h, w
     return h, w
 
 

@@ -92,9 +92,19 @@ def _holds(d: Path, suffixes) -> bool:
     return any(p.suffix.lower() in suffixes for p in d.iterdir())
 
 
+def _voc_inside(folder: Path) -> bool:
+    """Whether the first .xml file of ``folder`` (by name) is a Pascal VOC annotation (an <annotation> root near its
+    start), not a class folder's stray metadata file."""
+    first = min((p for p in folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file()), default=None)
+    if first is None:
+        return False
+    with open(first, "rb") as f:
+        return b"<annotation" in f.read(4096)
+
+
 def voc_annotation_dir(root: Path) -> Path | None:
     """The first of VOC_ANNOTATION_DIRS under ``root`` that holds .xml files; else the only subfolder of ``root``
-    that holds .xml files and no images, when a sibling folder holds images; else None."""
+    that holds .xml files and no images, when a sibling folder holds images and its XML is Pascal VOC's; else None."""
     try:
         for name in VOC_ANNOTATION_DIRS:
             d = root / name if name else root
@@ -104,7 +114,7 @@ def voc_annotation_dir(root: Path) -> Path | None:
             return None
         subs = sorted(d for d in root.iterdir() if d.is_dir() and os.access(d, os.R_OK | os.X_OK))
         xml = [d for d in subs if _holds(d, {".xml"}) and not _holds(d, IMAGE_SUFFIXES)]
-        if len(xml) == 1 and any(_holds(d, IMAGE_SUFFIXES) for d in subs):
+        if len(xml) == 1 and any(_holds(d, IMAGE_SUFFIXES) for d in subs) and _voc_inside(xml[0]):
             return xml[0]
     except OSError:  # unreadable: the reader says so in its own words
         return None
@@ -128,11 +138,12 @@ def yolo_dirs(root: Path) -> tuple[Path, Path] | None:
 
 def annotation_file_in(root: Path, export_name: str, suffix: str, looks_right) -> Path | None:
     """A folder's annotation file: ``export_name`` (as Roboflow names it) if present, else the folder's only
-    ``suffix`` file when ``looks_right(first 64 KiB)`` says it is one."""
-    if (root / export_name).is_file():
-        return root / export_name
+    ``suffix`` file; either when ``looks_right(its first 64 KiB)`` says it is one."""
     try:
-        found = [p for p in root.iterdir() if p.suffix.lower() == suffix and p.is_file()]
+        if (root / export_name).is_file():
+            found = [root / export_name]
+        else:
+            found = [p for p in root.iterdir() if p.suffix.lower() == suffix and p.is_file()]
         if len(found) != 1:
             return None
         with open(found[0], "rb") as f:

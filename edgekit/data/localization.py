@@ -223,12 +223,14 @@ def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[
     if len(xmls) > MAX_BOXES:
         raise InputFileError(ann, f"has over {MAX_BOXES:,} annotation files")
     folders = [images] if images is not None else list(dict.fromkeys(
-        [ann, root] + [d / n for d in (root, ann.parent, ann.parent.parent) for n in ("images", "JPEGImages")]
-        + subfolders(root) + subfolders(ann.parent)))  # then any other (imgs/, Images/, photos/)
+        [ann, root] + [d / n for d in (root, ann.parent, ann.parent.parent) for n in ("images", "JPEGImages")]))
+    # then any other folder of the dataset (imgs/, Images/, photos/), never one beside it
+    extra = [] if images is not None else [d for d in dict.fromkeys(
+        subfolders(root) + (subfolders(ann.parent) if ann != root else [])) if d not in folders]
     entries: dict[Path, tuple[Path, tuple[int, int], list[Box]]] = {}
     for xml in xmls:
         filename, size, objects = parse_voc(read_capped(xml, MAX_ANNOTATION_BYTES, "annotation"), xml)
-        image = find_image(filename, xml.stem, folders, xml)
+        image = find_image(filename, xml.stem, folders, xml, extra)
         hw = stated_size(size[1], size[0], image, xml)
         boxes = [Box(class_name(n, xml), edge_box(raw, hw, xml)) for n, raw in objects]
         key = image.resolve()

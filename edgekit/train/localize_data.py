@@ -87,6 +87,9 @@ def load_box_data(data, *, val_data, contract: Contract, val_split: float, seed:
         if len(train_set) < 2:
             raise EdgekitError(f"{train_set.source}: one image is too few to hold out a validation image")
         mask = stratified_val_mask(train_set.label_indices(), val_split, seed)
+        if not mask.any():  # every class has a single image: none can be held out
+            raise EdgekitError(f"{train_set.source}: too few images to hold out validation images ({len(train_set)} "
+                               f"images in {len(labels)} classes; a class needs 2); pass --val-data")
         val_set = replace(train_set, samples=tuple(s for s, m in zip(train_set.samples, mask, strict=True) if m))
         train_set = replace(train_set, samples=tuple(s for s, m in zip(train_set.samples, mask, strict=True)
                                                      if not m))
