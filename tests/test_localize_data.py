@@ -528,6 +528,8 @@ def test_csv_and_voc_variants_as_found_in_the_wild_read_the_same_boxes(tmp_path)
     _csv_scene(tmp_path / "cars" / "train_solution_bounding_boxes (1).csv", "image,width,height,label,xmin,ymin,"
                "xmax,ymax", lambda n, c, a, b, x, y: f"{n},0,0,{c},{a + 1:g},{b + 1:g},{x:g},{y:g}",
                tmp_path / "cars" / "training_images")  # images in a subfolder by another name; sizes as 0
+    _csv_scene(tmp_path / "udacity" / "labels.csv", "xmin,xmax,ymin,ymax,Frame,Label,Preview URL",
+               lambda n, c, a, b, x, y: f"{a + 1:g},{x:g},{b + 1:g},{y:g},{n},{c},http://example.com/{n}")
     _voc_scene(tmp_path / "kangaroo" / "annots", tmp_path / "kangaroo" / "images")
     _voc_scene(tmp_path / "stale" / "xml", tmp_path / "stale" / "imgs")
     for xml in (tmp_path / "stale" / "xml").iterdir():  # renamed after labelling, or never filled in
@@ -539,7 +541,7 @@ def test_csv_and_voc_variants_as_found_in_the_wild_read_the_same_boxes(tmp_path)
         xml.write_text(xml.read_text().replace("<filename>two.jpg", "<filename>TWO.JPG"))
         xml.rename(xml.with_name(xml.stem.upper() + ".XML"))
     for source in ("windows", "rf", "rf/_annotations.csv", "hand", "hand/labels.csv", "oi/boxes.csv", "cars",
-                   "kangaroo", "stale"):
+                   "udacity", "kangaroo", "stale"):
         d = read_box_dataset(tmp_path / source)
         assert _as_read(d) == want, source
         assert is_box_dataset(tmp_path / source), source

@@ -33,7 +33,7 @@ CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "
 #: match wins. Roboflow's TensorFlow CSV, Open Images (ImageID, LabelName, XMin...), and hand-made x1/y1/x2/y2.
 CSV_ALIASES = {
     "filename": ("filename", "file_name", "image", "image_name", "imagename", "image_id", "imageid", "img",
-                 "image_file", "file", "image_path", "file_path", "filepath", "path"),
+                 "image_file", "file", "image_path", "file_path", "filepath", "path", "frame"),
     "width": ("width", "image_width", "img_width", "imagewidth"),
     "height": ("height", "image_height", "img_height", "imageheight"),
     "class": ("class", "label", "class_name", "classname", "category", "category_name", "labelname", "label_name",
