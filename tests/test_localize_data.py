@@ -561,6 +561,80 @@ def test_csv_and_voc_variants_as_found_in_the_wild_read_the_same_boxes(tmp_path)
     assert voc_annotation_dir(tmp_path / "only") is None
 
 
+def _labelme_scene(ann_dir, img_dir, polygon=False):
+    for name, boxes in SCENE.items():
+        _image(img_dir / name)
+        shapes = [{"label": c, "points": [[x0, y0], [x1, y1]], "shape_type": "rectangle", "group_id": None}
+                  if not polygon else
+                  {"label": c, "points": [[x0, y1], [x1, y0], [x0, (y0 + y1) / 2]], "shape_type": "polygon"}
+                  for c, (x0, y0, x1, y1) in boxes]
+        shapes.append({"label": "nose", "points": [[5, 5]], "shape_type": "point"})  # not a box: left out
+        ann_dir.mkdir(parents=True, exist_ok=True)
+        (ann_dir / (name.rsplit(".", 1)[0] + ".json")).write_text(json.dumps({
+            "version": "5.4.1", "flags": {}, "shapes": shapes,
+            "imagePath": ("..\\images\\" if ann_dir != img_dir else "") + name, "imageData": None,
+            "imageHeight": 30, "imageWidth": 40}))
+
+
+def _cvat_scene(root):
+    images = []
+    for i, (name, boxes) in enumerate(SCENE.items()):
+        _image(root / "images" / name)
+        shapes = "".join(f'<box label="{c}" source="manual" occluded="0" xtl="{x0}" ytl="{y0}" xbr="{x1}" '
+                         f'ybr="{y1}" z_order="0"></box>' if c == "cat" else
+                         f'<polygon label="{c}" points="{x0},{y1};{x1},{y0};{x0},{y0}" z_order="0"/>'
+                         for c, (x0, y0, x1, y1) in boxes)
+        images.append(f'<image id="{i}" name="{name}" width="40" height="30">{shapes}'
+                      '<points label="cat" points="3,3"/></image>')
+    images.append('<image id="9" name="unlabelled.jpg" width="40" height="30"></image>')
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "annotations.xml").write_text('<?xml version="1.0" encoding="utf-8"?><annotations><version>1.1</version>'
+                                          "<meta><task><name>pets</name></task></meta>" + "".join(images)
+                                          + "</annotations>")
+
+
+def test_labelling_tools_files_read_the_same_boxes(tmp_path):
+    """LabelMe (a .json per image, beside it or in annotations/, rectangles and polygons) and CVAT for images 1.1
+    (annotations.xml, boxes and polygons) read to the same boxes as VOC; their other shapes are left out."""
+    _voc_scene(tmp_path / "ref", tmp_path / "ref")
+    want = _as_read(read_box_dataset(tmp_path / "ref"))
+    _labelme_scene(tmp_path / "lm", tmp_path / "lm")
+    _labelme_scene(tmp_path / "lm2" / "annotations", tmp_path / "lm2" / "images", polygon=True)
+    _cvat_scene(tmp_path / "cvat")
+    for source in ("lm", "lm2", "cvat"):
+        d = read_box_dataset(tmp_path / source)
+        assert _as_read(d) == want, source
+        assert is_box_dataset(tmp_path / source), source
+    assert read_box_dataset(tmp_path / "cvat").skipped == 1  # the image with no box
+    from edgekit.data.folders import ImageFolder
+
+    for folder in ("lm", "cvat"):
+        with pytest.raises(InputFileError, match="not for a classifier"):
+            ImageFolder.open(tmp_path / folder)
+    lm = tmp_path / "lm" / "one.json"
+    doc = json.loads(lm.read_text())
+    doc["shapes"][0]["points"] = [[1, 2]]
+    lm.write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match=r"one\.json, shapes\[0\]: points .* are not two or more"):
+        read_box_dataset(tmp_path / "lm")
+    doc["shapes"][0]["points"] = [[1, 2], [float("nan"), 3]]
+    lm.write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match="not finite"):
+        read_box_dataset(tmp_path / "lm")
+    lm.write_text("{not json")
+    with pytest.raises(InputFileError, match=r"one\.json: is not valid JSON"):
+        read_box_dataset(tmp_path / "lm")
+    xml = tmp_path / "cvat" / "annotations.xml"
+    xml.write_text(xml.read_text().replace('xtl="4.0"', 'xtl="four"'))
+    with pytest.raises(InputFileError, match=r"annotations\.xml, image 'one\.jpg': coordinate 'four' is not a "
+                                             "number"):
+        read_box_dataset(tmp_path / "cvat")
+    xml.write_text('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "y">]><annotations><image name="a.jpg"/>'
+                   "</annotations>")
+    with pytest.raises(InputFileError, match="DOCTYPE or ENTITY"):
+        read_box_dataset(tmp_path / "cvat")
+
+
 def test_image_lookup_keeps_relative_paths_stays_inside_the_dataset_and_refuses_ambiguity(tmp_path):
     """A relative path in an annotation picks that file (two classes' 001.jpg stay apart); a bare name found in two
     other folders of the dataset is refused, not guessed; a folder beside the dataset is never searched."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.data.folders import IMAGE_SUFFIXES
-from edgekit.errors import InputFileError
+from edgekit.errors import InputFileError, first_line
 
 MAX_ANNOTATION_BYTES = 1 << 20  # one VOC or YOLO file; real ones are about 1 kB
 MAX_BOXES = 1_000_000  # rows of a CSV, or objects in all annotation files together
@@ -40,6 +41,24 @@ def orientation(path: Path) -> int:
             return int(im.getexif().get(0x0112, 1) or 1)
     except Exception:  # an EXIF block Pillow cannot read: decoding the image reports it, naming the file
         return 1
+
+
+_HOSTILE_XML = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def parse_xml(data: bytes, what):
+    """An untrusted annotation's XML root element: a DTD or entity declaration (billion laughs, external entities)
+    is refused before parsing, and defusedxml parses it when installed; errors name ``what`` in one line."""
+    if _HOSTILE_XML.search(data) or b"\x00" in data:
+        raise InputFileError(what, "annotation has a DOCTYPE or ENTITY declaration (or is not UTF-8); refused")
+    try:
+        from defusedxml.ElementTree import fromstring
+    except ImportError:
+        from xml.etree.ElementTree import fromstring
+    try:
+        return fromstring(data)
+    except Exception as exc:  # ParseError, defusedxml's refusals, a bad encoding declaration
+        raise InputFileError(what, f"not valid XML ({first_line(exc, 100)})") from None
 
 
 def read_capped(path: Path, limit: int, what: str) -> bytes:

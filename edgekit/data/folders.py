@@ -12,7 +12,7 @@ from edgekit.errors import InputFileError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 BOX_LAYOUT_NAMES = {"voc": "Pascal VOC (.xml)", "yolo": "YOLO (labels/*.txt)", "coco": "COCO (.json)",
-                    "csv": "CSV"}
+                    "csv": "CSV", "labelme": "LabelMe (.json)", "cvat": "CVAT (annotations.xml)"}
 _VAL_NAMES = ("val", "validation", "valid", "test")
 
 
@@ -161,18 +161,25 @@ def coco_file_in(root: Path) -> Path | None:
 
 
 def box_layout(root: Path) -> str | None:
-    """Which box-annotation layout a folder holds: "voc", "yolo", "coco" or "csv" (Roboflow's _annotations.csv,
-    or a folder's one box CSV), or None (class folders, say)."""
+    """Which box-annotation layout a folder holds: "cvat" (its annotations.xml), "voc", "yolo", "coco", "labelme"
+    (a .json per image) or "csv" (Roboflow's _annotations.csv, or a folder's one box CSV), or None (class folders,
+    say)."""
     if not root.is_dir():
         return None
+    # the readers of these formats read through box_entries, which imports this module
+    from edgekit.data.box_csv import csv_file_in
+    from edgekit.data.box_tools import cvat_file, labelme_dir
+
+    if cvat_file(root) is not None:
+        return "cvat"
     if voc_annotation_dir(root) is not None:
         return "voc"
     if yolo_dirs(root) is not None:
         return "yolo"
     if coco_file_in(root) is not None:
         return "coco"
-    from edgekit.data.box_csv import csv_file_in  # box_csv reads through box_entries, which imports this module
-
+    if labelme_dir(root) is not None:
+        return "labelme"
     if csv_file_in(root) is not None:
         return "csv"
     return None

@@ -1,4 +1,4 @@
-"""Localization datasets: one class and one box per image, from the four ways box datasets are shared.
+"""Localization datasets: one class and one box per image, from the ways box datasets are shared.
 
 - Pascal VOC ``.xml`` files, beside the images or in ``annotations/`` (raccoon), ``Annotations/`` (Pascal VOC
   itself, images in ``JPEGImages/``), ``annotations/xmls/`` (Oxford-IIIT Pet) or the one subfolder of XML files
@@ -13,7 +13,8 @@
   beside the images);
 - a YOLO folder: ``images/`` and ``labels/`` (one ``class cx cy w h`` line per box, normalized), with the class
   names in ``data.yaml``, ``classes.txt`` or ``obj.names``; or a folder inside ``images/`` whose twin inside
-  ``labels/`` exists (Ultralytics' ``images/train`` and ``labels/train``).
+  ``labels/`` exists (Ultralytics' ``images/train`` and ``labels/train``);
+- labelling tools' own files: LabelMe's ``.json`` per image, CVAT's ``annotations.xml`` (edgekit.data.box_tools).
 
 VOC and CSV use VOC's pixel convention, 1-based inclusive corners; a box is returned in continuous edge
 coordinates, ``(xmin - 1, ymin - 1, xmax, ymax)`` (see edgekit.contract.boxes). COCO's ``[x, y, width, height]``
@@ -33,7 +34,6 @@ refused before it is parsed (defusedxml is used when it is installed; expat then
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +50,17 @@ from edgekit.data.box_entries import (
     edge_box,
     find_image,
     orientation,
+    parse_xml,
     read_capped,
     stated_size,
     subfolders,
 )
 from edgekit.data.box_formats import read_coco, read_yolo
+from edgekit.data.box_tools import cvat_file, read_cvat, read_labelme
 from edgekit.data.folders import box_layout, coco_file_in, voc_annotation_dir
-from edgekit.errors import EdgekitError, InputFileError, first_line
+from edgekit.errors import EdgekitError, InputFileError
 
 MULTI_BOX = ("largest", "skip")
-_HOSTILE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,15 @@ def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | Non
         entries = read_coco(coco_file_in(path), folder)
     elif layout == "csv":
         entries = read_csv(csv_file_in(path), folder)
+    elif layout == "labelme":
+        entries = read_labelme(path, folder)
+    elif layout == "cvat":
+        entries = read_cvat(cvat_file(path), folder)
     elif path.is_dir():
         raise InputFileError(path, "holds no box annotations: expected Pascal VOC .xml files (beside the images, or "
                                    "in annotations/ or Annotations/), YOLO images/ and labels/ folders, a COCO "
-                                   ".json or a box CSV; or pass the CSV or COCO .json file")
+                                   ".json, LabelMe .json files, a CVAT annotations.xml or a box CSV; or pass the CSV "
+                                   "or COCO .json file")
     elif path.suffix.lower() == ".csv":
         entries = read_csv(path, folder)
     elif path.suffix.lower() == ".json":
@@ -183,12 +189,7 @@ def parse_voc(data: bytes, what) -> tuple[str, tuple[int, int], list[tuple[str, 
     Refuses DTDs and entities; ``what`` names the file in errors."""
     if len(data) > MAX_ANNOTATION_BYTES:
         raise InputFileError(what, f"annotation is over {MAX_ANNOTATION_BYTES >> 10} KiB; not a Pascal VOC file")
-    if _HOSTILE.search(data) or b"\x00" in data:
-        raise InputFileError(what, "annotation has a DOCTYPE or ENTITY declaration (or is not UTF-8); refused")
-    try:
-        root = _fromstring(data)
-    except Exception as exc:  # ParseError, defusedxml's refusals, a bad encoding declaration
-        raise InputFileError(what, f"not valid XML ({first_line(exc, 100)})") from None
+    root = parse_xml(data, what)
     if root.tag != "annotation":
         raise InputFileError(what, f"not a Pascal VOC annotation (root element <{root.tag[:40]}>)")
     filename = (root.findtext("filename") or "").strip()
@@ -201,14 +202,6 @@ def parse_voc(data: bytes, what) -> tuple[str, tuple[int, int], list[tuple[str, 
             raise InputFileError(what, f"object {name or '(no name)'!r} has no <bndbox>")
         objects.append((name, tuple((box.findtext(k) or "").strip() for k in ("xmin", "ymin", "xmax", "ymax"))))
     return filename, (width, height), objects
-
-
-def _fromstring(data: bytes):
-    try:
-        from defusedxml.ElementTree import fromstring
-    except ImportError:
-        from xml.etree.ElementTree import fromstring
-    return fromstring(data)
 
 
 def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[int, int], list[Box]]]:
