@@ -635,6 +635,88 @@ def test_labelling_tools_files_read_the_same_boxes(tmp_path):
         read_box_dataset(tmp_path / "cvat")
 
 
+def test_labelling_tools_files_as_the_tools_really_write_them(tmp_path):
+    """LabelMe's ``..\\images\\sub\\a.jpg`` (the JSON saved elsewhere), an old file that starts with a long
+    imageData, a stray JSON beside them; CVAT rotated boxes, a project's images/<subset>/, one image named twice
+    (merged) and two names leading to one file (refused), and a video export (tracks)."""
+    import base64
+
+    _image(tmp_path / "lm" / "images" / "sub" / "a.jpg", (40, 30))
+    _image(tmp_path / "lm" / "images" / "a.jpg", (50, 30))  # the same name elsewhere: not the one meant
+    (tmp_path / "lm" / "annotations").mkdir(parents=True)
+    shape = {"label": "cat", "points": [[20, 20], [2, 3]], "shape_type": "rectangle"}  # corners in any order
+    (tmp_path / "lm" / "annotations" / "a.json").write_text(json.dumps({
+        "imageData": base64.b64encode(bytes(120_000)).decode(), "shapes": [shape],
+        "imagePath": "..\\images\\sub\\a.jpg", "imageHeight": 30, "imageWidth": 40}))
+    (tmp_path / "lm" / "annotations" / "zz_classes.json").write_text(json.dumps({"classes": ["cat"]}))
+    d = read_box_dataset(tmp_path / "lm")
+    assert [(s.path.relative_to(tmp_path).as_posix(), s.box) for s in d.samples] == [
+        ("lm/images/sub/a.jpg", (2.0, 3.0, 20.0, 20.0))]
+    cvat = tmp_path / "cvat"
+    _image(cvat / "images" / "Train" / "a.jpg", (100, 80))
+    _image(cvat / "images" / "001.jpg", (100, 80))
+
+    def write(images):
+        cvat.joinpath("annotations.xml").write_text(f'<?xml version="1.0"?><annotations><version>1.1</version>'
+                                                    f"{images}</annotations>")
+
+    write('<image id="0" name="a.jpg" subset="Train" width="100" height="80">'
+          '<box label="car" xtl="30" ytl="30" xbr="70" ybr="40" rotation="90.0"/></image>'
+          '<image id="1" name="001.jpg" width="100" height="80"><box label="car" xtl="1" ytl="1" xbr="9" ybr="9"/>'
+          '</image><image id="2" name="001.jpg" width="100" height="80">'
+          '<box label="car" xtl="10" ytl="10" xbr="90" ybr="70"/></image>')
+    got = {s.path.name: (s.box, s.boxes_in_image) for s in read_box_dataset(cvat).samples}
+    assert got["a.jpg"][0] == pytest.approx((45.0, 15.0, 55.0, 55.0)) and got["001.jpg"] == ((10.0, 10.0, 90.0, 70.0),
+                                                                                             2)
+    write('<image id="1" name="cats/001.jpg" width="100" height="80"><box label="cat" xtl="1" ytl="1" xbr="9" '
+          'ybr="9"/></image><image id="2" name="dogs/001.jpg" width="100" height="80">'
+          '<box label="dog" xtl="10" ytl="10" xbr="90" ybr="70"/></image>')
+    with pytest.raises(InputFileError, match=r"'dogs/001\.jpg': and image 'cats/001\.jpg' both lead to"):
+        read_box_dataset(cvat)
+    write('<image id="1" name="001.jpg" width="100" height="80"><polygon label="cat" points="10,10;95;20,20"/>'
+          "</image>")
+    with pytest.raises(InputFileError, match="polygon point '95' is not x,y"):
+        read_box_dataset(cvat)
+    write('<track id="0" label="car"><box frame="0" outside="0" xtl="1" ytl="1" xbr="9" ybr="9"/></track>')
+    with pytest.raises(InputFileError, match="CVAT for video export"):
+        read_box_dataset(cvat)
+    # CSV rows under two names that do not exist, cut to one file name: refused, not two samples of one image
+    (tmp_path / "c").mkdir()
+    _image(tmp_path / "c" / "001.jpg")
+    (tmp_path / "c" / "b.csv").write_text("filename,class,xmin,ymin,xmax,ymax\ncats/001.jpg,cat,1,1,5,5\n"
+                                          "dogs/001.jpg,dog,1,1,9,9\n")
+    with pytest.raises(InputFileError, match=r"001\.jpg: is named by two different annotations"):
+        read_box_dataset(tmp_path / "c" / "b.csv")
+
+
+def test_labelling_tool_hostile_values_and_a_fifo_are_one_line_errors(tmp_path):
+    import os
+    import signal
+
+    _image(tmp_path / "lm" / "a.jpg")
+    lm = tmp_path / "lm" / "a.json"
+    for points, problem in (("[[1, 1], [1" + "0" * 400 + ", 3]]", "not finite"),):
+        lm.write_text('{"shapes": [{"label": "a", "points": ' + points + ', "shape_type": "rectangle"}], '
+                      '"imagePath": "a.jpg", "imageHeight": 30, "imageWidth": 40}')
+        with pytest.raises(InputFileError, match=problem):
+            read_box_dataset(tmp_path / "lm")
+    lm.unlink()
+    (tmp_path / "lm" / "b.json").write_text(json.dumps({"shapes": [], "imagePath": "x" * 300 + ".jpg"}))
+    with pytest.raises(InputFileError, match="not found") as err:
+        read_box_dataset(tmp_path / "lm")
+    assert len(str(err.value)) < 400
+    from edgekit.data.folders import ImageFolder
+
+    for c in ("cat", "dog"):
+        _image(tmp_path / "cf" / c / "a.jpg")
+    os.mkfifo(tmp_path / "cf" / "annotations.xml")
+    signal.alarm(20)  # opening the FIFO would block: the test fails instead of hanging
+    try:
+        assert ImageFolder.open(tmp_path / "cf").classes == ("cat", "dog")
+    finally:
+        signal.alarm(0)
+
+
 def test_image_lookup_keeps_relative_paths_stays_inside_the_dataset_and_refuses_ambiguity(tmp_path):
     """A relative path in an annotation picks that file (two classes' 001.jpg stay apart); a bare name found in two
     other folders of the dataset is refused, not guessed; a folder beside the dataset is never searched."""

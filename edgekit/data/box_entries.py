@@ -87,7 +87,7 @@ def find_image(filename: str, stem: str, folders: list[Path], what, extra: list[
     if len(parts) > 1 and ".." not in parts and not path.startswith("/") and ":" not in parts[0]:
         for folder in folders:
             candidate = folder.joinpath(*parts)
-            if candidate.is_file() and _inside(candidate, folder):
+            if _is_file(candidate) and _inside(candidate, folder):
                 return candidate
     names = [name] if name else []
     if name and Path(name).suffix.lower() not in IMAGE_SUFFIXES:  # some writers drop the extension
@@ -105,7 +105,7 @@ def find_image(filename: str, stem: str, folders: list[Path], what, extra: list[
     if found:
         return found[0]
     looked = ", ".join(str(f) for f in dict.fromkeys([*folders, *extra]))
-    raise InputFileError(what, f"image {name or stem!r} not found (looked in {looked})")
+    raise InputFileError(what, f"image {(name or stem)[:80]!r} not found (looked in {looked})")
 
 
 def _look(names: list[str], folders: list[Path], *, every: bool = False) -> list[Path]:
@@ -117,7 +117,7 @@ def _look(names: list[str], folders: list[Path], *, every: bool = False) -> list
             by_lower = None if exact else _names_by_lower(folder)
             for n in names:
                 hit = n if exact else by_lower.get(n.lower())
-                if hit is not None and (folder / hit).is_file():
+                if hit is not None and _is_file(folder / hit):
                     found.append(folder / hit)
                     break
             if found and not every:
@@ -125,6 +125,18 @@ def _look(names: list[str], folders: list[Path], *, every: bool = False) -> list
         if found:
             return found
     return found
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name over the file system's limit (ENAMETOOLONG): no such file
+        return False
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, symbolic links resolved, lies in ``folder``."""
+    return _inside(path, folder)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from edgekit.data.box_entries import (
@@ -19,6 +20,7 @@ from edgekit.data.box_entries import (
     class_name,
     edge_box,
     find_image,
+    inside,
     parse_xml,
     read_capped,
     stated_size,
@@ -35,25 +37,34 @@ CVAT_FILE = "annotations.xml"
 
 def labelme_dir(root: Path) -> Path | None:
     """``root`` or its ``annotations/`` / ``json/`` folder when one of the first three ``.json`` files there (by
-    name) is a LabelMe file (``"shapes"`` and ``"imagePath"`` near its start; a broken one is then named by the
-    reader), else None."""
+    name) is a LabelMe file (``_looks_like_labelme``; a broken one is then named by the reader), else None."""
     for d in (root, root / "annotations", root / "json"):
         try:
             first = sorted(p for p in d.iterdir() if p.suffix.lower() == ".json" and p.is_file())[:3]
             for path in first:
-                with open(path, "rb") as f:
-                    head = f.read(1 << 16)
-                if b'"shapes"' in head and b'"imagePath"' in head:
+                if _looks_like_labelme(path):
                     return d
         except OSError:
             continue
     return None
 
 
+def _looks_like_labelme(path: Path) -> bool:
+    """``"shapes"`` and one of LabelMe's image keys in the first or last 64 KiB: the keys come in several orders
+    (the oldest files start with a long base64 ``imageData``, and a dense polygon can push the rest far in)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        f.seek(max(0, os.fstat(f.fileno()).st_size - (1 << 16)))
+        text = head + f.read(1 << 16)
+    return b'"shapes"' in text and any(k in text for k in (b'"imagePath"', b'"imageData"', b'"imageHeight"'))
+
+
 def cvat_file(root: Path) -> Path | None:
     """``root/annotations.xml`` when it is a CVAT for images file (an <annotations> root near its start)."""
     path = root / CVAT_FILE
     try:
+        if not path.is_file():  # a FIFO is never opened (opening one blocks)
+            return None
         with open(path, "rb") as f:
             head = f.read(4096)
     except OSError:
@@ -80,12 +91,15 @@ def read_labelme(root: Path, images: Path | None) -> list[tuple[Path, tuple[int,
     entries: dict[Path, tuple[Path, tuple[int, int], list[Box]]] = {}
     for path in files:
         doc = _json(path)
+        if isinstance(doc, dict) and "shapes" not in doc and "imagePath" not in doc:
+            continue  # another JSON file beside them (a class list, a tool's settings)
         if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
             raise InputFileError(path, "is not a LabelMe file (expected a list of shapes)")
         name = doc.get("imagePath")
         if not isinstance(name, str):
             raise InputFileError(path, "is not a LabelMe file (imagePath is not a file name)")
-        image = find_image(name, path.stem, folders, path, extra)
+        image = _beside(path, name, root) if images is None else None
+        image = image or find_image(name, path.stem, folders, path, extra)
         hw = stated_size(str(doc.get("imageHeight") or 0), str(doc.get("imageWidth") or 0), image, path)
         boxes = []
         for i, shape in enumerate(doc["shapes"]):
@@ -105,6 +119,20 @@ def read_labelme(root: Path, images: Path | None) -> list[tuple[Path, tuple[int,
     return list(entries.values())
 
 
+def _beside(path: Path, name: str, root: Path) -> Path | None:
+    """LabelMe's ``imagePath`` taken relative to its JSON file, as LabelMe writes it (``..\\images\\sub\\a.jpg``
+    for a file saved in another folder), when that is a file inside the dataset folder ``root``."""
+    rel = name.strip().replace("\\", "/")
+    if not rel or rel.startswith("/") or ":" in rel.split("/")[0]:
+        return None
+    candidate = Path(os.path.normpath(path.parent / rel))
+    try:
+        ok = candidate.is_file() and inside(candidate, root)
+    except OSError:
+        return None
+    return candidate if ok else None
+
+
 def _json(path: Path):
     data = read_capped(path, MAX_LABELME_BYTES, "LabelMe annotation")
     try:
@@ -118,7 +146,10 @@ def _points(points, what) -> tuple[list[float], list[float]]:
             isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                         for v in p) for p in points):
         raise InputFileError(what, f"points {str(points)[:60]} are not two or more [x, y] pairs")
-    xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
+    try:
+        xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
+    except OverflowError:  # an integer too large for a float (JSON allows one)
+        xs = ys = [math.inf]
     if not all(math.isfinite(v) for v in xs + ys):
         raise InputFileError(what, f"points {str(points)[:60]} are not finite numbers")
     return xs, ys
@@ -128,40 +159,67 @@ def _points(points, what) -> tuple[list[float], list[float]]:
 
 def read_cvat(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int], list[Box]]]:
     """A "CVAT for images 1.1" ``annotations.xml``: each ``<image name width height>`` with its ``<box label xtl ytl
-    xbr ybr>`` and ``<polygon label points="x,y;x,y...">`` children; images looked up beside the file, in
-    ``images/`` (CVAT's export), or in the one subfolder holding them."""
+    xbr ybr>`` (a ``rotation`` gives the rotated rectangle's bounds) and ``<polygon label points="x,y;x,y...">``
+    children; images looked up beside the file, in ``images/`` (a task's export) or ``images/<subset>/`` (a
+    project's), or in the one subfolder holding them. Two entries for one image are one sample with both boxes."""
     root_dir = path.parent
     doc = parse_xml(read_capped(path, MAX_CVAT_BYTES, "CVAT annotation file"), path)
     if doc.tag != "annotations":
         raise InputFileError(path, f"is not a CVAT for images file (root element <{doc.tag[:40]}>)")
+    if doc.find("image") is None and doc.find("track") is not None:
+        raise InputFileError(path, "is a CVAT for video export (tracks); export the task as \"CVAT for images 1.1\"")
     folders = [images] if images is not None else [root_dir, root_dir / "images"]
     extra = [] if images is not None else [d for d in subfolders(root_dir) if d not in folders]
-    entries = []
+    entries: dict[Path, tuple[Path, tuple[int, int], list[Box]]] = {}
+    names: dict[Path, str] = {}
+    skipped = 0
     for i, im in enumerate(doc.iter("image")):
         if i >= MAX_BOXES:
             raise InputFileError(path, f"has over {MAX_BOXES:,} images")
-        what = f"{path}, image {(im.get('name') or '')[:80]!r}"
-        boxes = []
-        for shape in im:
-            if shape.tag not in ("box", "polygon"):
-                continue
-            label = class_name(shape.get("label") or "", what)
-            if shape.tag == "box":
-                x0, y0, x1, y1 = (_number(shape.get(k), what) for k in ("xtl", "ytl", "xbr", "ybr"))
-            else:
-                pairs = [p.split(",") for p in (shape.get("points") or "").split(";") if p.strip()]
-                xs, ys = _points([[_number(p[0], what), _number(p[-1], what)] for p in pairs if len(p) == 2]
-                                 or None, what)
-                x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
-            boxes.append(Box(label, (x0, y0, x1, y1)))
+        name = im.get("name") or ""
+        what = f"{path}, image {name[:80]!r}"
+        boxes = [_cvat_box(shape, what) for shape in im if shape.tag in ("box", "polygon")]
         if not boxes:
-            entries.append((Path(""), (0, 0), []))  # counted as skipped; the image need not be present
+            skipped += 1  # the image need not be present
             continue
-        image = find_image(im.get("name") or "", "", folders, what, extra)
+        subset = (im.get("subset") or "").strip()
+        where = folders + ([root_dir / "images" / subset] if subset and images is None and "/" not in subset
+                           and subset not in (".", "..") else [])
+        image = find_image(name, "", where, what, extra)
         hw = stated_size(im.get("height") or "0", im.get("width") or "0", image, what)
-        entries.append((image, hw, [Box(b.label, edge_box((b.xyxy[0] + 1, b.xyxy[1] + 1, b.xyxy[2], b.xyxy[3]),
-                                                          hw, what)) for b in boxes]))
-    return entries
+        found = [Box(b.label, edge_box((b.xyxy[0] + 1, b.xyxy[1] + 1, b.xyxy[2], b.xyxy[3]), hw, what))
+                 for b in boxes]
+        key = image.resolve()
+        if key in entries:
+            if names[key] != name or entries[key][1] != hw:  # two names that led to one file: a guess, refused
+                raise InputFileError(what, f"and image {names[key][:80]!r} both lead to {image}; give each image's "
+                                           "path as it is under the dataset")
+            entries[key][2].extend(found)
+            continue
+        entries[key], names[key] = (image, hw, found), name
+    return list(entries.values()) + [(Path(""), (0, 0), [])] * skipped
+
+
+def _cvat_box(shape, what) -> Box:
+    label = class_name(shape.get("label") or "", what)
+    if shape.tag == "box":
+        x0, y0, x1, y1 = (_number(shape.get(k), what) for k in ("xtl", "ytl", "xbr", "ybr"))
+        angle = _number(shape.get("rotation") or "0", what)
+        if angle % 180:  # rotated about its centre: the bounds of the turned rectangle
+            t = math.radians(angle)
+            cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, abs(x1 - x0), abs(y1 - y0)
+            c, s_ = abs(math.cos(t)), abs(math.sin(t))
+            half_w, half_h = (w * c + h * s_) / 2, (w * s_ + h * c) / 2
+            x0, y0, x1, y1 = cx - half_w, cy - half_h, cx + half_w, cy + half_h
+        return Box(label, (x0, y0, x1, y1))
+    points = []
+    for pair in (shape.get("points") or "").split(";"):
+        xy = pair.split(",")
+        if len(xy) != 2:
+            raise InputFileError(what, f"polygon point {pair.strip()[:40]!r} is not x,y")
+        points.append([_number(xy[0], what), _number(xy[1], what)])
+    xs, ys = _points(points, what)
+    return Box(label, (min(xs), min(ys), max(xs), max(ys)))
 
 
 def _number(value: str | None, what) -> float:

@@ -89,7 +89,8 @@ VOC_ANNOTATION_DIRS = ("", "annotations", "Annotations", "annotations/xmls", "An
 
 
 def _holds(d: Path, suffixes) -> bool:
-    return any(p.suffix.lower() in suffixes for p in d.iterdir())
+    """Whether ``d`` holds a regular file with one of ``suffixes`` (a FIFO or a folder so named does not count)."""
+    return any(p.suffix.lower() in suffixes and p.is_file() for p in d.iterdir())
 
 
 def _voc_inside(folder: Path) -> bool:

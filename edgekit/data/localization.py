@@ -137,7 +137,22 @@ def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | Non
     else:
         raise InputFileError(path, "is not a box dataset (a folder of Pascal VOC .xml files, a YOLO folder, a COCO "
                                    ".json or a .csv file)")
+    _each_image_once(entries)
     return _one_box_each([_upright(*e) for e in entries], multi_box, str(path.resolve()))
+
+
+def _each_image_once(entries: list[tuple[Path, tuple[int, int], list[Box]]]) -> None:
+    """Two annotations (CSV rows under different names, COCO images, CVAT entries) that led to one file are refused:
+    the file would be two samples, perhaps one in training and one in validation, and one of them a guess (a path
+    that does not exist, cut to its file name)."""
+    seen: set[Path] = set()
+    for image, _, boxes in entries:
+        if boxes:
+            key = image.resolve()
+            if key in seen:
+                raise InputFileError(image, "is named by two different annotations; give each image's path as it is "
+                                            "under the dataset")
+            seen.add(key)
 
 
 def _upright(image: Path, hw: tuple[int, int], boxes: list[Box]) -> tuple[Path, tuple[int, int], list[Box]]:
