@@ -531,6 +531,12 @@ def test_csv_and_voc_variants_as_found_in_the_wild_read_the_same_boxes(tmp_path)
     _csv_scene(tmp_path / "udacity" / "labels.csv", "xmin,xmax,ymin,ymax,Frame,Label,Preview URL",
                lambda n, c, a, b, x, y: f"{a + 1:g},{x:g},{b + 1:g},{y:g},{n},{c},http://example.com/{n}")
     _voc_scene(tmp_path / "kangaroo" / "annots", tmp_path / "kangaroo" / "images")
+    (tmp_path / "oi2").mkdir()  # Open Images' class ids, named by its class-descriptions file one folder up
+    (tmp_path / "oidv7-class-descriptions-boxable.csv").write_text("LabelName,DisplayName\n/m/01yrx,cat\n"
+                                                                    "/m/0bt9lr,dog\n")
+    _csv_scene(tmp_path / "oi2" / "boxes.csv", "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax",
+               lambda n, c, a, b, x, y: f"{n.rsplit('.', 1)[0]},human,{'/m/01yrx' if c == 'cat' else '/m/0bt9lr'},1,"
+                                        f"{a / 40!r},{x / 40!r},{b / 30!r},{y / 30!r}")
     _voc_scene(tmp_path / "stale" / "xml", tmp_path / "stale" / "imgs")
     for xml in (tmp_path / "stale" / "xml").iterdir():  # renamed after labelling, or never filled in
         xml.write_text(xml.read_text().replace(f"<filename>{xml.stem}.", "<filename>%s<" if xml.stem == "one"
@@ -541,7 +547,7 @@ def test_csv_and_voc_variants_as_found_in_the_wild_read_the_same_boxes(tmp_path)
         xml.write_text(xml.read_text().replace("<filename>two.jpg", "<filename>TWO.JPG"))
         xml.rename(xml.with_name(xml.stem.upper() + ".XML"))
     for source in ("windows", "rf", "rf/_annotations.csv", "hand", "hand/labels.csv", "oi/boxes.csv", "cars",
-                   "udacity", "kangaroo", "stale"):
+                   "udacity", "oi2/boxes.csv", "kangaroo", "stale"):
         d = read_box_dataset(tmp_path / source)
         assert _as_read(d) == want, source
         assert is_box_dataset(tmp_path / source), source

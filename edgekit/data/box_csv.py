@@ -75,6 +75,7 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
     except csv.Error as exc:
         raise InputFileError(path, f"is not a valid CSV ({first_line(exc, 100)})") from None
     normalized = _normalized(path, rows)
+    display = _display_names(path) if any(r.get("class", "").startswith(("/m/", "/g/")) for _, r in rows) else {}
     folders = [images] if images is not None else [path.parent, path.parent / "images",
                                                    path.parent.parent / "images"]
     extra = [] if images is not None else [d for d in subfolders(path.parent) if d not in folders]
@@ -95,11 +96,31 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
             h, w = hw
             x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in corners)  # within FRACTION_SLACK of 0..1
             corners = [x0 * w + 1, y0 * h + 1, x1 * w, y1 * h]
-        boxes.append(Box(class_name(row.get("class", CSV_DEFAULT_CLASS), what), edge_box(corners, hw, what)))
+        label = row.get("class", CSV_DEFAULT_CLASS)
+        boxes.append(Box(class_name(display.get(label, label), what), edge_box(corners, hw, what)))
     entries = list(by_file.values())
     if not normalized:
         _check_not_all_tiny(path, entries)
     return entries
+
+
+def _display_names(path: Path) -> dict[str, str]:
+    """Open Images' class names by id ("/m/0pcr" -> "Alpaca") from its class-descriptions CSV beside the box CSV
+    or one folder up (``class-descriptions-boxable.csv``, ``oidv7-class-descriptions-boxable.csv``...); none
+    found: the ids stay the class names."""
+    for folder in (path.parent, path.parent.parent):
+        try:
+            found = sorted(f for f in folder.iterdir() if "class-descriptions" in f.name.lower()
+                           and f.suffix.lower() == ".csv" and f.is_file())
+        except OSError:
+            continue
+        for f in found:
+            text = read_capped(f, MAX_CSV_BYTES, "class descriptions CSV").decode("utf-8-sig", "replace")
+            names = {row[0].strip(): row[1].strip() for row in csv.reader(io.StringIO(text, newline=""))
+                     if len(row) >= 2 and row[0].strip().startswith(("/m/", "/g/")) and row[1].strip()}
+            if names:
+                return names
+    return {}
 
 
 def _header_key(name: str) -> str:
