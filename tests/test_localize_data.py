@@ -179,6 +179,7 @@ def test_csv_columns_in_any_order_and_images_option(tmp_path):
     (HEADER + "p.jpg,40,30,a,5,5,4,8\n", "inverted or empty"),
     (HEADER + "p.jpg,40,30,a,1,1,5,5\np.jpg,41,30,a,1,1,5,5\n", "line 3: size 41x30 differs"),
     (HEADER + "p.jpg,1e400,30,a,1,1,5,5\n", "not a finite number"),
+    (HEADER + "p.jpg,40,30,a,1,1,1" + "0" * 400 + ",5\n", r"box \['1', '1', '1000+ is not four finite numbers$"),
     (HEADER + "p.jpg,40,inf,a,1,1,5,5\n", "not a finite number"),
     (HEADER + "missing.jpg,40,30,a,1,1,5,5\n", "line 2: image 'missing.jpg' not found"),
     (HEADER, "no rows"),
@@ -627,7 +628,21 @@ def test_labelling_tools_files_read_the_same_boxes(tmp_path):
     lm.write_text(json.dumps(doc))
     with pytest.raises(InputFileError, match="not finite"):
         read_box_dataset(tmp_path / "lm")
+    doc["shapes"][0]["points"] = [[1, 2], [5, 6]]
+    (tmp_path / "lm" / "one_copy.json").write_text(json.dumps(doc))  # a second file for one image
+    lm.write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match=r"one_copy\.json: annotates one\.jpg, which another LabelMe file"):
+        read_box_dataset(tmp_path / "lm")
+    (tmp_path / "lm" / "one_copy.json").write_text(json.dumps({**doc, "imagePath": 7}))
+    with pytest.raises(InputFileError, match=r"one_copy\.json: is not a LabelMe file \(imagePath"):
+        read_box_dataset(tmp_path / "lm")
+    (tmp_path / "lm" / "one_copy.json").unlink()
     lm.write_text("{not json")
+    with pytest.raises(InputFileError, match=r"one\.json: is not valid JSON"):
+        read_box_dataset(tmp_path / "lm")
+    for other in (tmp_path / "lm").glob("*.json"):
+        other.unlink()
+    lm.write_text('{"shapes": [{"label": "a", "shape_type": "rectangle", "points": [[1, 1], [5')  # cut short
     with pytest.raises(InputFileError, match=r"one\.json: is not valid JSON"):
         read_box_dataset(tmp_path / "lm")
     xml = tmp_path / "cvat" / "annotations.xml"

@@ -87,7 +87,7 @@ def find_image(filename: str, stem: str, folders: list[Path], what, extra: list[
     if len(parts) > 1 and ".." not in parts and not path.startswith("/") and ":" not in parts[0]:
         for folder in folders:
             candidate = folder.joinpath(*parts)
-            if _is_file(candidate) and _inside(candidate, folder):
+            if _is_file(candidate) and inside(candidate, folder):
                 return candidate
     names = [name] if name else []
     if name and Path(name).suffix.lower() not in IMAGE_SUFFIXES:  # some writers drop the extension
@@ -136,10 +136,6 @@ def _is_file(path: Path) -> bool:
 
 def inside(path: Path, folder: Path) -> bool:
     """Whether ``path``, symbolic links resolved, lies in ``folder``."""
-    return _inside(path, folder)
-
-
-def _inside(path: Path, folder: Path) -> bool:
     try:
         return path.resolve().is_relative_to(folder.resolve())
     except OSError:
@@ -214,7 +210,7 @@ def edge_box(raw, hw: tuple[int, int], what) -> tuple[float, float, float, float
     x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax
     h, w = hw
     if not all(np.isfinite([x0, y0, x1, y1])):
-        raise InputFileError(what, f"box {list(raw)} is not four finite numbers")
+        raise InputFileError(what, f"box {str(list(raw))[:80]} is not four finite numbers")
     if x1 <= x0 or y1 <= y0:
         raise InputFileError(what, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is inverted or "
                                    "empty")

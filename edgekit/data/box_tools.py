@@ -56,7 +56,8 @@ def _looks_like_labelme(path: Path) -> bool:
         head = f.read(1 << 16)
         f.seek(max(0, os.fstat(f.fileno()).st_size - (1 << 16)))
         text = head + f.read(1 << 16)
-    return b'"shapes"' in text and any(k in text for k in (b'"imagePath"', b'"imageData"', b'"imageHeight"'))
+    return b'"shapes"' in text and any(k in text for k in (b'"imagePath"', b'"imageData"', b'"imageHeight"',
+                                                           b'"shape_type"'))  # a cut file: its reader says so
 
 
 def cvat_file(root: Path) -> Path | None:
