@@ -884,3 +884,104 @@ def test_split_exports_keep_their_own_validation_set(tmp_path):
                              multi_box="largest", log=lambda _m: None)
         assert len(data.train.y) == len(data.val.y) == 3 and data.labels == ("cat", "dog")
         assert Path(data.val_source) == (tmp_path / val).resolve(), data.val_source
+
+
+# ---- classic single-object localization sets: Stanford Dogs, ImageNet's CLS-LOC, CUB-200-2011 -----------------
+
+def _largest(boxes):
+    return max(boxes, key=lambda cb: (cb[1][2] - cb[1][0]) * (cb[1][3] - cb[1][1]))
+
+
+def _cub_scene(root, split=None, classes=True):
+    """SCENE as CUB-200-2011's text files: one box per image (the largest), images in images/<class>/."""
+    lines = {"images.txt": [], "bounding_boxes.txt": [], "image_class_labels.txt": [], "train_test_split.txt": []}
+    ids = {"cat": 1, "dog": 2}
+    for i, (name, boxes) in enumerate(SCENE.items(), 1):
+        c, (x0, y0, x1, y1) = _largest(boxes)
+        _image(root / "images" / f"{ids[c]:03d}.{c}" / name)
+        lines["images.txt"].append(f"{i} {ids[c]:03d}.{c}/{name}")
+        lines["bounding_boxes.txt"].append(f"{i} {x0} {y0} {x1 - x0} {y1 - y0}")
+        lines["image_class_labels.txt"].append(f"{i} {ids[c]}")
+        lines["train_test_split.txt"].append(f"{i} {0 if split and name in split else 1}")
+    for f, rows in lines.items():
+        if classes or f not in ("image_class_labels.txt",):
+            (root / f).write_text("\n".join(rows) + "\n")
+    if classes:
+        (root / "classes.txt").write_text("1 001.cat\n2 002.dog\n")
+    return root
+
+
+def test_nested_voc_and_cub_layouts_read_the_same_boxes(tmp_path):
+    """Stanford Dogs (Annotation/<breed>/<file> without a suffix, Images/<breed>/), ImageNet's localization set
+    (Annotations/CLS-LOC/train/<wnid>/ mirrored by Data/CLS-LOC/train/<wnid>/) and CUB-200-2011's text files."""
+    want = _as_read(read_box_dataset(_voc_scene(tmp_path / "ref", tmp_path / "ref") or tmp_path / "ref"))
+    for i, (name, boxes) in enumerate(SCENE.items()):
+        folder, stem = f"n0208{i}-{_largest(boxes)[0]}", name.rsplit(".", 1)[0]
+        voc = [(c, int(x0) + 1, int(y0) + 1, int(x1), int(y1)) for c, (x0, y0, x1, y1) in boxes]
+        _voc(tmp_path / "dogs" / "Annotation" / folder / stem, "%s" if i == 0 else stem, voc)  # no suffix
+        _image(tmp_path / "dogs" / "Images" / folder / name)
+        _voc(tmp_path / "ILSVRC" / "Annotations" / "CLS-LOC" / "train" / folder / f"{stem}.xml", stem, voc)
+        _image(tmp_path / "ILSVRC" / "Data" / "CLS-LOC" / "train" / folder / name)
+    (tmp_path / "dogs" / "Annotation" / "README").write_text("Stanford Dogs annotations\n")  # not an annotation
+    (tmp_path / "dogs" / "Annotation" / "n02080-cat" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "dogs" / "Annotation" / "n02081-dog" / "LICENSE").write_text("suffix-less, not VOC: skipped")
+    for source in ("dogs", "ILSVRC"):
+        d = read_box_dataset(tmp_path / source)
+        assert _as_read(d) == want, source
+        assert is_box_dataset(tmp_path / source) and not d.held_out and d.own_split() is None, source
+    assert read_box_dataset(tmp_path / "dogs").samples[0].path.parent.name.startswith("n0208")
+    want_one = [(n, c, b, 1) for n, c, b, _ in want]  # CUB holds one box per image: the largest
+    d = read_box_dataset(_cub_scene(tmp_path / "CUB_200_2011", split={"three.png"}))
+    assert _as_read(d) == want_one and d.labels == ("cat", "dog")  # "001.cat" is the class cat
+    assert is_box_dataset(tmp_path / "CUB_200_2011")
+    train, test = d.own_split()
+    assert [s.path.name for s in test.samples] == ["three.png"] and len(train) == 2 and test.labels == d.labels
+    d = read_box_dataset(_cub_scene(tmp_path / "cub_one", classes=False))
+    assert d.labels == ("object",) and d.own_split() is None  # no class files: one class; all training: no split
+    from edgekit.data.folders import ImageFolder
+
+    for folder in ("dogs", "ILSVRC", "CUB_200_2011"):
+        with pytest.raises(InputFileError, match="not for a classifier"):
+            ImageFolder.open(tmp_path / folder)
+    # class folders with a suffix-less file two levels down are not taken for Stanford Dogs
+    _image(tmp_path / "cf" / "annotations" / "cat" / "a.jpg")
+    (tmp_path / "cf" / "annotations" / "cat" / "notes").write_text("plain text")
+    assert not is_box_dataset(tmp_path / "cf")
+
+
+def test_a_datasets_own_test_split_validates_training_and_conversion(tmp_path):
+    from edgekit.convert.samples import load_samples
+    from edgekit.train.localize_data import load_box_data
+
+    root = _cub_scene(tmp_path / "CUB_200_2011", split={"two.jpg"})
+    contract = Contract(height=8, width=8, labels=("cat", "dog"), task="localize", outputs=("scores", "box"))
+    logged = []
+    data = load_box_data(root, val_data=None, contract=contract, val_split=0.5, seed=0, multi_box="largest",
+                         log=logged.append)
+    assert [s.path.name for s in data.val.samples] == ["two.jpg"] and len(data.train) == 2
+    assert data.val_split is None and "own test split" in data.val_source
+    assert any("own split: 2 training and 1 test" in m for m in logged)
+    cal, val = load_samples(root, contract)
+    assert val is not None and val.files == ("images/002.dog/two.jpg",) and len(cal.files) == 2
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 26.0"), r"bounding_boxes.txt, line 1: has 4 fields"),
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 nan 6.0 26.0 19.0"), "not four finite numbers"),
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 0 19.0"), "must be positive"),
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 x 19.0"), "not four numbers"),
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 90.0 19.0"), "outside the 40x30 image"),
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "9 4.0 6.0 26.0 19.0"), "image id '9', which images.txt"),
+    (("images.txt", "2 002.dog/two.jpg", "1 002.dog/two.jpg"), "images.txt, line 2: repeats the id '1'"),
+    (("images.txt", "001.cat/one.jpg", "001.cat/../../../x.jpg"), "not found"),
+    (("image_class_labels.txt", "1 1", "1 7"), "has no class"),
+])
+def test_hostile_cub_files_are_one_line_errors(tmp_path, edit, problem):
+    root = _cub_scene(tmp_path / "cub")
+    name, old, new = edit
+    text = (root / name).read_text()
+    assert old in text
+    (root / name).write_text(text.replace(old, new))
+    with pytest.raises(InputFileError, match=problem) as err:
+        read_box_dataset(root)
+    assert "\n" not in str(err.value)

@@ -91,6 +91,9 @@ def _box_images(data: str | Path, max_images: int) -> tuple[list[Path], np.ndarr
     from edgekit.data.localization import read_box_dataset
 
     ds = read_box_dataset(data)
+    own = ds.own_split()
+    if own is not None:  # the dataset's own test images (CUB-200-2011's), as a class-folder set's val/ is measured
+        ds = own[1]
     if not len(ds):
         raise InputFileError(data, "holds no image with a box")
     truth = ds.label_indices()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.contract import ColorOrder, Contract
-from edgekit.data.folders import ImageFolder, find_split, list_images, stratified_val_mask
+from edgekit.data.folders import BOX_LAYOUT_NAMES, ImageFolder, box_layout, find_split, list_images, stratified_val_mask
 from edgekit.data.localization import is_box_dataset
 from edgekit.errors import EdgekitError, InputFileError, first_line
 
@@ -199,12 +199,12 @@ def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibrati
     notes = notes if notes is not None else []
     p = Path(spec)
     if contract.is_localizer and is_box_dataset(p):
-        return _from_boxes(p, contract, notes), None
+        return _from_boxes(p, contract, notes)
     if p.is_dir() and is_box_dataset(p):  # a classifier given a box dataset: not class folders
         if role != "calibration":
-            raise InputFileError(p, f"holds Pascal VOC box annotations, not one subfolder per class: {role} of a "
-                                    "classifier needs class folders")
-        boxes = _from_boxes(p, contract, notes)  # its images calibrate, unlabelled
+            raise InputFileError(p, f"holds {BOX_LAYOUT_NAMES[box_layout(p)]} box annotations, not one subfolder per "
+                                    f"class: {role} of a classifier needs class folders")
+        boxes, _ = _from_boxes(p, contract, notes)  # its (training) images calibrate, unlabelled
         return replace(boxes, labels=None, classes=(), boxes=None), None
     if p.exists():
         if p.is_dir():
@@ -221,16 +221,26 @@ def load_samples(spec: str | Path, contract: Contract, *, role: str = "calibrati
                             f"{', or random' if role == 'calibration' else ''})")
 
 
-def _from_boxes(p: Path, contract: Contract, notes: list[str]) -> Samples:
+def _from_boxes(p: Path, contract: Contract, notes: list[str]) -> tuple[Samples, Samples | None]:
     """A box dataset (edgekit.data.localization): pixels, class indices and ground-truth boxes in the model's
-    frame."""
-    from edgekit.data.localization import decode_box_dataset, read_box_dataset
+    frame; with its own test split (CUB-200-2011's), the training images and, apart, the test images (those edge-train
+    validated on)."""
+    from edgekit.data.localization import read_box_dataset
 
     ds = read_box_dataset(p)
-    if not len(ds):
-        raise InputFileError(p, "holds no image with a box")
     if ds.multi_box_images:
         notes.append(f"{p.name}: {ds.multi_box_images} images have several boxes; the largest is the one verified")
+    own = ds.own_split()
+    if own is None:
+        return _box_samples(ds, contract), None
+    notes.append(f"{p.name}: its own split, {len(own[0])} training and {len(own[1])} test images (the test images "
+                 "validate)")
+    return _box_samples(own[0], contract), _box_samples(own[1], contract)
+
+
+def _box_samples(ds, contract: Contract) -> Samples:
+    from edgekit.data.localization import decode_box_dataset
+
     x, boxes, y = decode_box_dataset(ds, contract, log=lambda _m: None)
     root = Path(ds.source) if Path(ds.source).is_dir() else Path(ds.source).parent
     files = tuple(os.path.relpath(s.path, root) for s in ds.samples)

@@ -1,19 +1,29 @@
-"""Box CSVs: one row per box, as Roboflow's TensorFlow CSV, Open Images and hand-made files write them.
+"""Box CSVs: one row per box, as Roboflow's TensorFlow CSV, Open Images, makesense.ai and hand-made files write them.
 
 The common form is ``filename,width,height,class,xmin,ymin,xmax,ymax``; each column may carry the other names box
 CSVs give it (``CSV_ALIASES``), in any order, beside columns that are ignored. Width and height may be left out (the
 image file's size is read), and class too (every box is one class, ``CSV_DEFAULT_CLASS``). Corners are VOC pixels
 (1-based, inclusive) or, Open Images' way, fractions of the image. Several rows for one file are several boxes.
+
+A box may instead be its top-left corner and size, COCO's and makesense.ai's way, in columns named for it
+(``bbox_x,bbox_y,bbox_width,bbox_height``, ``box_x``..., or bare ``x,y,w,h``): edge coordinates (the box runs from
+x to x + w), in pixels or as fractions of the image. Plain ``width`` and ``height`` are always the image's size;
+where a file gives both corners and a size, the corners are read. makesense.ai's CSV export has no header: a file
+whose first rows all read ``label,x,y,width,height,image_name,image_width,image_height`` (``MAKESENSE_HEADER``)
+is read as if it had that header. Any other file without a header is refused, naming the header it found.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
+import math
 import re
 from pathlib import Path
 
 from edgekit.data.box_entries import (
+    EDGE_SLACK,
     MAX_BOXES,
     Box,
     class_name,
@@ -23,14 +33,17 @@ from edgekit.data.box_entries import (
     stated_size,
     subfolders,
 )
-from edgekit.data.folders import annotation_file_in
+from edgekit.data.folders import IMAGE_SUFFIXES, annotation_file_in
 from edgekit.errors import InputFileError, first_line
 
 MAX_CSV_BYTES = 64 << 20  # about a million rows; a CSV is held in memory as it is read
 FRACTION_SLACK = 0.01  # how far past 0..1 an exporter's rounding may put a corner given as a fraction
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+CSV_XYWH = ("x", "y", "w", "h")  # a box as its top-left corner and size (edge coordinates), when no corners are given
 #: The names box CSVs give each column (compared in lower case, spaces and dashes read as underscores), first
-#: match wins. Roboflow's TensorFlow CSV, Open Images (ImageID, LabelName, XMin...), and hand-made x1/y1/x2/y2.
+#: match wins. Roboflow's TensorFlow CSV, Open Images (ImageID, LabelName, XMin...), hand-made x1/y1/x2/y2, and
+#: a box's corner and size as makesense.ai (bbox_x, bbox_y, bbox_width, bbox_height) and hand-made x/y/w/h give it.
+#: "width" and "height" alone are the image's size, never the box's: x_min,y_min,width,height is refused, not guessed.
 CSV_ALIASES = {
     "filename": ("filename", "file_name", "image", "image_name", "imagename", "image_id", "imageid", "img",
                  "image_file", "file", "image_path", "file_path", "filepath", "path", "frame"),
@@ -42,18 +55,27 @@ CSV_ALIASES = {
     "ymin": ("ymin", "y_min", "y1", "top", "ymin_px"),
     "xmax": ("xmax", "x_max", "x2", "right", "xmax_px"),
     "ymax": ("ymax", "y_max", "y2", "bottom", "ymax_px"),
+    "x": ("bbox_x", "box_x", "x"),
+    "y": ("bbox_y", "box_y", "y"),
+    "w": ("bbox_width", "bbox_w", "box_width", "box_w", "w"),
+    "h": ("bbox_height", "bbox_h", "box_height", "box_h", "h"),
 }
 CSV_DEFAULT_CLASS = "object"  # the class of every box in a CSV without a class column
+#: makesense.ai's CSV export, which has no header: the names its columns are read by (pixels, edge coordinates)
+MAKESENSE_HEADER = ("label_name", "bbox_x", "bbox_y", "bbox_width", "bbox_height", "image_name", "image_width",
+                    "image_height")
+HEADERLESS_ROWS = 20  # the first rows of a file without a header that must all read as makesense.ai's
 
 
 def csv_file_in(root: Path) -> Path | None:
     """The box CSV of a folder: Roboflow's ``_annotations.csv``, else the folder's only .csv file if its header
-    names a file column and the four corners."""
+    names a file column and a box (four corners, or a corner and a size), or it is makesense.ai's, headerless."""
     def looks_right(head: bytes) -> bool:
+        lines = head.decode("utf-8-sig", "replace").splitlines()[:HEADERLESS_ROWS]
         try:
-            csv_columns(root, next(csv.reader(head.decode("utf-8-sig", "replace").splitlines()[:1]), []))
+            csv_columns(root, next(csv.reader(lines[:1]), []))
         except (InputFileError, csv.Error):
-            return False
+            return _is_makesense(csv.reader(lines))
         return True
 
     return annotation_file_in(root, "_annotations.csv", ".csv", looks_right)
@@ -70,11 +92,18 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, [])
-        columns = csv_columns(path, header)
+        try:
+            columns = csv_columns(path, header)
+        except InputFileError:
+            if not _is_makesense(csv.reader(io.StringIO(text, newline=""))):
+                raise
+            header, reader = list(MAKESENSE_HEADER), csv.reader(io.StringIO(text, newline=""))  # row 1 is a box
+            columns = csv_columns(path, header)
         rows = _csv_rows(path, header, columns, reader)
     except csv.Error as exc:
         raise InputFileError(path, f"is not a valid CSV ({first_line(exc, 100)})") from None
-    normalized = _normalized(path, rows)
+    keys = CSV_COLUMNS[4:] if "xmin" in columns else CSV_XYWH
+    normalized = _normalized(path, rows, keys)
     display = _display_names(path) if any(r.get("class", "").startswith(("/m/", "/g/")) for _, r in rows) else {}
     folders = [images] if images is not None else [path.parent, path.parent / "images",
                                                    path.parent.parent / "images"]
@@ -91,8 +120,10 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
         if "width" in row and stated_size(*size, image, what) != hw:
             raise InputFileError(what, f"size {row['width']}x{row['height']} differs from an earlier row's for "
                                        f"{name!r}")
-        corners = [row[k] for k in CSV_COLUMNS[4:]]
-        if normalized:  # fractions of the image: edge coordinates, written as VOC corners for edge_box
+        corners = [row[k] for k in keys]
+        if keys == CSV_XYWH:
+            corners = _xywh_corners(corners, hw, what, normalized)
+        elif normalized:  # fractions of the image: edge coordinates, written as VOC corners for edge_box
             h, w = hw
             x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in corners)  # within FRACTION_SLACK of 0..1
             corners = [x0 * w + 1, y0 * h + 1, x1 * w, y1 * h]
@@ -102,6 +133,48 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
     if not normalized:
         _check_not_all_tiny(path, entries)
     return entries
+
+
+def _xywh_corners(values: list[str], hw: tuple[int, int], what, fractions: bool) -> list[float]:
+    """A box as its top-left corner and size, in edge coordinates (x0 = x, x1 = x + w; pixels, or fractions of
+    the image) -> VOC corners for edge_box; a size not above 0 or a box outside the image is an error."""
+    try:
+        x, y, bw, bh = (float(v) for v in values)
+    except (ValueError, OverflowError):
+        raise InputFileError(what, f"box {str(values)[:80]} is not four numbers") from None
+    if not all(math.isfinite(v) for v in (x, y, bw, bh)):
+        raise InputFileError(what, f"box {str(values)[:80]} is not four finite numbers")
+    if bw <= 0 or bh <= 0:
+        raise InputFileError(what, f"box width {bw:g} and height {bh:g} must both be above 0")
+    h, w = hw
+    if fractions:  # within FRACTION_SLACK of 0..1 (_normalized)
+        x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (x, y, x + bw, y + bh))
+        return [x0 * w + 1, y0 * h + 1, x1 * w, y1 * h]
+    if x < -EDGE_SLACK or y < -EDGE_SLACK or x + bw > w + EDGE_SLACK or y + bh > h + EDGE_SLACK:
+        raise InputFileError(what, f"box x={x:g} y={y:g} width={bw:g} height={bh:g} is outside the {w}x{h} image")
+    return [x + 1, y + 1, x + bw, y + bh]
+
+
+def _is_makesense(reader) -> bool:
+    """Whether a CSV's first rows (``HEADERLESS_ROWS``) are makesense.ai's export, which has no header: none of the
+    first row's fields is a column name, and every row is label,x,y,width,height,image_name,image_width,
+    image_height (four numbers, a name with an image extension, two whole numbers)."""
+    try:
+        rows = [r for r in itertools.islice(reader, HEADERLESS_ROWS) if any(v.strip() for v in r)]
+    except csv.Error:
+        return False
+    names = {n for aliases in CSV_ALIASES.values() for n in aliases}
+
+    def number(v: str) -> bool:
+        try:
+            float(v)
+        except ValueError:
+            return False
+        return True
+
+    return (bool(rows) and not any(_header_key(v) in names for v in rows[0])
+            and all(len(r) == 8 and all(number(v) for v in r[1:5]) and r[6].strip().isdigit()
+                    and r[7].strip().isdigit() and Path(r[5].strip()).suffix.lower() in IMAGE_SUFFIXES for r in rows))
 
 
 def _display_names(path: Path) -> dict[str, str]:
@@ -130,7 +203,9 @@ def _header_key(name: str) -> str:
 def csv_columns(path, header: list[str]) -> dict[str, int]:
     """Which column holds each of CSV_COLUMNS, by the names box CSVs use (``CSV_ALIASES``: ``image``, ``label``,
     ``x_min``, ``x1``...; any case, spaces or dashes for underscores). Other columns are ignored. ``width`` and
-    ``height`` may be left out (the image file's size is read), and ``class`` too (one class, "object")."""
+    ``height`` may be left out (the image file's size is read), and ``class`` too (one class, "object"). Without
+    the four corners, a box is read from its corner and size (CSV_XYWH: ``bbox_x``, ``bbox_width``, ``w``...);
+    with them, any such columns are ignored."""
     keys = [_header_key(h) for h in header]
     columns: dict[str, int] = {}
     for role, names in CSV_ALIASES.items():
@@ -140,13 +215,19 @@ def csv_columns(path, header: list[str]) -> dict[str, int]:
                     raise InputFileError(path, f"the column {name!r} is named twice")
                 columns[role] = keys.index(name)
                 break
-    missing = [c for c in ("filename", "xmin", "ymin", "xmax", "ymax") if c not in columns]
+    box = CSV_COLUMNS[4:]
+    if not all(c in columns for c in box) and any(c in columns for c in CSV_XYWH):
+        box = CSV_XYWH  # a corner and a size; partial corners beside them are ignored
+    for c in CSV_XYWH if box == CSV_COLUMNS[4:] else CSV_COLUMNS[4:]:
+        columns.pop(c, None)
+    missing = [c for c in ("filename", *box) if c not in columns]
     if ("width" in columns) != ("height" in columns):
         missing.append("height" if "width" in columns else "width")
     if missing:
         shown = ", ".join(repr(h.strip()[:30]) for h in header[:10]) or "none"
         raise InputFileError(path, f"missing column(s) {', '.join(missing)} (the header has {shown}); expected "
-                                   f"the header {','.join(CSV_COLUMNS)}, with width, height and class optional")
+                                   f"the header {','.join(CSV_COLUMNS)}, with width, height and class optional, "
+                                   "or a box as x,y,w,h (width and height alone are the image's size)")
     return columns
 
 
@@ -165,17 +246,20 @@ def _csv_rows(path: Path, header: list[str], columns: dict[str, int], reader) ->
     return rows
 
 
-def _normalized(path: Path, rows: list[tuple[int, dict[str, str]]]) -> bool:
+def _normalized(path: Path, rows: list[tuple[int, dict[str, str]]], keys=CSV_COLUMNS[4:]) -> bool:
     """Whether the corners are fractions of the image (Open Images, some exporters): every corner in the file
     within [0, 1] (give or take ``FRACTION_SLACK``, an exporter's rounding), and at least one not a whole number.
     A file whose corners are nearly all fractions but for a few rows is an error naming the first such row,
-    rather than a file of sub-pixel boxes."""
+    rather than a file of sub-pixel boxes. ``keys``: the box's columns, corners or CSV_XYWH (its corners x, y,
+    x + w, y + h are looked at)."""
     fraction, outside = False, []
     for line, row in rows:
         try:
-            values = [float(row[k]) for k in CSV_COLUMNS[4:]]
+            values = [float(row[k]) for k in keys]
         except ValueError:
-            return False  # edge_box names the row
+            return False  # edge_box or _xywh_corners names the row
+        if keys == CSV_XYWH:
+            values[2:] = values[0] + values[2], values[1] + values[3]
         if all(-FRACTION_SLACK <= v <= 1.0 + FRACTION_SLACK for v in values):
             fraction = fraction or any(v != int(v) for v in values)
         else:

@@ -1,5 +1,6 @@
-"""Box datasets as Roboflow and Ultralytics share them: a COCO detection JSON and a YOLO folder, read into the
-entries edgekit.data.localization turns into one box per image (see its docstring for the layouts)."""
+"""Box datasets as Roboflow, Ultralytics and Caltech share them: a COCO detection JSON, a YOLO folder and
+CUB-200-2011's text files, read into the entries edgekit.data.localization turns into one box per image (see its
+docstring for the layouts)."""
 
 from __future__ import annotations
 
@@ -139,6 +140,82 @@ def read_yolo(root: Path, images: Path | None) -> list[tuple[Path, tuple[int, in
             boxes.append(Box(names[cls], edge_box((x0 + 1, y0 + 1, x1, y1), (h, w), where)))
         entries.append((image, (h, w), boxes))
     return entries
+
+
+# ---- Caltech-UCSD Birds-200-2011 ------------------------------------------------------------------------------
+
+CUB_FILES = ("images.txt", "bounding_boxes.txt")  # the two files that make a folder a CUB-style dataset
+
+
+def is_cub(root: Path) -> bool:
+    return all((root / f).is_file() for f in CUB_FILES)
+
+
+def read_cub(root: Path, images: Path | None) -> tuple[list[tuple[Path, tuple[int, int], list[Box]]], frozenset]:
+    """CUB-200-2011's text files: ``images.txt`` (``<id> <path under images/>``), ``bounding_boxes.txt`` (``<id> <x>
+    <y> <width> <height>``, pixels from the top-left edge), ``image_class_labels.txt`` (``<id> <class id>``) with
+    ``classes.txt`` (``<class id> <name>``: "001.Black_footed_Albatross" is the class Black_footed_Albatross), and
+    ``train_test_split.txt`` (``<id> <1 for training>``). Without the class files every box is the one class
+    "object". Returns the entries and the images its split sets apart for testing."""
+    def table(name: str, fields: int, required: bool = True) -> dict[str, list[str]] | None:
+        path = root / name
+        if not path.is_file():
+            if required:
+                raise InputFileError(path, "is missing (a CUB-200-2011 folder has images.txt and bounding_boxes.txt)")
+            return None
+        text = read_capped(path, MAX_JSON_BYTES, "CUB annotation file").decode("utf-8-sig", "replace")
+        rows: dict[str, list[str]] = {}
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split(None, fields - 1) if fields == 2 else line.split()
+            if len(parts) != fields:
+                raise InputFileError(f"{path}, line {n}", f"has {len(parts)} fields; expected {fields}")
+            if parts[0] in rows:
+                raise InputFileError(f"{path}, line {n}", f"repeats the id {parts[0][:40]!r}")
+            rows[parts[0]] = parts[1:]
+            if len(rows) > MAX_BOXES:
+                raise InputFileError(path, f"has over {MAX_BOXES:,} lines")
+        return rows
+
+    paths, boxes = table("images.txt", 2), table("bounding_boxes.txt", 5)
+    labels, classes = table("image_class_labels.txt", 2, False), table("classes.txt", 2, False)
+    split = table("train_test_split.txt", 2, False)
+    if (labels is None) != (classes is None):
+        raise InputFileError(root, "has only one of image_class_labels.txt and classes.txt")
+    names = {k: class_name(re.sub(r"^\d+\.", "", v[0].strip()) or v[0], root / "classes.txt")
+             for k, v in (classes or {}).items()}
+    folders = [images] if images is not None else [root / "images", root]
+    entries, held_out = [], set()
+    for i, (raw,) in paths.items():
+        what = f"{root / 'images.txt'}, image {i[:40]}"
+        if i not in boxes:
+            entries.append((root / raw, (0, 0), []))  # an image without a box: counted as skipped
+            continue
+        image = find_image(raw, "", folders, what)
+        if labels is None:
+            label = "object"
+        elif labels.get(i, [None])[0] not in names:
+            raise InputFileError(what, "has no class in image_class_labels.txt and classes.txt")
+        else:
+            label = names[labels[i][0]]
+        hw = stated_size("0", "0", image, what)
+        try:
+            x, y, w, h = (float(v) for v in boxes[i])
+        except ValueError:
+            raise InputFileError(f"{root / 'bounding_boxes.txt'}, image {i[:40]}", "box is not four numbers") from None
+        if not w > 0 or not h > 0:  # also NaN
+            raise InputFileError(f"{root / 'bounding_boxes.txt'}, image {i[:40]}",
+                                 f"box width {w:g} and height {h:g} must be positive")
+        entries.append((image, hw, [Box(label, edge_box((x + 1, y + 1, x + w, y + h), hw,
+                                                        f"{root / 'bounding_boxes.txt'}, image {i[:40]}"))]))
+        if split is not None and split.get(i, ["1"])[0].strip() == "0":
+            held_out.add(image)
+    unknown = sorted(set(boxes) - set(paths))
+    if unknown:
+        raise InputFileError(root / "bounding_boxes.txt", f"has a box for image id {unknown[0][:40]!r}, which "
+                                                         "images.txt does not list")
+    return entries, frozenset(held_out)
 
 
 def _yolo_names(folders: list[Path]) -> dict[int, str]:

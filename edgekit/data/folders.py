@@ -12,7 +12,8 @@ from edgekit.errors import InputFileError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 BOX_LAYOUT_NAMES = {"voc": "Pascal VOC (.xml)", "yolo": "YOLO (labels/*.txt)", "coco": "COCO (.json)",
-                    "csv": "CSV", "labelme": "LabelMe (.json)", "cvat": "CVAT (annotations.xml)"}
+                    "csv": "CSV", "labelme": "LabelMe (.json)", "cvat": "CVAT (annotations.xml)",
+                    "cub": "CUB-200-2011 (bounding_boxes.txt)"}
 _VAL_NAMES = ("val", "validation", "valid", "test")
 
 
@@ -83,9 +84,12 @@ def stratified_val_mask(labels: np.ndarray, fraction: float, seed: int) -> np.nd
 
 
 # Where box annotations live: raccoon-style annotations/, Pascal VOC's Annotations/ (beside JPEGImages/),
-# Oxford-IIIT Pet's annotations/xmls/, or the image folder itself; else (kangaroo's annots/, a labelling tool's
-# xml/) the one subfolder that holds .xml files and no images.
+# Oxford-IIIT Pet's annotations/xmls/, or the image folder itself; else one of NESTED_VOC_DIRS holding them in
+# subfolders (Stanford Dogs' Annotation/<breed>/<file>, ImageNet's Annotations/CLS-LOC/train/<wnid>/); else
+# (kangaroo's annots/, a labelling tool's xml/) the one subfolder that holds .xml files and no images.
 VOC_ANNOTATION_DIRS = ("", "annotations", "Annotations", "annotations/xmls", "Annotations/xmls")
+NESTED_VOC_DIRS = ("Annotation", "Annotations", "annotations", "annotation")
+NESTED_VOC_DEPTH = 3  # subfolder levels under a NESTED_VOC_DIRS folder (ImageNet's CLS-LOC/train/<wnid>/)
 
 
 def _holds(d: Path, suffixes) -> bool:
@@ -93,19 +97,45 @@ def _holds(d: Path, suffixes) -> bool:
     return any(p.suffix.lower() in suffixes and p.is_file() for p in d.iterdir())
 
 
+def voc_candidate(p: Path) -> bool:
+    """Whether a file found in a nested annotation folder may be a VOC annotation: ``.xml``, or no suffix at all
+    (Stanford Dogs' files); hidden files (``.DS_Store``) are not."""
+    return not p.name.startswith(".") and p.suffix.lower() in (".xml", "")
+
+
+def looks_like_voc(path: Path) -> bool:
+    """Whether ``path`` is a regular file with an <annotation> root near its start (read: 4 KiB at most)."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as f:
+            return b"<annotation" in f.read(4096)
+    except OSError:
+        return False
+
+
+def _nested_voc(folder: Path, depth: int = 0) -> bool:
+    """Whether the first annotation file down ``folder``'s first subfolders (by name; up to NESTED_VOC_DEPTH
+    levels) is a Pascal VOC annotation: one file is read, so a class-folder dataset is never walked."""
+    subs = sorted(d for d in folder.iterdir() if not d.name.startswith(".") and d.is_dir())
+    if depth > 0:
+        first = min((p for p in folder.iterdir() if voc_candidate(p) and p.is_file()), default=None)
+        if first is not None:
+            return looks_like_voc(first)
+    return bool(subs) and depth < NESTED_VOC_DEPTH and _nested_voc(subs[0], depth + 1)
+
+
 def _voc_inside(folder: Path) -> bool:
     """Whether the first .xml file of ``folder`` (by name) is a Pascal VOC annotation (an <annotation> root near its
     start), not a class folder's stray metadata file."""
     first = min((p for p in folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file()), default=None)
-    if first is None:
-        return False
-    with open(first, "rb") as f:
-        return b"<annotation" in f.read(4096)
+    return first is not None and looks_like_voc(first)
 
 
 def voc_annotation_dir(root: Path) -> Path | None:
-    """The first of VOC_ANNOTATION_DIRS under ``root`` that holds .xml files; else the only subfolder of ``root``
-    that holds .xml files and no images, when a sibling folder holds images and its XML is Pascal VOC's; else None."""
+    """The first of VOC_ANNOTATION_DIRS under ``root`` that holds .xml files; else the first of NESTED_VOC_DIRS
+    whose subfolders hold VOC files; else the only subfolder of ``root`` that holds .xml files and no images, when a
+    sibling folder holds images and its XML is Pascal VOC's; else None."""
     try:
         for name in VOC_ANNOTATION_DIRS:
             d = root / name if name else root
@@ -113,6 +143,10 @@ def voc_annotation_dir(root: Path) -> Path | None:
                 return d
         if not root.is_dir():
             return None
+        for name in NESTED_VOC_DIRS:
+            d = root / name
+            if d.is_dir() and _nested_voc(d):
+                return d
         subs = sorted(d for d in root.iterdir() if d.is_dir() and os.access(d, os.R_OK | os.X_OK))
         xml = [d for d in subs if _holds(d, {".xml"}) and not _holds(d, IMAGE_SUFFIXES)]
         if len(xml) == 1 and any(_holds(d, IMAGE_SUFFIXES) for d in subs) and _voc_inside(xml[0]):
@@ -162,17 +196,20 @@ def coco_file_in(root: Path) -> Path | None:
 
 
 def box_layout(root: Path) -> str | None:
-    """Which box-annotation layout a folder holds: "cvat" (its annotations.xml), "voc", "yolo", "coco", "labelme"
-    (a .json per image) or "csv" (Roboflow's _annotations.csv, or a folder's one box CSV), or None (class folders,
-    say)."""
+    """Which box-annotation layout a folder holds: "cvat" (its annotations.xml), "cub" (CUB-200-2011's images.txt
+    and bounding_boxes.txt), "voc", "yolo", "coco", "labelme" (a .json per image) or "csv" (Roboflow's
+    _annotations.csv, or a folder's one box CSV), or None (class folders, say)."""
     if not root.is_dir():
         return None
     # the readers of these formats read through box_entries, which imports this module
     from edgekit.data.box_csv import csv_file_in
+    from edgekit.data.box_formats import is_cub
     from edgekit.data.box_tools import cvat_file, labelme_dir
 
     if cvat_file(root) is not None:
         return "cvat"
+    if is_cub(root):
+        return "cub"
     if voc_annotation_dir(root) is not None:
         return "voc"
     if yolo_dirs(root) is not None:

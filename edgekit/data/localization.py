@@ -5,9 +5,15 @@
   (kangaroo's ``annots/``); each file's ``<filename>`` (else its own name) is looked up in ``images=`` if given,
   else beside the XML file, in the folder, in an ``images/`` or ``JPEGImages/`` folder (inside the folder or
   beside the annotations folder), or in any other subfolder;
+- VOC files in subfolders of ``Annotation(s)/``, up to three levels, with or without the ``.xml`` suffix (Stanford
+  Dogs' ``Annotation/<breed>/<file>``, ImageNet's ``Annotations/CLS-LOC/train/<wnid>/``), their images in the same
+  subfolder of ``Images/``, ``images/``, ``Data/`` or ``JPEGImages/``;
+- CUB-200-2011's text files (``images.txt``, ``bounding_boxes.txt``, ``image_class_labels.txt``, ``classes.txt``),
+  whose ``train_test_split.txt`` is kept as the dataset's own split (``BoxDataset.own_split``);
 - a CSV in the common ``filename,width,height,class,xmin,ymin,xmax,ymax`` form (any column order, the usual
   other names for each column, see CSV_ALIASES; other columns ignored; width, height and class optional; corners
-  in pixels or, Open Images' way, as fractions of the image; several rows for one filename are several boxes),
+  in pixels or, Open Images' way, as fractions of the image; or a box as x,y,w,h, and makesense.ai's headerless
+  export; several rows for one filename are several boxes),
   images looked up in ``images=``, else the CSV's folder, else an ``images/`` folder beside it;
 - a COCO detection ``.json`` (a file, or the one in a folder, as Roboflow exports it: ``_annotations.coco.json``
   beside the images);
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +61,9 @@ from edgekit.data.box_entries import (
     stated_size,
     subfolders,
 )
-from edgekit.data.box_formats import read_coco, read_yolo
+from edgekit.data.box_formats import read_coco, read_cub, read_yolo
 from edgekit.data.box_tools import cvat_file, read_cvat, read_labelme
-from edgekit.data.folders import box_layout, coco_file_in, voc_annotation_dir
+from edgekit.data.folders import NESTED_VOC_DEPTH, box_layout, coco_file_in, voc_annotation_dir, voc_candidate
 from edgekit.errors import EdgekitError, InputFileError
 
 MULTI_BOX = ("largest", "skip")
@@ -79,6 +85,17 @@ class BoxDataset:
     multi_box_images: int  # images that had more than one box (the largest kept, or the image skipped)
     skipped: int  # images dropped: no box, or several boxes under multi_box="skip"
     source: str
+    held_out: frozenset[Path] = frozenset()  # images the dataset's own split sets apart for testing (CUB's
+    #                                          train_test_split.txt); empty where it has none
+
+    def own_split(self) -> tuple[BoxDataset, BoxDataset] | None:
+        """(training, test) as the dataset's own split says, or None where it has none (or puts every image on
+        one side)."""
+        test = tuple(s for s in self.samples if s.path in self.held_out)
+        if not test or len(test) == len(self.samples):
+            return None
+        train = tuple(s for s in self.samples if s.path not in self.held_out)
+        return replace(self, samples=train), replace(self, samples=test)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -113,7 +130,10 @@ def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | Non
         raise InputFileError(path, "no such file or folder")
     folder = None if images is None else Path(images)
     layout = box_layout(path) if path.is_dir() else None
-    if layout == "voc":
+    held_out: frozenset[Path] = frozenset()
+    if layout == "cub":
+        entries, held_out = read_cub(path, folder)
+    elif layout == "voc":
         entries = _read_voc_folder(path, folder)
     elif layout == "yolo":
         entries = read_yolo(path, folder)
@@ -128,8 +148,8 @@ def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | Non
     elif path.is_dir():
         raise InputFileError(path, "holds no box annotations: expected Pascal VOC .xml files (beside the images, or "
                                    "in annotations/ or Annotations/), YOLO images/ and labels/ folders, a COCO "
-                                   ".json, LabelMe .json files, a CVAT annotations.xml or a box CSV; or pass the CSV "
-                                   "or COCO .json file")
+                                   ".json, LabelMe .json files, a CVAT annotations.xml, CUB-200-2011's "
+                                   "bounding_boxes.txt or a box CSV; or pass the CSV or COCO .json file")
     elif path.suffix.lower() == ".csv":
         entries = read_csv(path, folder)
     elif path.suffix.lower() == ".json":
@@ -138,7 +158,7 @@ def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | Non
         raise InputFileError(path, "is not a box dataset (a folder of Pascal VOC .xml files, a YOLO folder, a COCO "
                                    ".json or a .csv file)")
     _each_image_once(entries)
-    return _one_box_each([_upright(*e) for e in entries], multi_box, str(path.resolve()))
+    return replace(_one_box_each([_upright(*e) for e in entries], multi_box, str(path.resolve())), held_out=held_out)
 
 
 def _each_image_once(entries: list[tuple[Path, tuple[int, int], list[Box]]]) -> None:
@@ -221,24 +241,33 @@ def parse_voc(data: bytes, what) -> tuple[str, tuple[int, int], list[tuple[str, 
 
 def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[int, int], list[Box]]]:
     ann = voc_annotation_dir(root) or root
-    try:
-        xmls = sorted(p for p in ann.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
-    except OSError as exc:
-        raise InputFileError(ann, f"cannot be read ({exc.strerror or exc})") from None
+    xmls = _voc_files(ann)
     if not xmls:
         raise InputFileError(ann, "has no Pascal VOC .xml files (expected <image>.xml beside the images or in "
                                   "annotations/; or pass a CSV file)")
-    if len(xmls) > MAX_BOXES:
-        raise InputFileError(ann, f"has over {MAX_BOXES:,} annotation files")
     folders = [images] if images is not None else list(dict.fromkeys(
         [ann, root] + [d / n for d in (root, ann.parent, ann.parent.parent) for n in ("images", "JPEGImages")]))
     # then any other folder of the dataset (imgs/, Images/, photos/), never one beside it
     extra = [] if images is not None else [d for d in dict.fromkeys(
         subfolders(root) + (subfolders(ann.parent) if ann != root else [])) if d not in folders]
+    # annotations in subfolders (Stanford Dogs' Annotation/<breed>/) have their images in the same subfolder of an
+    # image folder (Images/<breed>/; ImageNet's Data/CLS-LOC/train/<wnid>/ for Annotations/CLS-LOC/train/<wnid>/)
+    mirrors = [images] if images is not None else list(dict.fromkeys(
+        [root] + [d / n for d in (root, ann.parent) for n in ("images", "Images", "JPEGImages", "Data")]))
+    nested: dict[Path, list[Path]] = {}
     entries: dict[Path, tuple[Path, tuple[int, int], list[Box]]] = {}
     for xml in xmls:
-        filename, size, objects = parse_voc(read_capped(xml, MAX_ANNOTATION_BYTES, "annotation"), xml)
-        image = find_image(filename, xml.stem, folders, xml, extra)
+        data = read_capped(xml, MAX_ANNOTATION_BYTES, "annotation")
+        if xml.suffix == "" and b"<annotation" not in data[:4096]:
+            continue  # a suffix-less file in a nested folder that is not an annotation (a README)
+        filename, size, objects = parse_voc(data, xml)
+        look = folders
+        if xml.parent != ann:
+            if xml.parent not in nested:
+                rel = xml.parent.relative_to(ann)
+                nested[xml.parent] = [d for d in dict.fromkeys(m / rel for m in mirrors) if d.is_dir()] + folders
+            look = nested[xml.parent]
+        image = find_image(filename, xml.stem, look, xml, extra)
         hw = stated_size(size[1], size[0], image, xml)
         boxes = [Box(class_name(n, xml), edge_box(raw, hw, xml)) for n, raw in objects]
         key = image.resolve()
@@ -250,6 +279,29 @@ def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[
         else:
             entries[key] = (image, hw, boxes)
     return list(entries.values())
+
+
+def _voc_files(ann: Path) -> list[Path]:
+    """The VOC files of an annotation folder: its .xml files; where it holds none, the .xml and suffix-less files
+    (Stanford Dogs') in its subfolders, NESTED_VOC_DEPTH levels down, in path order."""
+    def refuse(exc: OSError):
+        raise InputFileError(exc.filename or ann, f"cannot be read ({exc.strerror or exc})")
+
+    try:
+        found = sorted(p for p in ann.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+        if not found:
+            for folder, subs, files in os.walk(ann, onerror=refuse):
+                depth = len(Path(folder).relative_to(ann).parts)
+                subs[:] = sorted(d for d in subs if not d.startswith(".")) if depth < NESTED_VOC_DEPTH else []
+                if depth:
+                    found += [p for p in (Path(folder, f) for f in sorted(files)) if voc_candidate(p) and p.is_file()]
+                if len(found) > MAX_BOXES:
+                    break
+    except OSError as exc:
+        raise InputFileError(ann, f"cannot be read ({exc.strerror or exc})") from None
+    if len(found) > MAX_BOXES:
+        raise InputFileError(ann, f"has over {MAX_BOXES:,} annotation files")
+    return found
 
 
 # ---- CSV ------------------------------------------------------------------------------------------------------

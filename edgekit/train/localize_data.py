@@ -83,7 +83,12 @@ def load_box_data(data, *, val_data, contract: Contract, val_split: float, seed:
                          val_set and _note("validation data", val_set, multi_box)) if n]
     for n in notes:
         log(n)
-    if val_set is None:
+    own = train_set.own_split() if val_set is None else None
+    if own is not None:  # CUB-200-2011's train_test_split.txt
+        train_set, val_set = own
+        log(f"kept the dataset's own split: {len(train_set)} training and {len(val_set)} test images, the test "
+            "images for validation")
+    elif val_set is None:
         if len(train_set) < 2:
             raise EdgekitError(f"{train_set.source}: one image is too few to hold out a validation image")
         mask = stratified_val_mask(train_set.label_indices(), val_split, seed)
@@ -97,5 +102,6 @@ def load_box_data(data, *, val_data, contract: Contract, val_split: float, seed:
     train = BoxArrays(*decode_box_dataset(train_set, contract, labels, log=log), train_set.samples)
     val = BoxArrays(*decode_box_dataset(val_set, contract, labels, log=log), val_set.samples)
     return BoxData(train, val, labels, train_set.source,
-                   val_set.source if val_path is not None else "held out from the training data",
-                   val_split if val_path is None else None, tuple(notes))
+                   val_set.source if val_path is not None else "the dataset's own test split" if own is not None
+                   else "held out from the training data",
+                   val_split if val_path is None and own is None else None, tuple(notes))
