@@ -235,3 +235,20 @@ def test_classify_stream_matches_classify_in_order_and_keeps_going_past_bad_file
     assert [preds[0].label for _, preds in streamed if isinstance(preds, list)] == ["r", "g", "b", "r"]
     with pytest.raises(ValueError, match="prefetch"):
         list(clf.classify_stream(images, prefetch=-1))
+
+
+def test_classify_stream_preprocessing_ahead_gives_each_image_its_own_tensor(rgb_onnx):
+    """The background thread preprocesses into tensors of its own: over many images of different sizes and colours
+    (some taken here, when the thread has not started on them), every streamed answer equals classify's, scores
+    included."""
+    from edgekit.runtime import Classifier
+
+    rng = np.random.default_rng(3)
+    images = [np.ascontiguousarray(np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8),
+                                                   (int(rng.integers(4, 90)), int(rng.integers(4, 90)), 3)))
+              for _ in range(120)]
+    clf = Classifier.open(rgb_onnx)
+    want = [clf.classify(im, top_k=3, color_order="RGB") for im in images]
+    for prefetch in (1, 2, 8):
+        got = [preds for _, preds in clf.classify_stream(images, top_k=3, color_order="RGB", prefetch=prefetch)]
+        assert got == want, prefetch

@@ -23,7 +23,7 @@ import numpy as np
 from edgekit.contract import Contract, Frame, OutputRole, Task
 from edgekit.errors import InputFileError
 from edgekit.runtime.backends import Backend
-from edgekit.runtime.classifier import Classifier, Prediction
+from edgekit.runtime.classifier import Classifier, Prediction, decoded_size
 from edgekit.runtime.tensors import TensorInfo, check_tensor
 
 
@@ -49,13 +49,6 @@ def check_outputs(path: Path, be: Backend, contract: Contract) -> None:
                                    f"(4 values, as the contract's outputs {roles} say); the contract belongs to "
                                    "another model")
     check_tensor(path, info, "box output")
-
-
-def image_size(image) -> tuple[int, int]:
-    """(height, width) of what ``Classifier.load`` returns: an ndarray or a PIL image."""
-    if isinstance(image, np.ndarray):
-        return int(image.shape[0]), int(image.shape[1])
-    return int(image.height), int(image.width)
 
 
 def box_output_index(names: list, sizes: list) -> int | None:
@@ -119,7 +112,8 @@ class Localizer(Classifier):
     def detect(self, image, *, color_order=None) -> list[Detection]:
         """The class and its box for one image (a path, a PIL image, or an ndarray with its colour order); the
         box in the image's pixels (after EXIF rotation, for files)."""
-        return self._answer(self.load(image, color_order), 1)
+        image, order = self.load(image, color_order)
+        return self._answer(self._pre.into_tensor(image, order), decoded_size(image), 1)
 
     def detect_many(self, images: Iterable, *, color_order=None) -> list[list[Detection]]:
         return [self.detect(im, color_order=color_order) for im in images]
@@ -133,13 +127,12 @@ class Localizer(Classifier):
         """A box in the model's frame -> the image's pixels, for an image of ``image_hw`` = (height, width)."""
         return tuple(float(v) for v in Frame.of(image_hw, self.contract).to_image(box_model))
 
-    def _answer(self, loaded, top_k: int) -> list[Prediction]:
+    def _answer(self, tensor: np.ndarray, image_hw: tuple[int, int], top_k: int) -> list[Prediction]:
         """The top class with the box (a Detection), then the next ``top_k - 1`` classes as Predictions: the
         model has one box, and it belongs to its top class."""
-        image, order = loaded
-        outs = self.backend.run_all(self._pre.into_tensor(image, order))
+        outs = self.backend.run_all(tensor)
         idx, scores = self._scorer.top(outs[self._scores_at], top_k)
-        box = self.to_image(self._box(outs[self._box_at]), image_size(image))
+        box = self.to_image(self._box(outs[self._box_at]), image_hw)
         label = self.contract.label
         return [Detection(label(idx[0]), idx[0], scores[0], box)] + [
             Prediction(label(i), i, v) for i, v in zip(idx[1:], scores[1:], strict=True)]
