@@ -71,9 +71,7 @@ def test_a_folder_of_images_and_a_headerless_makesense_csv_is_not_class_folders(
     "p.jpg,40,30,a,1,1,5,5\n",  # the common form without its header
     "a,1,1,5,5,p.jpg,40\n",  # 7 fields
     "a,1,1,5,5,p,40,30\n",  # no image extension
-    "a,1,1,5,5,p.jpg,40,30\na,1,1,5,5,p.jpg,40.5,30\n",  # an image size that is not a whole number
     "a,1,one,5,5,p.jpg,40,30\n",  # not a number
-    "x,1,1,5,5,p.jpg,40,30\n",  # the first row names a column: a header, though a wrong one
 ])
 def test_a_headerless_csv_not_shaped_as_makesense_is_still_refused(tmp_path, text):
     _image(tmp_path / "p.jpg")
@@ -82,6 +80,20 @@ def test_a_headerless_csv_not_shaped_as_makesense_is_still_refused(tmp_path, tex
         read_box_dataset(tmp_path / "b.csv")
     assert "\n" not in str(err.value)
     assert not is_box_dataset(tmp_path)
+
+
+def test_makesense_is_told_by_its_first_row_and_later_rows_are_checked_by_line(tmp_path):
+    """A label that is also a column name (left, x, image) is still a label; a bad later row is named by its line."""
+    _image(tmp_path / "p.jpg")
+    (tmp_path / "a.csv").write_text("left,1,1,5,5,p.jpg,40,30\n")
+    (d,) = [read_box_dataset(tmp_path / "a.csv")]
+    assert d.labels == ("left",) and d.samples[0].box == (1.0, 1.0, 6.0, 6.0)
+    (tmp_path / "b.csv").write_text("a,1,1,5,5,p.jpg,40,30\na,1,1,5,5,p.jpg,40.5,30\n")
+    with pytest.raises(InputFileError, match=r"b\.csv, line 2: image size"):
+        read_box_dataset(tmp_path / "b.csv")
+    (tmp_path / "b.csv").write_text("a,1,1,5,5,p.jpg,40,30\na,1\n")
+    with pytest.raises(InputFileError, match=r"b\.csv, line 2: "):
+        read_box_dataset(tmp_path / "b.csv")
 
 
 ROW = "a,1,1,5,5,p.jpg,40,30\n"

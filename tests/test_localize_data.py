@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -725,7 +726,7 @@ def test_labelling_tool_hostile_values_and_a_fifo_are_one_line_errors(tmp_path):
     (tmp_path / "lm" / "b.json").write_text(json.dumps({"shapes": [], "imagePath": "x" * 300 + ".jpg"}))
     with pytest.raises(InputFileError, match="not found") as err:
         read_box_dataset(tmp_path / "lm")
-    assert len(str(err.value)) < 400
+    assert "x" * 80 in str(err.value) and "x" * 81 not in str(err.value)  # the name is cut to 80 characters
     from edgekit.data.folders import ImageFolder
 
     for c in ("cat", "dog"):
@@ -922,14 +923,27 @@ def test_nested_voc_and_cub_layouts_read_the_same_boxes(tmp_path):
         _image(tmp_path / "dogs" / "Images" / folder / name)
         _voc(tmp_path / "ILSVRC" / "Annotations" / "CLS-LOC" / "train" / folder / f"{stem}.xml", stem, voc)
         _image(tmp_path / "ILSVRC" / "Data" / "CLS-LOC" / "train" / folder / name)
-    (tmp_path / "dogs" / "Annotation" / "README").write_text("Stanford Dogs annotations\n")  # not an annotation
+    (tmp_path / "dogs" / "Annotation" / "README").write_text("Stanford Dogs annotations\n")  # beside the folders
     (tmp_path / "dogs" / "Annotation" / "n02080-cat" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    (tmp_path / "dogs" / "Annotation" / "n02081-dog" / "LICENSE").write_text("suffix-less, not VOC: skipped")
+    (tmp_path / "dogs" / "Annotation" / "n02079-empty").mkdir()  # an empty first folder: still found
     for source in ("dogs", "ILSVRC"):
         d = read_box_dataset(tmp_path / source)
         assert _as_read(d) == want, source
         assert is_box_dataset(tmp_path / source) and not d.held_out and d.own_split() is None, source
     assert read_box_dataset(tmp_path / "dogs").samples[0].path.parent.name.startswith("n0208")
+    stray = tmp_path / "dogs" / "Annotation" / "n02081-dog" / "LICENSE"
+    stray.write_text("suffix-less, among the annotations, and not one")  # refused by name, never skipped
+    with pytest.raises(InputFileError, match="LICENSE: not valid XML"):
+        read_box_dataset(tmp_path / "dogs")
+    stray.unlink()
+    os.mkfifo(stray)  # never opened
+    with pytest.raises(InputFileError, match="LICENSE: .*not a regular file"):
+        read_box_dataset(tmp_path / "dogs")
+    stray.unlink()
+    # a breed folder that is a symbolic link is followed, like a linked file
+    (tmp_path / "dogs" / "Annotation" / "n02081-dog").rename(tmp_path / "elsewhere")
+    (tmp_path / "dogs" / "Annotation" / "n02081-dog").symlink_to(tmp_path / "elsewhere")
+    assert _as_read(read_box_dataset(tmp_path / "dogs")) == want
     want_one = [(n, c, b, 1) for n, c, b, _ in want]  # CUB holds one box per image: the largest
     d = read_box_dataset(_cub_scene(tmp_path / "CUB_200_2011", split={"three.png"}))
     assert _as_read(d) == want_one and d.labels == ("cat", "dog")  # "001.cat" is the class cat
@@ -949,6 +963,24 @@ def test_nested_voc_and_cub_layouts_read_the_same_boxes(tmp_path):
     assert not is_box_dataset(tmp_path / "cf")
 
 
+def test_imagenet_train_and_val_annotations_are_its_own_split_and_no_image_is_looked_for_outside(tmp_path):
+    root = tmp_path / "ILSVRC"
+    for i, (name, boxes) in enumerate(SCENE.items()):
+        voc = [(c, int(x0) + 1, int(y0) + 1, int(x1), int(y1)) for c, (x0, y0, x1, y1) in boxes]
+        sub = ("train", f"n0{i}") if i else ("val",)  # ImageNet's val/ annotations are not in class folders
+        stem = name.rsplit(".", 1)[0]
+        _voc(root.joinpath("Annotations", "CLS-LOC", *sub, f"{stem}.xml"), stem, voc)
+        _image(root.joinpath("Data", "CLS-LOC", *sub, name))
+    d = read_box_dataset(root)
+    train, test = d.own_split()
+    assert [s.path.name for s in test.samples] == ["one.jpg"] and len(train) == 2
+    # an image beside the dataset, not in it, is never used
+    (root / "Data" / "CLS-LOC" / "val" / "one.jpg").rename(tmp_path / "one.jpg")
+    _image(tmp_path / "images" / "one.jpg")
+    with pytest.raises(InputFileError, match="image 'one' .*not found"):
+        read_box_dataset(root)
+
+
 def test_a_datasets_own_test_split_validates_training_and_conversion(tmp_path):
     from edgekit.convert.samples import load_samples
     from edgekit.train.localize_data import load_box_data
@@ -963,18 +995,39 @@ def test_a_datasets_own_test_split_validates_training_and_conversion(tmp_path):
     assert any("own split: 2 training and 1 test" in m for m in logged)
     cal, val = load_samples(root, contract)
     assert val is not None and val.files == ("images/002.dog/two.jpg",) and len(cal.files) == 2
+    # a separate validation set: training keeps to the training images, and says the test images are left out
+    other = _cub_scene(tmp_path / "other")
+    logged.clear()
+    data = load_box_data(root, val_data=other, contract=contract, val_split=0.5, seed=0, multi_box="largest",
+                         log=logged.append)
+    assert sorted(s.path.name for s in data.train.samples) == ["one.jpg", "three.png"] and len(data.val) == 3
+    assert any("its 1 test images are left out" in m for m in logged)
+    # every image a test image: a note, and a held-out fraction instead
+    (root / "train_test_split.txt").write_text("1 0\n2 0\n3 0\n")
+    logged.clear()
+    data = load_box_data(root, val_data=None, contract=contract, val_split=0.34, seed=0, multi_box="largest",
+                         log=logged.append)
+    assert any("puts every image in its test set" in m for m in logged) and data.val_split == 0.34
 
 
 @pytest.mark.parametrize("edit, problem", [
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 26.0"), r"bounding_boxes.txt, line 1: has 4 fields"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 nan 6.0 26.0 19.0"), "not four finite numbers"),
-    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 0 19.0"), "must be positive"),
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 0 19.0"), "width 0 and height 19 must both be above"),
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 -30 6.0 26.0 19.0"), "box x=-30 y=6 width=26 height=19 is outside"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 x 19.0"), "not four numbers"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 90.0 19.0"), "outside the 40x30 image"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "9 4.0 6.0 26.0 19.0"), "image id '9', which images.txt"),
     (("images.txt", "2 002.dog/two.jpg", "1 002.dog/two.jpg"), "images.txt, line 2: repeats the id '1'"),
     (("images.txt", "001.cat/one.jpg", "001.cat/../../../x.jpg"), "not found"),
-    (("image_class_labels.txt", "1 1", "1 7"), "has no class"),
+    (("image_class_labels.txt", "1 1", "1 7"), "image 1: class '7' is not in classes.txt"),
+    (("image_class_labels.txt", "1 1", "1 1 5"), r"image_class_labels.txt, line 1: has 3 fields; expected 2"),
+    (("image_class_labels.txt", "1 1\n", ""), "image_class_labels.txt: has no line for image id '1'"),
+    (("train_test_split.txt", "1 1", "1 yes"), "train_test_split.txt, image 1: is 'yes'; expected 1 .training. or 0"),
+    (("train_test_split.txt", "1 1", "1 2"), "is '2'; expected 1"),
+    (("train_test_split.txt", "1 1\n", ""), "train_test_split.txt: has no line for image id '1'"),
+    (("train_test_split.txt", "1 1", "1 1\n9 0"), "train_test_split.txt: names the image id '9', which images.txt"),
+    (("train_test_split.txt", "1 1", "1 1 0"), "has 3 fields"),
 ])
 def test_hostile_cub_files_are_one_line_errors(tmp_path, edit, problem):
     root = _cub_scene(tmp_path / "cub")
@@ -985,3 +1038,14 @@ def test_hostile_cub_files_are_one_line_errors(tmp_path, edit, problem):
     with pytest.raises(InputFileError, match=problem) as err:
         read_box_dataset(root)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["train_test_split.txt", "bounding_boxes.txt", "classes.txt"])
+def test_a_cub_file_that_is_not_a_regular_file_is_named(tmp_path, name):
+    import os
+
+    root = _cub_scene(tmp_path / "cub")
+    (root / name).unlink()
+    os.mkfifo(root / name)  # never opened: a FIFO would block the reader
+    with pytest.raises(InputFileError, match=f"{name}: .*not a regular file"):
+        read_box_dataset(root)

@@ -36,7 +36,8 @@ def build_parser():
                     "host produced results.")
     p.add_argument("models", nargs="*", metavar="MODEL", help=".keras, .h5, .tflite or .onnx files")
     p.add_argument("--data", metavar="DIR", help="class folders: accuracy, per-class accuracy, and top-1 agreement "
-                   "with the first model; a box dataset (Pascal VOC folder or CSV): also each localizer's mean IoU")
+                   "with the first model; a box dataset (Pascal VOC, a box CSV, COCO, YOLO...; its own test split "
+                   "where it has one): also each localizer's mean IoU")
     p.add_argument("--max-images", type=cli.int_in(0, 10_000_000), default=500, help="--data images, class-balanced; 0 "
                    "for all (default: 500)")
     p.add_argument("--runs", type=cli.int_in(1, 1_000_000), default=100, help="timed runs per model (default: 100)")
@@ -158,7 +159,7 @@ def _refuse_early(args) -> tuple[tuple[str, ...], dict, dict | None, list[dict] 
         check_models(args.models)
     if args.data and not Path(args.data).is_dir() and not is_box_dataset(args.data):
         raise EdgekitError(f"{args.data}: --data must be a folder with one subfolder per class, or a box dataset "
-                           "(a Pascal VOC folder or a CSV)")
+                           "(Pascal VOC, a box CSV, COCO, YOLO...: see the README)")
     baseline = load_results(args.compare) if args.compare else None
     merged = _load_all(args.merge) if args.merge else None
     overrides = {k: v for k, v in cli.contract_overrides(args).items() if v is not None}

@@ -49,8 +49,8 @@ def build_parser():
     g = p.add_argument_group("data")
     g.add_argument("--calibration", metavar="SRC", help="int8 calibration images: a folder (class subfolders or "
                    "flat), a dataset name (mnist, fashion_mnist, cifar10, cats_vs_dogs), an .npy array, or 'random' "
-                   "(accuracy unknown); for a localizer, also a box dataset (a folder of Pascal VOC .xml files or a "
-                   "filename,width,height,class,xmin,ymin,xmax,ymax CSV). Default: the training data named in the "
+                   "(accuracy unknown); for a localizer, also a box dataset (Pascal VOC, a box CSV, COCO, YOLO...; see "
+                   "edge-train --help). Default: the training data named in the "
                    "model's contract.json")
     g.add_argument("--validation", metavar="SRC", help="labelled class folders or a dataset name to verify on, or "
                    "a box dataset for a localizer (default: a held-out part of the calibration data, never the same "

@@ -28,14 +28,16 @@ def build_parser():
                     "      --weights mobilenet_2_5_224_tf_no_top.h5 --out run/")
     p.add_argument("--data", required=True,
                    help="a folder with train/ and val/ (or validation/) class subfolders, a single level of class "
-                        f"subfolders, or a dataset name: {', '.join(DATASET_NAMES)}. With --task localize: a folder "
-                        "of images with Pascal VOC .xml files (or annotations/ and images/ subfolders), a CSV "
-                        "filename,width,height,class,xmin,ymin,xmax,ymax, a folder of train/ and val/ such "
-                        "folders, or synthetic-boxes")
+                        f"subfolders, or a dataset name: {', '.join(DATASET_NAMES)}. With --task localize: a box "
+                        "dataset (Pascal VOC .xml files beside the images or in annotations/, Annotations/ or "
+                        "Annotation/<class>/; a box CSV such as filename,width,height,class,xmin,ymin,xmax,ymax; "
+                        "a COCO .json; a YOLO images/ and labels/ folder; LabelMe or CVAT files; CUB-200-2011's "
+                        "text files; see the README), a folder of train/ and val/ such folders, or synthetic-boxes")
     p.add_argument("--task", choices=("classify", "localize"), default="classify",
                    help="classify (default), or localize: a class and one box per image, two outputs (scores, box)")
-    p.add_argument("--val-data", metavar="PATH", help="--task localize: the validation boxes (a VOC folder or a "
-                   "CSV; default: --val-split of --data, or its val/ folder)")
+    p.add_argument("--val-data", metavar="PATH", help="--task localize: the validation boxes (a box dataset as "
+                   "--data; default: --data's own split (its val/ folder, CUB's train_test_split.txt), else "
+                   "--val-split of it)")
     p.add_argument("--multi-box", choices=("largest", "skip"), default="largest",
                    help="--task localize: an image with several boxes keeps the largest (default) or is skipped")
     p.add_argument("--resize", choices=("squash", "letterbox"), default="squash",
@@ -121,7 +123,7 @@ def run(args) -> int:
         raise EdgekitError("--data synthetic-boxes is the localization set; add --task localize")
     if synthetic and args.task == "localize":  # said before the images are generated
         raise EdgekitError("--data synthetic is a classification set with no boxes; for --task localize use "
-                           "--data synthetic-boxes, a Pascal VOC folder or a CSV of boxes")
+                           "--data synthetic-boxes or a box dataset (Pascal VOC, a CSV of boxes, COCO, YOLO...)")
     synthetic = synthetic or boxes
     data = Path(args.out) / "data" if synthetic else args.data
     weights = None if args.weights == "none" else args.weights

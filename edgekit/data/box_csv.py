@@ -18,12 +18,10 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import math
 import re
 from pathlib import Path
 
 from edgekit.data.box_entries import (
-    EDGE_SLACK,
     MAX_BOXES,
     Box,
     class_name,
@@ -32,6 +30,7 @@ from edgekit.data.box_entries import (
     read_capped,
     stated_size,
     subfolders,
+    xywh_corners,
 )
 from edgekit.data.folders import IMAGE_SUFFIXES, annotation_file_in
 from edgekit.errors import InputFileError, first_line
@@ -64,14 +63,13 @@ CSV_DEFAULT_CLASS = "object"  # the class of every box in a CSV without a class 
 #: makesense.ai's CSV export, which has no header: the names its columns are read by (pixels, edge coordinates)
 MAKESENSE_HEADER = ("label_name", "bbox_x", "bbox_y", "bbox_width", "bbox_height", "image_name", "image_width",
                     "image_height")
-HEADERLESS_ROWS = 20  # the first rows of a file without a header that must all read as makesense.ai's
 
 
 def csv_file_in(root: Path) -> Path | None:
     """The box CSV of a folder: Roboflow's ``_annotations.csv``, else the folder's only .csv file if its header
     names a file column and a box (four corners, or a corner and a size), or it is makesense.ai's, headerless."""
     def looks_right(head: bytes) -> bool:
-        lines = head.decode("utf-8-sig", "replace").splitlines()[:HEADERLESS_ROWS]
+        lines = head.decode("utf-8-sig", "replace").splitlines()[:100]
         try:
             csv_columns(root, next(csv.reader(lines[:1]), []))
         except (InputFileError, csv.Error):
@@ -122,7 +120,7 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
                                        f"{name!r}")
         corners = [row[k] for k in keys]
         if keys == CSV_XYWH:
-            corners = _xywh_corners(corners, hw, what, normalized)
+            corners = xywh_corners(corners, hw, what, normalized)
         elif normalized:  # fractions of the image: edge coordinates, written as VOC corners for edge_box
             h, w = hw
             x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in corners)  # within FRACTION_SLACK of 0..1
@@ -135,35 +133,14 @@ def read_csv(path: Path, images: Path | None) -> list[tuple[Path, tuple[int, int
     return entries
 
 
-def _xywh_corners(values: list[str], hw: tuple[int, int], what, fractions: bool) -> list[float]:
-    """A box as its top-left corner and size, in edge coordinates (x0 = x, x1 = x + w; pixels, or fractions of
-    the image) -> VOC corners for edge_box; a size not above 0 or a box outside the image is an error."""
-    try:
-        x, y, bw, bh = (float(v) for v in values)
-    except (ValueError, OverflowError):
-        raise InputFileError(what, f"box {str(values)[:80]} is not four numbers") from None
-    if not all(math.isfinite(v) for v in (x, y, bw, bh)):
-        raise InputFileError(what, f"box {str(values)[:80]} is not four finite numbers")
-    if bw <= 0 or bh <= 0:
-        raise InputFileError(what, f"box width {bw:g} and height {bh:g} must both be above 0")
-    h, w = hw
-    if fractions:  # within FRACTION_SLACK of 0..1 (_normalized)
-        x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (x, y, x + bw, y + bh))
-        return [x0 * w + 1, y0 * h + 1, x1 * w, y1 * h]
-    if x < -EDGE_SLACK or y < -EDGE_SLACK or x + bw > w + EDGE_SLACK or y + bh > h + EDGE_SLACK:
-        raise InputFileError(what, f"box x={x:g} y={y:g} width={bw:g} height={bh:g} is outside the {w}x{h} image")
-    return [x + 1, y + 1, x + bw, y + bh]
-
-
 def _is_makesense(reader) -> bool:
-    """Whether a CSV's first rows (``HEADERLESS_ROWS``) are makesense.ai's export, which has no header: none of the
-    first row's fields is a column name, and every row is label,x,y,width,height,image_name,image_width,
-    image_height (four numbers, a name with an image extension, two whole numbers)."""
+    """Whether a CSV is makesense.ai's export, which has no header: its first row (not blank) is
+    label,x,y,width,height,image_name,image_width,image_height, four numbers, a name with an image extension and two
+    whole numbers, which no header is. Later rows are checked as they are read, each error naming its line."""
     try:
-        rows = [r for r in itertools.islice(reader, HEADERLESS_ROWS) if any(v.strip() for v in r)]
+        first = next((r for r in itertools.islice(reader, 100) if any(v.strip() for v in r)), None)
     except csv.Error:
         return False
-    names = {n for aliases in CSV_ALIASES.values() for n in aliases}
 
     def number(v: str) -> bool:
         try:
@@ -172,9 +149,9 @@ def _is_makesense(reader) -> bool:
             return False
         return True
 
-    return (bool(rows) and not any(_header_key(v) in names for v in rows[0])
-            and all(len(r) == 8 and all(number(v) for v in r[1:5]) and r[6].strip().isdigit()
-                    and r[7].strip().isdigit() and Path(r[5].strip()).suffix.lower() in IMAGE_SUFFIXES for r in rows))
+    return (first is not None and len(first) == 8 and all(number(v) for v in first[1:5])
+            and first[6].strip().isdigit() and first[7].strip().isdigit()
+            and Path(first[5].strip()).suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _display_names(path: Path) -> dict[str, str]:
@@ -257,7 +234,7 @@ def _normalized(path: Path, rows: list[tuple[int, dict[str, str]]], keys=CSV_COL
         try:
             values = [float(row[k]) for k in keys]
         except ValueError:
-            return False  # edge_box or _xywh_corners names the row
+            return False  # edge_box or xywh_corners names the row
         if keys == CSV_XYWH:
             values[2:] = values[0] + values[2], values[1] + values[3]
         if all(-FRACTION_SLACK <= v <= 1.0 + FRACTION_SLACK for v in values):

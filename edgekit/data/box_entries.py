@@ -5,6 +5,7 @@ must lie in its image). Errors are one line naming the file (and line or entry) 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import warnings
@@ -105,7 +106,9 @@ def find_image(filename: str, stem: str, folders: list[Path], what, extra: list[
     if found:
         return found[0]
     looked = ", ".join(str(f) for f in dict.fromkeys([*folders, *extra]))
-    raise InputFileError(what, f"image {(name or stem)[:80]!r} not found (looked in {looked})")
+    shown = repr((name or stem)[:80]) + (f" (or {stem[:80]}.*)" if name and stem and
+                                          Path(name).stem != stem else "")
+    raise InputFileError(what, f"image {shown} not found (looked in {looked})")
 
 
 def _look(names: list[str], folders: list[Path], *, every: bool = False) -> list[Path]:
@@ -223,3 +226,23 @@ def edge_box(raw, hw: tuple[int, int], what) -> tuple[float, float, float, float
         raise InputFileError(what, f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} is empty inside "
                                    f"the {w}x{h} image")
     return x0, y0, x1, y1
+
+
+def xywh_corners(values: list[str], hw: tuple[int, int], what, fractions: bool) -> list[float]:
+    """A box as its top-left corner and size, in edge coordinates (x0 = x, x1 = x + w; pixels, or fractions of
+    the image) -> VOC corners for edge_box; a size not above 0 or a box outside the image is an error."""
+    try:
+        x, y, bw, bh = (float(v) for v in values)
+    except (ValueError, OverflowError):
+        raise InputFileError(what, f"box {str(values)[:80]} is not four numbers") from None
+    if not all(math.isfinite(v) for v in (x, y, bw, bh)):
+        raise InputFileError(what, f"box {str(values)[:80]} is not four finite numbers")
+    if bw <= 0 or bh <= 0:
+        raise InputFileError(what, f"box width {bw:g} and height {bh:g} must both be above 0")
+    h, w = hw
+    if fractions:  # within an exporter's rounding of 0..1 (checked by the caller)
+        x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (x, y, x + bw, y + bh))
+        return [x0 * w + 1, y0 * h + 1, x1 * w, y1 * h]
+    if x < -EDGE_SLACK or y < -EDGE_SLACK or x + bw > w + EDGE_SLACK or y + bh > h + EDGE_SLACK:
+        raise InputFileError(what, f"box x={x:g} y={y:g} width={bw:g} height={bh:g} is outside the {w}x{h} image")
+    return [x + 1, y + 1, x + bw, y + bh]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from edgekit.data.box_entries import (
     orientation,
     read_capped,
     stated_size,
+    xywh_corners,
 )
 from edgekit.data.folders import IMAGE_SUFFIXES, yolo_dirs
 from edgekit.errors import InputFileError, first_line
@@ -148,18 +150,21 @@ CUB_FILES = ("images.txt", "bounding_boxes.txt")  # the two files that make a fo
 
 
 def is_cub(root: Path) -> bool:
-    return all((root / f).is_file() for f in CUB_FILES)
+    return all(os.path.lexists(root / f) for f in CUB_FILES)  # a FIFO or folder so named: the reader says so
 
 
 def read_cub(root: Path, images: Path | None) -> tuple[list[tuple[Path, tuple[int, int], list[Box]]], frozenset]:
     """CUB-200-2011's text files: ``images.txt`` (``<id> <path under images/>``), ``bounding_boxes.txt`` (``<id> <x>
     <y> <width> <height>``, pixels from the top-left edge), ``image_class_labels.txt`` (``<id> <class id>``) with
     ``classes.txt`` (``<class id> <name>``: "001.Black_footed_Albatross" is the class Black_footed_Albatross), and
-    ``train_test_split.txt`` (``<id> <1 for training>``). Without the class files every box is the one class
-    "object". Returns the entries and the images its split sets apart for testing."""
-    def table(name: str, fields: int, required: bool = True) -> dict[str, list[str]] | None:
+    ``train_test_split.txt`` (``<id> <1: training, 0: test>``, a line for every image). Without the class files every
+    box is the one class "object". Returns the entries and the images its split sets apart for testing."""
+    def table(name: str, fields: int, *, required: bool = True, spaces: bool = False,
+              of_images: bool = True) -> dict[str, list[str]] | None:
+        """``name``'s lines by id; ``spaces``: the last field may hold spaces (a path, a class name); ``of_images``:
+        every id must be one images.txt lists."""
         path = root / name
-        if not path.is_file():
+        if not os.path.lexists(path):
             if required:
                 raise InputFileError(path, "is missing (a CUB-200-2011 folder has images.txt and bounding_boxes.txt)")
             return None
@@ -168,7 +173,7 @@ def read_cub(root: Path, images: Path | None) -> tuple[list[tuple[Path, tuple[in
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            parts = line.split(None, fields - 1) if fields == 2 else line.split()
+            parts = line.split(None, fields - 1) if spaces else line.split()
             if len(parts) != fields:
                 raise InputFileError(f"{path}, line {n}", f"has {len(parts)} fields; expected {fields}")
             if parts[0] in rows:
@@ -176,45 +181,48 @@ def read_cub(root: Path, images: Path | None) -> tuple[list[tuple[Path, tuple[in
             rows[parts[0]] = parts[1:]
             if len(rows) > MAX_BOXES:
                 raise InputFileError(path, f"has over {MAX_BOXES:,} lines")
+        unknown = next((i for i in rows if i not in paths), None) if of_images else None
+        if unknown is not None:
+            raise InputFileError(path, f"names the image id {unknown[:40]!r}, which images.txt does not list")
         return rows
 
-    paths, boxes = table("images.txt", 2), table("bounding_boxes.txt", 5)
-    labels, classes = table("image_class_labels.txt", 2, False), table("classes.txt", 2, False)
-    split = table("train_test_split.txt", 2, False)
+    paths = table("images.txt", 2, spaces=True, of_images=False)
+    boxes = table("bounding_boxes.txt", 5)
+    labels = table("image_class_labels.txt", 2, required=False)
+    classes = table("classes.txt", 2, required=False, spaces=True, of_images=False)
+    split = table("train_test_split.txt", 2, required=False)
     if (labels is None) != (classes is None):
         raise InputFileError(root, "has only one of image_class_labels.txt and classes.txt")
     names = {k: class_name(re.sub(r"^\d+\.", "", v[0].strip()) or v[0], root / "classes.txt")
              for k, v in (classes or {}).items()}
+    for i, (flag,) in (split or {}).items():
+        if flag not in ("0", "1"):
+            raise InputFileError(f"{root / 'train_test_split.txt'}, image {i[:40]}",
+                                 f"is {flag[:20]!r}; expected 1 (training) or 0 (test)")
     folders = [images] if images is not None else [root / "images", root]
     entries, held_out = [], set()
     for i, (raw,) in paths.items():
         what = f"{root / 'images.txt'}, image {i[:40]}"
+        if split is not None and i not in split:
+            raise InputFileError(root / "train_test_split.txt", f"has no line for image id {i[:40]!r}")
         if i not in boxes:
             entries.append((root / raw, (0, 0), []))  # an image without a box: counted as skipped
             continue
         image = find_image(raw, "", folders, what)
         if labels is None:
             label = "object"
-        elif labels.get(i, [None])[0] not in names:
-            raise InputFileError(what, "has no class in image_class_labels.txt and classes.txt")
+        elif i not in labels:
+            raise InputFileError(root / "image_class_labels.txt", f"has no line for image id {i[:40]!r}")
+        elif labels[i][0] not in names:
+            raise InputFileError(f"{root / 'image_class_labels.txt'}, image {i[:40]}",
+                                 f"class {labels[i][0][:40]!r} is not in classes.txt")
         else:
             label = names[labels[i][0]]
         hw = stated_size("0", "0", image, what)
-        try:
-            x, y, w, h = (float(v) for v in boxes[i])
-        except ValueError:
-            raise InputFileError(f"{root / 'bounding_boxes.txt'}, image {i[:40]}", "box is not four numbers") from None
-        if not w > 0 or not h > 0:  # also NaN
-            raise InputFileError(f"{root / 'bounding_boxes.txt'}, image {i[:40]}",
-                                 f"box width {w:g} and height {h:g} must be positive")
-        entries.append((image, hw, [Box(label, edge_box((x + 1, y + 1, x + w, y + h), hw,
-                                                        f"{root / 'bounding_boxes.txt'}, image {i[:40]}"))]))
-        if split is not None and split.get(i, ["1"])[0].strip() == "0":
+        where = f"{root / 'bounding_boxes.txt'}, image {i[:40]}"
+        entries.append((image, hw, [Box(label, edge_box(xywh_corners(boxes[i], hw, where, False), hw, where))]))
+        if split is not None and split[i][0] == "0":
             held_out.add(image)
-    unknown = sorted(set(boxes) - set(paths))
-    if unknown:
-        raise InputFileError(root / "bounding_boxes.txt", f"has a box for image id {unknown[0][:40]!r}, which "
-                                                         "images.txt does not list")
     return entries, frozenset(held_out)
 
 

@@ -14,7 +14,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".
 BOX_LAYOUT_NAMES = {"voc": "Pascal VOC (.xml)", "yolo": "YOLO (labels/*.txt)", "coco": "COCO (.json)",
                     "csv": "CSV", "labelme": "LabelMe (.json)", "cvat": "CVAT (annotations.xml)",
                     "cub": "CUB-200-2011 (bounding_boxes.txt)"}
-_VAL_NAMES = ("val", "validation", "valid", "test")
+VAL_NAMES = ("val", "validation", "valid", "test")
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -114,15 +114,20 @@ def looks_like_voc(path: Path) -> bool:
         return False
 
 
+NESTED_VOC_PEEK = 3  # subfolders looked into at each level, and files read in each, to tell a nested VOC folder
+
+
 def _nested_voc(folder: Path, depth: int = 0) -> bool:
-    """Whether the first annotation file down ``folder``'s first subfolders (by name; up to NESTED_VOC_DEPTH
-    levels) is a Pascal VOC annotation: one file is read, so a class-folder dataset is never walked."""
-    subs = sorted(d for d in folder.iterdir() if not d.name.startswith(".") and d.is_dir())
+    """Whether one of the first annotation files down ``folder``'s first subfolders (by name; NESTED_VOC_PEEK of
+    each, up to NESTED_VOC_DEPTH levels) is a Pascal VOC annotation: a few small reads, so a class-folder dataset
+    is never walked."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if depth > 0:
-        first = min((p for p in folder.iterdir() if voc_candidate(p) and p.is_file()), default=None)
-        if first is not None:
-            return looks_like_voc(first)
-    return bool(subs) and depth < NESTED_VOC_DEPTH and _nested_voc(subs[0], depth + 1)
+        files = [p for p in entries if voc_candidate(p) and p.is_file()][:NESTED_VOC_PEEK]
+        if any(looks_like_voc(p) for p in files):
+            return True
+    subs = [d for d in entries if d.is_dir()][:NESTED_VOC_PEEK] if depth < NESTED_VOC_DEPTH else []
+    return any(_nested_voc(d, depth + 1) for d in subs)
 
 
 def _voc_inside(folder: Path) -> bool:
@@ -230,7 +235,7 @@ def find_split(root: str | Path) -> tuple[Path, Path | None]:
         raise InputFileError(root, "no such folder" if not root.exists() else "not a folder")
     train = root / "train"
     if train.is_dir():
-        for name in _VAL_NAMES:
+        for name in VAL_NAMES:
             if (root / name).is_dir():
                 return train, root / name
         return train, None

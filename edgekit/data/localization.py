@@ -55,6 +55,7 @@ from edgekit.data.box_entries import (
     class_name,
     edge_box,
     find_image,
+    inside,
     orientation,
     parse_xml,
     read_capped,
@@ -63,7 +64,14 @@ from edgekit.data.box_entries import (
 )
 from edgekit.data.box_formats import read_coco, read_cub, read_yolo
 from edgekit.data.box_tools import cvat_file, read_cvat, read_labelme
-from edgekit.data.folders import NESTED_VOC_DEPTH, box_layout, coco_file_in, voc_annotation_dir, voc_candidate
+from edgekit.data.folders import (
+    NESTED_VOC_DEPTH,
+    VAL_NAMES,
+    box_layout,
+    coco_file_in,
+    voc_annotation_dir,
+    voc_candidate,
+)
 from edgekit.errors import EdgekitError, InputFileError
 
 MULTI_BOX = ("largest", "skip")
@@ -134,7 +142,7 @@ def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | Non
     if layout == "cub":
         entries, held_out = read_cub(path, folder)
     elif layout == "voc":
-        entries = _read_voc_folder(path, folder)
+        entries, held_out = _read_voc_folder(path, folder)
     elif layout == "yolo":
         entries = read_yolo(path, folder)
     elif layout == "coco":
@@ -147,7 +155,8 @@ def read_box_dataset(path: str | os.PathLike, *, images: str | os.PathLike | Non
         entries = read_cvat(cvat_file(path), folder)
     elif path.is_dir():
         raise InputFileError(path, "holds no box annotations: expected Pascal VOC .xml files (beside the images, or "
-                                   "in annotations/ or Annotations/), YOLO images/ and labels/ folders, a COCO "
+                                   "in annotations/, Annotations/ or their subfolders), YOLO images/ and labels/ "
+                                   "folders, a COCO "
                                    ".json, LabelMe .json files, a CVAT annotations.xml, CUB-200-2011's "
                                    "bounding_boxes.txt or a box CSV; or pass the CSV or COCO .json file")
     elif path.suffix.lower() == ".csv":
@@ -239,28 +248,34 @@ def parse_voc(data: bytes, what) -> tuple[str, tuple[int, int], list[tuple[str, 
     return filename, (width, height), objects
 
 
-def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[int, int], list[Box]]]:
+def _read_voc_folder(root: Path, images: Path | None) -> tuple[list[tuple[Path, tuple[int, int], list[Box]]],
+                                                                 frozenset]:
+    """The entries of a VOC folder, and the images its own split sets apart for testing (annotations under a
+    ``val/`` or ``test/`` folder beside a ``train/`` one, as ImageNet's ``Annotations/CLS-LOC/{train,val}/``)."""
     ann = voc_annotation_dir(root) or root
     xmls = _voc_files(ann)
     if not xmls:
         raise InputFileError(ann, "has no Pascal VOC .xml files (expected <image>.xml beside the images or in "
                                   "annotations/; or pass a CSV file)")
+    # the images/ folders of the dataset; and, given the annotations folder itself (--data raccoon/annotations),
+    # the images/ beside it. Never a folder beside the dataset.
+    bases = [d for d in dict.fromkeys((root, ann.parent, ann.parent.parent)) if inside(d, root)]
+    if ann == root:
+        bases.append(root.parent)
     folders = [images] if images is not None else list(dict.fromkeys(
-        [ann, root] + [d / n for d in (root, ann.parent, ann.parent.parent) for n in ("images", "JPEGImages")]))
+        [ann, root] + [d / n for d in bases for n in ("images", "JPEGImages")]))
     # then any other folder of the dataset (imgs/, Images/, photos/), never one beside it
     extra = [] if images is not None else [d for d in dict.fromkeys(
         subfolders(root) + (subfolders(ann.parent) if ann != root else [])) if d not in folders]
     # annotations in subfolders (Stanford Dogs' Annotation/<breed>/) have their images in the same subfolder of an
     # image folder (Images/<breed>/; ImageNet's Data/CLS-LOC/train/<wnid>/ for Annotations/CLS-LOC/train/<wnid>/)
     mirrors = [images] if images is not None else list(dict.fromkeys(
-        [root] + [d / n for d in (root, ann.parent) for n in ("images", "Images", "JPEGImages", "Data")]))
+        [root] + [root / n for n in ("images", "Images", "JPEGImages", "Data")]))
     nested: dict[Path, list[Path]] = {}
+    splits: dict[Path, str] = {}  # each annotation's split, by the folders it is in
     entries: dict[Path, tuple[Path, tuple[int, int], list[Box]]] = {}
     for xml in xmls:
-        data = read_capped(xml, MAX_ANNOTATION_BYTES, "annotation")
-        if xml.suffix == "" and b"<annotation" not in data[:4096]:
-            continue  # a suffix-less file in a nested folder that is not an annotation (a README)
-        filename, size, objects = parse_voc(data, xml)
+        filename, size, objects = parse_voc(read_capped(xml, MAX_ANNOTATION_BYTES, "annotation"), xml)
         look = folders
         if xml.parent != ann:
             if xml.parent not in nested:
@@ -278,23 +293,30 @@ def _read_voc_folder(root: Path, images: Path | None) -> list[tuple[Path, tuple[
             entries[key][2].extend(boxes)
         else:
             entries[key] = (image, hw, boxes)
-    return list(entries.values())
+            parts = {q.lower() for q in xml.parent.relative_to(ann).parts}
+            splits[key] = "test" if parts & set(VAL_NAMES) else "train" if "train" in parts else ""
+    kinds = set(splits.values())
+    held_out = frozenset(entries[k][0] for k, v in splits.items() if v == "test") if kinds == {"train", "test"} \
+        else frozenset()
+    return list(entries.values()), held_out
 
 
 def _voc_files(ann: Path) -> list[Path]:
     """The VOC files of an annotation folder: its .xml files; where it holds none, the .xml and suffix-less files
-    (Stanford Dogs') in its subfolders, NESTED_VOC_DEPTH levels down, in path order."""
+    (Stanford Dogs') in its subfolders, NESTED_VOC_DEPTH levels down (symbolic links followed), in path order. A
+    FIFO or device so named is kept, for the reader to refuse by name."""
     def refuse(exc: OSError):
         raise InputFileError(exc.filename or ann, f"cannot be read ({exc.strerror or exc})")
 
     try:
-        found = sorted(p for p in ann.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+        found = sorted(p for p in ann.iterdir() if p.suffix.lower() == ".xml" and not p.is_dir())
         if not found:
-            for folder, subs, files in os.walk(ann, onerror=refuse):
+            for folder, subs, files in os.walk(ann, onerror=refuse, followlinks=True):
                 depth = len(Path(folder).relative_to(ann).parts)
                 subs[:] = sorted(d for d in subs if not d.startswith(".")) if depth < NESTED_VOC_DEPTH else []
                 if depth:
-                    found += [p for p in (Path(folder, f) for f in sorted(files)) if voc_candidate(p) and p.is_file()]
+                    found += [p for p in (Path(folder, f) for f in sorted(files))
+                              if voc_candidate(p) and not p.is_dir()]
                 if len(found) > MAX_BOXES:
                     break
     except OSError as exc:
