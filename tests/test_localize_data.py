@@ -937,7 +937,7 @@ def test_nested_voc_and_cub_layouts_read_the_same_boxes(tmp_path):
         read_box_dataset(tmp_path / "dogs")
     stray.unlink()
     os.mkfifo(stray)  # never opened
-    with pytest.raises(InputFileError, match="LICENSE: .*not a regular file"):
+    with pytest.raises(InputFileError, match=r"LICENSE: .*not a regular file"):
         read_box_dataset(tmp_path / "dogs")
     stray.unlink()
     # a breed folder that is a symbolic link is followed, like a linked file
@@ -977,7 +977,7 @@ def test_imagenet_train_and_val_annotations_are_its_own_split_and_no_image_is_lo
     # an image beside the dataset, not in it, is never used
     (root / "Data" / "CLS-LOC" / "val" / "one.jpg").rename(tmp_path / "one.jpg")
     _image(tmp_path / "images" / "one.jpg")
-    with pytest.raises(InputFileError, match="image 'one' .*not found"):
+    with pytest.raises(InputFileError, match=r"image 'one' .*not found"):
         read_box_dataset(root)
 
 
@@ -1049,3 +1049,14 @@ def test_a_cub_file_that_is_not_a_regular_file_is_named(tmp_path, name):
     os.mkfifo(root / name)  # never opened: a FIFO would block the reader
     with pytest.raises(InputFileError, match=f"{name}: .*not a regular file"):
         read_box_dataset(root)
+
+
+def test_an_annotations_folder_given_itself_finds_the_images_beside_it_and_no_other_folder_does(tmp_path):
+    _voc_scene(tmp_path / "raccoon" / "annotations", tmp_path / "raccoon" / "images")
+    want = _as_read(read_box_dataset(tmp_path / "raccoon"))
+    assert _as_read(read_box_dataset(tmp_path / "raccoon" / "annotations")) == want
+    _voc_scene(tmp_path / "mine", tmp_path / "mine")  # XML beside the images
+    (tmp_path / "images").mkdir()
+    (tmp_path / "mine" / "one.jpg").rename(tmp_path / "images" / "one.jpg")  # beside the dataset: never looked in
+    with pytest.raises(InputFileError, match=r"image 'one.jpg' not found"):
+        read_box_dataset(tmp_path / "mine")

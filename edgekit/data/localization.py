@@ -75,6 +75,8 @@ from edgekit.data.folders import (
 from edgekit.errors import EdgekitError, InputFileError
 
 MULTI_BOX = ("largest", "skip")
+#: what an annotations folder given as --data is called, for its images/ to be looked for beside it
+ANNOTATION_FOLDER_NAMES = ("annotations", "annotation", "annots", "xml", "xmls", "labels")
 
 
 @dataclass(frozen=True)
@@ -257,10 +259,10 @@ def _read_voc_folder(root: Path, images: Path | None) -> tuple[list[tuple[Path, 
     if not xmls:
         raise InputFileError(ann, "has no Pascal VOC .xml files (expected <image>.xml beside the images or in "
                                   "annotations/; or pass a CSV file)")
-    # the images/ folders of the dataset; and, given the annotations folder itself (--data raccoon/annotations),
-    # the images/ beside it. Never a folder beside the dataset.
+    # the images/ folders of the dataset; and, given an annotations folder itself (--data raccoon/annotations),
+    # the images/ beside it. Never a folder beside any other dataset.
     bases = [d for d in dict.fromkeys((root, ann.parent, ann.parent.parent)) if inside(d, root)]
-    if ann == root:
+    if ann == root and root.name.lower() in ANNOTATION_FOLDER_NAMES:
         bases.append(root.parent)
     folders = [images] if images is not None else list(dict.fromkeys(
         [ann, root] + [d / n for d in bases for n in ("images", "JPEGImages")]))
