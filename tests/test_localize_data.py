@@ -1014,7 +1014,7 @@ def test_a_datasets_own_test_split_validates_training_and_conversion(tmp_path):
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 26.0"), r"bounding_boxes.txt, line 1: has 4 fields"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 nan 6.0 26.0 19.0"), "not four finite numbers"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 0 19.0"), "width 0 and height 19 must both be above"),
-    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 -30 6.0 26.0 19.0"), "box x=-30 y=6 width=26 height=19 is outside"),
+    (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 -30 6.0 26.0 19.0"), "x=-30 y=6 width=26 height=19 is outside"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 x 19.0"), "not four numbers"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "1 4.0 6.0 90.0 19.0"), "outside the 40x30 image"),
     (("bounding_boxes.txt", "1 4.0 6.0 26.0 19.0", "9 4.0 6.0 26.0 19.0"), "image id '9', which images.txt"),
