@@ -974,6 +974,10 @@ def test_imagenet_train_and_val_annotations_are_its_own_split_and_no_image_is_lo
     d = read_box_dataset(root)
     train, test = d.own_split()
     assert [s.path.name for s in test.samples] == ["one.jpg"] and len(train) == 2
+    _voc(root / "Annotations" / "CLS-LOC" / "extra" / "four.xml", "four", [("cat", 1, 1, 5, 5)])  # a third folder
+    _image(root / "Data" / "CLS-LOC" / "extra" / "four.jpg")
+    train, test = read_box_dataset(root).own_split()
+    assert [s.path.name for s in test.samples] == ["one.jpg"] and len(train) == 3
     # an image beside the dataset, not in it, is never used
     (root / "Data" / "CLS-LOC" / "val" / "one.jpg").rename(tmp_path / "one.jpg")
     _image(tmp_path / "images" / "one.jpg")
@@ -1001,13 +1005,13 @@ def test_a_datasets_own_test_split_validates_training_and_conversion(tmp_path):
     data = load_box_data(root, val_data=other, contract=contract, val_split=0.5, seed=0, multi_box="largest",
                          log=logged.append)
     assert sorted(s.path.name for s in data.train.samples) == ["one.jpg", "three.png"] and len(data.val) == 3
-    assert any("its 1 test images are left out" in m for m in logged)
+    assert any("its 1 test images are left out (validating on" in m for m in logged)
     # every image a test image: a note, and a held-out fraction instead
     (root / "train_test_split.txt").write_text("1 0\n2 0\n3 0\n")
     logged.clear()
     data = load_box_data(root, val_data=None, contract=contract, val_split=0.34, seed=0, multi_box="largest",
                          log=logged.append)
-    assert any("puts every image in its test set" in m for m in logged) and data.val_split == 0.34
+    assert any("leaves none of its usable images on one side" in m for m in logged) and data.val_split == 0.34
 
 
 @pytest.mark.parametrize("edit, problem", [
@@ -1055,6 +1059,8 @@ def test_an_annotations_folder_given_itself_finds_the_images_beside_it_and_no_ot
     _voc_scene(tmp_path / "raccoon" / "annotations", tmp_path / "raccoon" / "images")
     want = _as_read(read_box_dataset(tmp_path / "raccoon"))
     assert _as_read(read_box_dataset(tmp_path / "raccoon" / "annotations")) == want
+    _voc_scene(tmp_path / "pets" / "annotations" / "xmls", tmp_path / "pets" / "images")  # Oxford-IIIT Pet
+    assert _as_read(read_box_dataset(tmp_path / "pets" / "annotations" / "xmls")) == want
     _voc_scene(tmp_path / "mine", tmp_path / "mine")  # XML beside the images
     (tmp_path / "images").mkdir()
     (tmp_path / "mine" / "one.jpg").rename(tmp_path / "images" / "one.jpg")  # beside the dataset: never looked in

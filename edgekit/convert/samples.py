@@ -233,8 +233,8 @@ def _from_boxes(p: Path, contract: Contract, notes: list[str]) -> tuple[Samples,
     own = ds.own_split()
     if own is None:
         return _box_samples(ds, contract), None
-    notes.append(f"{p.name}: its own split, {len(own[0])} training and {len(own[1])} test images (the test images "
-                 "validate)")
+    notes.append(f"{p.name}: its own split, {len(own[0])} training and {len(own[1])} test images (the training "
+                 "images calibrate, and the test images validate unless another validation set is given)")
     return _box_samples(own[0], contract), _box_samples(own[1], contract)
 
 

@@ -9,8 +9,9 @@ A box may instead be its top-left corner and size, COCO's and makesense.ai's way
 (``bbox_x,bbox_y,bbox_width,bbox_height``, ``box_x``..., or bare ``x,y,w,h``): edge coordinates (the box runs from
 x to x + w), in pixels or as fractions of the image. Plain ``width`` and ``height`` are always the image's size;
 where a file gives both corners and a size, the corners are read. makesense.ai's CSV export has no header: a file
-whose first rows all read ``label,x,y,width,height,image_name,image_width,image_height`` (``MAKESENSE_HEADER``)
-is read as if it had that header. Any other file without a header is refused, naming the header it found.
+whose first row reads ``label,x,y,width,height,image_name,image_width,image_height`` (``MAKESENSE_HEADER``: four
+numbers, an image name and two whole numbers, which no header is) is read as if it had that header. Any other file
+without a header is refused, naming the header it found.
 """
 
 from __future__ import annotations

@@ -113,13 +113,14 @@ def find_image(filename: str, stem: str, folders: list[Path], what, extra: list[
 
 def _look(names: list[str], folders: list[Path], *, every: bool = False) -> list[Path]:
     """The first of ``names`` found in the first folder holding one (in every folder with ``every``), exactly, else
-    ignoring case."""
+    ignoring case. Each folder is listed once (``_names_in``), so a dataset of many annotations costs a listing per
+    folder, not a failed stat per name it might have (ImageNet's ``.JPEG`` tries every other suffix first)."""
     found: list[Path] = []
     for exact in (True, False):
         for folder in folders:
-            by_lower = None if exact else _names_by_lower(folder)
+            present, by_lower = _names_in(folder)
             for n in names:
-                hit = n if exact else by_lower.get(n.lower())
+                hit = (n if n in present else None) if exact else by_lower.get(n.lower())
                 if hit is not None and _is_file(folder / hit):
                     found.append(folder / hit)
                     break
@@ -145,26 +146,26 @@ def inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _names_by_lower(folder: Path) -> dict[str, str]:
-    """The file names in ``folder`` by their lower case (the first in sorted order where two differ only in case),
-    read once per folder and modification time."""
+def _names_in(folder: Path) -> tuple[frozenset[str], dict[str, str]]:
+    """The names in ``folder``, and the same by their lower case (the first in sorted order where two differ only
+    in case), read once per folder and modification time; a folder that is not there holds none."""
     try:
         mtime = folder.stat().st_mtime_ns
     except OSError:
-        return {}
+        return frozenset(), {}
     return _listing(str(folder), mtime)
 
 
 @functools.lru_cache(maxsize=64)
-def _listing(folder: str, _mtime: int) -> dict[str, str]:
+def _listing(folder: str, _mtime: int) -> tuple[frozenset[str], dict[str, str]]:
     try:
         names = sorted(os.listdir(folder))
     except OSError:
-        return {}
+        return frozenset(), {}
     by_lower: dict[str, str] = {}
     for n in names:
         by_lower.setdefault(n.lower(), n)
-    return by_lower
+    return frozenset(names), by_lower
 
 
 def subfolders(folder: Path) -> list[Path]:

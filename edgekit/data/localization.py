@@ -96,7 +96,7 @@ class BoxDataset:
     skipped: int  # images dropped: no box, or several boxes under multi_box="skip"
     source: str
     held_out: frozenset[Path] = frozenset()  # images the dataset's own split sets apart for testing (CUB's
-    #                                          train_test_split.txt); empty where it has none
+    #                                          train_test_split.txt, ImageNet's val/ beside train/); empty: none
 
     def own_split(self) -> tuple[BoxDataset, BoxDataset] | None:
         """(training, test) as the dataset's own split says, or None where it has none (or puts every image on
@@ -262,8 +262,10 @@ def _read_voc_folder(root: Path, images: Path | None) -> tuple[list[tuple[Path, 
     # the images/ folders of the dataset; and, given an annotations folder itself (--data raccoon/annotations),
     # the images/ beside it. Never a folder beside any other dataset.
     bases = [d for d in dict.fromkeys((root, ann.parent, ann.parent.parent)) if inside(d, root)]
-    if ann == root and root.name.lower() in ANNOTATION_FOLDER_NAMES:
-        bases.append(root.parent)
+    up = root
+    while ann == root and up.name.lower() in ANNOTATION_FOLDER_NAMES and up.parent != up:  # Pet's annotations/xmls
+        up = up.parent
+        bases.append(up)
     folders = [images] if images is not None else list(dict.fromkeys(
         [ann, root] + [d / n for d in bases for n in ("images", "JPEGImages")]))
     # then any other folder of the dataset (imgs/, Images/, photos/), never one beside it
@@ -298,7 +300,7 @@ def _read_voc_folder(root: Path, images: Path | None) -> tuple[list[tuple[Path, 
             parts = {q.lower() for q in xml.parent.relative_to(ann).parts}
             splits[key] = "test" if parts & set(VAL_NAMES) else "train" if "train" in parts else ""
     kinds = set(splits.values())
-    held_out = frozenset(entries[k][0] for k, v in splits.items() if v == "test") if kinds == {"train", "test"} \
+    held_out = frozenset(entries[k][0] for k, v in splits.items() if v == "test") if {"train", "test"} <= kinds \
         else frozenset()
     return list(entries.values()), held_out
 
@@ -317,8 +319,7 @@ def _voc_files(ann: Path) -> list[Path]:
                 depth = len(Path(folder).relative_to(ann).parts)
                 subs[:] = sorted(d for d in subs if not d.startswith(".")) if depth < NESTED_VOC_DEPTH else []
                 if depth:
-                    found += [p for p in (Path(folder, f) for f in sorted(files))
-                              if voc_candidate(p) and not p.is_dir()]
+                    found += [p for p in (Path(folder, f) for f in sorted(files)) if voc_candidate(p)]
                 if len(found) > MAX_BOXES:
                     break
     except OSError as exc:

@@ -196,7 +196,7 @@ class Classifier:
             for image in images:
                 yield self._answer_or_error(image, self._prepared(image, color_order, here, copy=False), top_k)
             return
-        ahead = Preprocessor(self.contract, self.backend.input)
+        ahead = Preprocessor(here.contract, here.tensor)
         items = iter(images)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekit-decode") as pool:
             pending: deque = deque()

@@ -86,15 +86,16 @@ def load_box_data(data, *, val_data, contract: Contract, val_split: float, seed:
     own = train_set.own_split()  # CUB-200-2011's train_test_split.txt, ImageNet's train/ and val/
     if own is not None and val_set is not None:
         log(f"training on the {len(own[0])} training images of the dataset's own split; its {len(own[1])} test "
-            f"images are left out (--val-data validates)")
+            f"images are left out (validating on {val_set.source})")
         train_set, own = own[0], None
     elif own is not None:
         train_set, val_set = own
         log(f"kept the dataset's own split: {len(train_set)} training and {len(val_set)} test images, the test "
             "images for validation")
-    elif train_set.held_out and val_set is None:
-        log(f"note: the dataset's own split puts every image in its test set; {val_split:.0%} of each class is held "
-            "out for validation instead")
+    elif train_set.held_out:
+        log("note: the dataset's own split leaves none of its usable images on one side (training or test); "
+            + ("training on all of them" if val_set is not None else
+               f"{val_split:.0%} of each class is held out for validation instead"))
     if own is None and val_set is None:
         if len(train_set) < 2:
             raise EdgekitError(f"{train_set.source}: one image is too few to hold out a validation image")
