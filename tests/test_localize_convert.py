@@ -193,6 +193,31 @@ def _box_dataset(root: Path, n: int = 80, size=(48, 64), seed: int = 0) -> Path:
     return root / "labels.csv"
 
 
+def test_a_localizer_trained_on_a_box_csv_finds_its_data_and_its_held_out_images_from_its_contract(tmp_path):
+    """edge-convert with no data flags on a localizer edge-train fitted to a CSV: calibrates on the CSV and verifies
+    on exactly the images edge-train held out; one validated on a separate --val-data gets no default (the images it
+    would hold out were trained on)."""
+    from dataclasses import replace
+
+    from edgekit.contract import Provenance
+    from edgekit.convert.data import choose_data
+    from edgekit.convert.options import ConvertOptions
+    from edgekit.data.folders import stratified_val_mask
+    from edgekit.data.localization import read_box_dataset
+
+    csv = _box_dataset(tmp_path / "boxes", n=20)
+    contract = Contract(height=16, width=16, labels=("blue", "red"), task=Task.LOCALIZE, outputs=("scores", "box"),
+                        provenance=Provenance(dataset=str(csv), val_split=0.25, seed=3))
+    data = choose_data(contract, ConvertOptions(formats=("tflite_int8",)), log=lambda _m: None)
+    ds = read_box_dataset(csv)
+    mask = stratified_val_mask(ds.label_indices(), 0.25, 3)
+    assert sorted(data.validation.files) == sorted(s.path.name for s, m in zip(ds.samples, mask, strict=True) if m)
+    assert not set(data.validation.files) & set(data.calibration.files)
+    alone = replace(contract, provenance=Provenance(dataset=str(csv), val_split=None))
+    data = choose_data(alone, ConvertOptions(formats=("tflite_int8",)), log=lambda _m: None)
+    assert data.calibration is None and any("random pixels only" in n for n in data.notes)
+
+
 def _trained(dataset: Path, contract: Contract, epochs: int = 40):
     """A tiny localizer fitted to the dataset, so that its boxes mean something."""
     import keras

@@ -31,7 +31,10 @@ def choose_data(contract: Contract, options: ConvertOptions, log: Callable[[str]
     prov = contract.provenance
     spec = options.calibration
     origin = "--calibration"
-    if spec is None and prov.dataset and Path(prov.dataset).is_dir():
+    # a localizer's box CSV or COCO .json too, where edge-train held out a fraction of it (reproduced below); one
+    # validated on a separate --val-data is not, as its held-out images would be training images
+    if spec is None and prov.dataset and (Path(prov.dataset).is_dir() or (
+            contract.is_localizer and Path(prov.dataset).is_file() and prov.val_split)):
         spec, origin = prov.dataset, "the training dataset recorded in the model's contract"
     cal = own_val = None
     random_cal = str(spec) == RANDOM
