@@ -952,6 +952,9 @@ def test_nested_voc_and_cub_layouts_read_the_same_boxes(tmp_path):
     assert [s.path.name for s in test.samples] == ["three.png"] and len(train) == 2 and test.labels == d.labels
     d = read_box_dataset(_cub_scene(tmp_path / "cub_one", classes=False))
     assert d.labels == ("object",) and d.own_split() is None  # no class files: one class; all training: no split
+    (tmp_path / "cub_one" / "classes.txt").write_text("1 001.cat\n")  # one class file without the other
+    with pytest.raises(InputFileError, match=r"has only one of image_class_labels.txt and classes.txt"):
+        read_box_dataset(tmp_path / "cub_one")
     from edgekit.data.folders import ImageFolder
 
     for folder in ("dogs", "ILSVRC", "CUB_200_2011"):

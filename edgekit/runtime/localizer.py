@@ -138,9 +138,6 @@ class Localizer(Classifier):
             Prediction(label(i), i, v) for i, v in zip(idx[1:], scores[1:], strict=True)]
 
 
-image_size = decoded_size  # (height, width) of what Classifier.load returns; this module's name for it
-
-
 def open_model(path, **kwargs) -> Classifier:
     """Open whatever the file is: a Localizer when its contract says localize, else a Classifier (the keyword
     arguments are ``Classifier.open``'s)."""
