@@ -49,6 +49,29 @@ def opencv():
     return _cv2
 
 
+def opencv_can_name(path) -> bool:
+    """Whether ``path`` can be handed to OpenCV by name: its name is valid UTF-8. A name that is not (a byte
+    Python carries as a lone surrogate) crashes OpenCV's Python binding with a segmentation fault, inside
+    ``imread``, ``VideoCapture`` and ``VideoWriter`` alike, rather than raising."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def imread(path, flags: int):
+    """``cv2.imread`` (EXIF orientation applied, unless the flags say otherwise), for every file name: one
+    whose name OpenCV cannot take (``opencv_can_name``) is read here and decoded from memory, with the same
+    result. None when OpenCV cannot decode the file."""
+    cv2 = opencv()
+    if opencv_can_name(path):
+        return cv2.imread(os.fspath(path), flags)
+    with open(path, "rb", buffering=0) as f:
+        data = f.readall()
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
+
+
 def cv2_interp(interp: Interpolation) -> int:
     opencv()
     return _INTERP[interp]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.limits import OptionError
 from edgekit.runtime import Classifier
 from tests.conftest import write_png
 
@@ -233,7 +234,7 @@ def test_classify_stream_matches_classify_in_order_and_keeps_going_past_bad_file
     for path, preds in streamed[:2] + streamed[3:]:
         assert preds == clf.classify(path, top_k=2)
     assert [preds[0].label for _, preds in streamed if isinstance(preds, list)] == ["r", "g", "b", "r"]
-    with pytest.raises(ValueError, match="prefetch"):
+    with pytest.raises(OptionError, match="prefetch"):
         list(clf.classify_stream(images, prefetch=-1))
 
 

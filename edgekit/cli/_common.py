@@ -122,10 +122,25 @@ def _say(line: str) -> None:
     print(printable(line), file=sys.stderr)
 
 
+def _empty_value(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The first option (or positional argument) given an empty string, named as the user wrote it."""
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if value == action.default:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            return action.option_strings[-1] if action.option_strings else (action.metavar or action.dest)
+    return None
+
+
 def run_main(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
              argv: Sequence[str] | None = None, *, memory_cap: bool = False) -> int:
     """Parse, run, and turn failures into one line on stderr and a non-zero exit code."""
     args = parser.parse_args(argv)
+    empty = _empty_value(parser, args)
+    if empty:  # "" is never a path, a name or a token: Path("") is the current folder, and --token "" no token
+        parser.error(f"{empty}: an empty value (give one, or leave the option out)")
     from edgekit.limits import MEMORY_SHARE, cap_memory
 
     # TensorFlow commands: a model that allocates more than the machine has gets an error, not the OOM killer.

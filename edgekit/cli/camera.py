@@ -126,7 +126,7 @@ def run(args, argv=None, parser=None) -> int:
         token=token)
     for spec in sources:
         source_kind(spec)
-    check_record_path(args.record, args.force)
+    check_record_path(args.record, args.force, sources)
     clf = _classifiers(args, len(sources))
     if args.systemd_unit or args.install_service:
         return _service(args, sys.argv[1:] if argv is None else list(argv), parser or build_parser())

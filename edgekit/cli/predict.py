@@ -65,19 +65,24 @@ def _stdout_for_data_only():
     data = os.fdopen(saved, "w", buffering=1 if original.line_buffering else -1, encoding=original.encoding,
                      errors=original.errors)
     sys.stdout = data
+    failure: OSError | None = None
     try:
         yield
     finally:
         try:
             data.flush()
-        except OSError:  # a closed pipe (| head): nothing more to say
+        except BrokenPipeError:  # a closed pipe (| head): nothing more to say
             pass
+        except OSError as exc:  # a full disk (> /dev/full, say): the data is lost, and the user must know
+            failure = exc
         os.dup2(saved, 1)
         sys.stdout = original
         try:
             data.close()
-        except OSError:
+        except OSError:  # the same failure again (its buffer is still unwritten); reported below
             pass
+    if failure is not None:
+        raise failure
 
 
 def _csv_text(text: str) -> str:

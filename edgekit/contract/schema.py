@@ -26,6 +26,8 @@ from edgekit.errors import ContractError, InputFileError, first_line
 
 SCHEMA_VERSION = 3  # the newest this edgekit reads
 CLASSIFIER_SCHEMA_VERSION = 2  # what a classifier's contract is written as (unchanged since version 2)
+#: The element types a model's input may have (``Contract.dtype``).
+INPUT_DTYPES = ("float32", "float16", "uint8", "int8", "int16")
 MAX_CONTRACT_BYTES = 64 << 20  # an embedded contract or labels file larger than this is refused
 
 
@@ -48,6 +50,16 @@ class ColorOrder(_StrEnum):
     RGB = "RGB"
     BGR = "BGR"
     GRAY = "GRAY"
+
+    @classmethod
+    def parse(cls, value) -> ColorOrder:
+        """A colour order a user gave (in any case), or a ContractError that names the choices."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).upper())
+        except ValueError:
+            raise ContractError(f"color order must be RGB, BGR or GRAY, got {value!r}") from None
 
 
 class Layout(_StrEnum):
@@ -220,6 +232,11 @@ class Contract:
             raise ContractError(f"channels must be 1 or 3, got {self.channels}")
         if (self.channels == 1) != (self.color_order == ColorOrder.GRAY):
             raise ContractError(f"colour order {self.color_order} does not fit {self.channels} channel(s)")
+        if self.dtype not in INPUT_DTYPES:
+            raise ContractError(f"dtype must be one of {', '.join(INPUT_DTYPES)}, got {self.dtype!r}")
+        if isinstance(self.labels, (str, bytes)) or not all(isinstance(x, str) for x in self.labels):
+            raise ContractError("labels must be a sequence of strings")
+        object.__setattr__(self, "labels", tuple(self.labels))
         lo, hi = self.value_range
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ContractError(f"value_range must be increasing, got {self.value_range}")
@@ -321,7 +338,12 @@ class Contract:
                 if key in kw:
                     kw[key] = enum(kw[key])
             if "labels" in kw:
-                kw["labels"] = tuple(str(x) for x in kw["labels"])
+                labels = kw["labels"]
+                if not isinstance(labels, list) or not all(isinstance(x, str) or (isinstance(x, int) and not
+                                                                                   isinstance(x, bool))
+                                                           for x in labels):
+                    raise ContractError("malformed contract: labels must be a list of names (strings)")
+                kw["labels"] = tuple(str(x) for x in labels)  # whole numbers too: "0".."9" written as 0..9
             if "outputs" in kw:
                 if not isinstance(kw["outputs"], list):
                     raise ContractError("malformed contract: outputs must be a list")

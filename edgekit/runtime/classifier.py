@@ -26,7 +26,7 @@ from edgekit.contract import (
     score_count,
 )
 from edgekit.errors import EdgekitError, InputFileError
-from edgekit.limits import check_threads
+from edgekit.limits import check_int, check_threads
 from edgekit.pixels import RESIZERS, resize_fidelity
 from edgekit.runtime.backends import Backend, open_backend
 from edgekit.runtime.derive import apply_overrides, derive_contract
@@ -92,7 +92,9 @@ class Classifier:
         p = Path(path)
         be = open_backend(p, threads=check_threads(threads), backend=backend)
         notes: list[str] = list(be.notes)
-        contract, source = _model_contract(p, be, contract, notes)
+        flags = frozenset(name for name, v in (("normalization", mean if mean is not None else std),
+                                               ("color_order", color_order), ("output", logits)) if v is not None)
+        contract, source = _model_contract(p, be, contract, notes, flags)
         given = [name for name, v in (("--labels", labels), ("--mean", mean), ("--std", std),
                                       ("--color-order", color_order), ("--logits", logits)) if v is not None]
         if given and source in ("embedded", "sidecar"):
@@ -124,7 +126,7 @@ class Classifier:
                 raise EdgekitError("a colour ndarray needs its colour order: pass color_order='RGB', or 'BGR' "
                                    "for OpenCV frames")
             else:
-                order = ColorOrder(str(color_order).upper())
+                order = ColorOrder.parse(color_order)
             if lib == "pillow":
                 from PIL import Image
 
@@ -157,6 +159,7 @@ class Classifier:
 
     def classify(self, image, *, top_k: int = 5, color_order=None) -> list[Prediction]:
         """Top-k predictions for one image (a path, a PIL image, or an ndarray with its colour order)."""
+        top_k = _top_k(top_k)
         return self._predictions(self.backend.run(self.input_tensor(image, color_order=color_order)), top_k)
 
     def _predictions(self, raw: np.ndarray, top_k: int) -> list[Prediction]:
@@ -187,10 +190,8 @@ class Classifier:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        if prefetch is None:
-            prefetch = 2
-        if prefetch < 0:
-            raise ValueError(f"prefetch must be 0 or more, got {prefetch}")
+        top_k = _top_k(top_k)
+        prefetch = 2 if prefetch is None else check_int(prefetch, "prefetch", low=0, high=1024)
         here = self._pre  # this thread's buffers; the background thread has its own
         if prefetch == 0:
             for image in images:
@@ -261,9 +262,15 @@ def _family(cls: type, p: Path, be: Backend, contract: Contract) -> type:
     return cls
 
 
-def _model_contract(p: Path, be: Backend, given: Contract | None, notes: list[str]) -> tuple[Contract, str]:
+def _top_k(k) -> int:
+    """``top_k`` as the API takes it: a whole number, 1 or more (more than the classes gives every class)."""
+    return k if type(k) is int and k >= 1 else check_int(k, "top_k", low=1)
+
+
+def _model_contract(p: Path, be: Backend, given: Contract | None, notes: list[str],
+                    flags: frozenset[str] = frozenset()) -> tuple[Contract, str]:
     """The contract to start from and where it came from: the one given, the one embedded in the file, its
-    sidecar, or one derived from the input tensor (with a note of what was assumed)."""
+    sidecar, or one derived from the input tensor (with a note of what was assumed, less what ``flags`` set)."""
     if given is not None:
         return given, "given"
     if be.embedded is not None:
@@ -272,7 +279,7 @@ def _model_contract(p: Path, be: Backend, given: Contract | None, notes: list[st
     if contract is not None:
         return contract, "sidecar"
     try:
-        contract, derived_notes = derive_contract(be.input, be.output_size)
+        contract, derived_notes = derive_contract(be.input, be.output_size, given=flags)
     except EdgekitError as exc:
         raise InputFileError(p, str(exc)) from None
     notes.append("no edgekit contract in the model; assumed " + ", ".join(derived_notes))
@@ -348,7 +355,8 @@ def collect_images(inputs: Iterable[str | Path], *, keep_irregular: bool = False
     files. An input that is missing, a broken link or a loop of links, a FIFO or a device is a one-line
     InputFileError (nothing is opened: opening a FIFO blocks). Inside folders, image-named entries that are not
     regular files (FIFOs, devices, broken links) and subfolders that cannot be read are skipped, or with
-    ``keep_irregular`` returned too, so that the caller reports each one and goes on."""
+    ``keep_irregular`` returned too, so that the caller reports each one and goes on. A file reached twice (given
+    twice, or given with a folder that holds it) is listed once, where it was first reached."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -366,4 +374,11 @@ def collect_images(inputs: Iterable[str | Path], *, keep_irregular: bool = False
         else:
             check_regular_file(p, "file or folder", allow_empty=True)  # raises: says what it is instead
             out.append(p)
-    return out
+    seen: set[str] = set()
+    unique = []
+    for p in out:
+        key = os.path.normpath(os.path.abspath(p))
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique

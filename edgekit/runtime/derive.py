@@ -20,8 +20,10 @@ def layout_and_size(shape: tuple[int, ...]) -> tuple[Layout, int, int, int]:
     return Layout.NHWC, dims[0], dims[1], dims[2]
 
 
-def derive_contract(tensor: TensorInfo, num_outputs: int) -> tuple[Contract, list[str]]:
-    """A best-guess contract from the input tensor alone, and the assumptions it made."""
+def derive_contract(tensor: TensorInfo, num_outputs: int, *,
+                    given: frozenset[str] = frozenset()) -> tuple[Contract, list[str]]:
+    """A best-guess contract from the input tensor alone, and the assumptions it made; ``given`` names what the
+    user's flags will set instead ("normalization", "color_order", "output"), which is then not noted as assumed."""
     layout, h, w, ch = layout_and_size(tensor.shape)
     if ch not in (1, 3):
         raise EdgekitError(f"input shape {list(tensor.shape)} has {ch} channels; image models have 1 or 3")
@@ -41,11 +43,14 @@ def derive_contract(tensor: TensorInfo, num_outputs: int) -> tuple[Contract, lis
     else:
         norm = Normalization.scale_offset(1 / 255, 0.0)
         notes.append("float input scaled to 0..1 (x/255); pass --mean/--std if it was trained otherwise")
+    if "normalization" in given:
+        notes = []
     order = ColorOrder.GRAY if ch == 1 else ColorOrder.RGB
-    if ch == 3:
+    if ch == 3 and "color_order" not in given:
         notes.append("RGB")
     notes.append("squash-resize bilinear")
-    notes.append(f"{num_outputs} outputs used as probabilities")
+    if "output" not in given:
+        notes.append(f"{num_outputs} outputs used as probabilities")
     c = Contract(height=h, width=w, channels=ch, color_order=order, layout=layout, normalization=norm,
                  labels=(), output=OutputKind.PROBABILITIES, provenance=Provenance(notes=("derived",)))
     return c, notes
@@ -66,7 +71,7 @@ def apply_overrides(contract: Contract, *, labels=None, mean=None, std=None, col
             notes.append(f"--mean/--std read as 0..1 units and scaled by 255: mean {list(mean)}, std {list(std)}")
         contract = replace(contract, normalization=Normalization.mean_std(mean, std))
     if color_order is not None:
-        order = ColorOrder(color_order.upper())
+        order = ColorOrder.parse(color_order)
         contract = replace(contract, color_order=order, channels=1 if order == ColorOrder.GRAY else 3)
     if logits is not None:
         binary = contract.output in (OutputKind.SIGMOID, OutputKind.SIGMOID_LOGIT)

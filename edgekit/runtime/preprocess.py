@@ -139,7 +139,7 @@ class Preprocessor:
                 raise EdgekitError(f"images must be HxW or HxWx3 (or HxWx1) arrays, got shape {image.shape}")
             if image.ndim == 3 and image.shape[2] == 1:
                 image = image[..., 0]
-            src = ColorOrder.GRAY if image.ndim == 2 else ColorOrder(color_order)
+            src = ColorOrder.GRAY if image.ndim == 2 else ColorOrder.parse(color_order)
             # the pixels are the tensor's values and need no conversion: resize straight into the tensor
             into = direct if direct is not None and src == self.contract.color_order else None
             if into is not None and image.ndim == 2:

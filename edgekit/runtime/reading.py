@@ -11,7 +11,7 @@ import numpy as np
 from edgekit.contract import ColorOrder, check_regular_file
 from edgekit.errors import InputFileError, first_line
 from edgekit.limits import MAX_IMAGE_PIXELS
-from edgekit.pixels import image_size, opencv
+from edgekit.pixels import image_size, imread, opencv
 from edgekit.runtime.decoding import decode_plain
 
 _NOT_AN_IMAGE = "not an image file edgekit can read (JPEG, PNG, BMP, GIF, WebP, TIFF, ...)"
@@ -61,7 +61,7 @@ def read_opencv(path: Path) -> np.ndarray:
 
     try:
         with native_stderr_silenced():  # libjpeg prints "Premature end of JPEG file" itself; our error says it
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
+            frame = imread(path, cv2.IMREAD_COLOR)  # applies EXIF orientation
     except MemoryError:
         raise InputFileError(path, "too large to decode in this machine's memory") from None
     except (cv2.error, UnicodeError, ValueError, TypeError, OSError) as exc:

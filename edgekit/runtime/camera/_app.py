@@ -184,7 +184,8 @@ class _Outputs:
         if len(config.sources) > 1 and not (config.headless or config.serve or config.mqtt):
             raise EdgekitError("several sources are shown with --serve (one page, every stream), --headless or "
                                "--mqtt, not in a window")
-        self.recorder = Recorder(config.record, 30.0, force=config.force) if config.record else None
+        self.recorder = (Recorder(config.record, 30.0, force=config.force, sources=config.sources) if config.record
+                         else None)
         self.window = None if (config.headless or config.serve or config.record or config.mqtt) else _Window()
         self.server = _start_server(config, log) if config.serve else None
         self.mqtt = None
@@ -353,8 +354,9 @@ class _Loop:
                         float(np.median(self.inf_ms)) if self.inf_ms else 0.0, self.stopped_by, self.source)
 
 
-def check_record_path(path: str | None, force: bool) -> None:
-    """Fail before the model loads (and before any camera opens) when --record cannot be written."""
+def check_record_path(path: str | None, force: bool, sources=()) -> None:
+    """Fail before the model loads (and before any camera opens) when --record cannot be written (or would
+    replace one of the ``sources``)."""
     from edgekit.runtime.camera._overlay import check_record_path as check
 
-    check(path, force)
+    check(path, force, sources)

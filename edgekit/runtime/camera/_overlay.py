@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, OutputExistsError
-from edgekit.pixels import opencv
+from edgekit.pixels import opencv, opencv_can_name
 from edgekit.runtime.camera._sources import quiet_opencv, shown
 
 
@@ -81,10 +81,11 @@ RECORD_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
 FRAME_TOLERANCE = 1
 
 
-def check_record_path(path, force: bool) -> Path | None:
+def check_record_path(path, force: bool, sources=()) -> Path | None:
     """Fail before any model or camera is opened when --record cannot be written: a folder, a name that
-    exists (without --force, or that is not a regular file), a missing or unwritable folder, a suffix
-    OpenCV does not write."""
+    exists (without --force, or that is not a regular file), one of the ``sources`` being read (even with
+    --force), a missing or unwritable folder, a folder whose name OpenCV cannot take, a suffix OpenCV does
+    not write."""
     if path is None:
         return None
     if not isinstance(path, (str, os.PathLike)) or not str(path):
@@ -95,6 +96,14 @@ def check_record_path(path, force: bool) -> Path | None:
         raise InputFileError(name, "is a folder; --record takes a video file name (.mp4 or .avi)")
     if p.suffix.lower() not in RECORD_SUFFIXES:
         raise InputFileError(name, "--record writes .mp4 or .avi")
+    if not opencv_can_name(p.parent.absolute()):
+        raise InputFileError(name, "its folder's name is not valid UTF-8, which OpenCV cannot write in; "
+                                   "record into another folder")
+    for spec in sources:
+        with contextlib.suppress(OSError, ValueError):
+            if Path(spec).is_file() and p.exists() and os.path.samefile(spec, p):
+                raise InputFileError(name, "is the video being read (--source); --record never replaces it, "
+                                           "even with --force")
     if p.exists() or p.is_symlink():
         if not force:
             raise OutputExistsError(name)
@@ -119,8 +128,8 @@ class Recorder:
     run ends, once the file has been read back and holds the frames written. OpenCV's VideoWriter reports no
     write errors (a full disk left a broken file behind), so that check is the only way to know."""
 
-    def __init__(self, path: str | Path, fps: float, *, force: bool = False):
-        self.path = check_record_path(path, force)
+    def __init__(self, path: str | Path, fps: float, *, force: bool = False, sources=()):
+        self.path = check_record_path(path, force, sources)
         self.fps = fps
         self.frames = 0  # frames handed to the writer
         self._tmp: Path | None = None
@@ -132,7 +141,9 @@ class Recorder:
 
         if self._writer is None:
             quiet_opencv(cv2)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
+            # a name OpenCV can take (the final name, which may not be valid UTF-8, is given by the rename)
+            stem = self.path.stem if opencv_can_name(self.path.stem) else "edge-camera-recording"
+            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{self.path.suffix}",
                                        dir=self.path.parent)
             os.close(fd)
             self._tmp = Path(tmp)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, MissingDependencyError, first_line
-from edgekit.pixels import opencv
+from edgekit.pixels import opencv, opencv_can_name
 
 PICAMERA = ("picamera", "csi", "picamera2")
 
@@ -53,12 +53,14 @@ def source_kind(spec: str) -> str:
         return "camera"
     if spec.lower() in PICAMERA:
         return "picamera"
-    if "://" in spec:
-        return "url"
     p = Path(spec)
     try:
-        if p.is_dir():
-            return "folder"
+        if "://" not in spec and p.is_dir():
+            return "folder"  # its files are read by edgekit, whatever their names
+        if not opencv_can_name(spec):  # OpenCV would crash on the name, so it is never handed one
+            raise InputFileError(shown(spec), "its name is not valid UTF-8, which OpenCV cannot open; rename it")
+        if "://" in spec:
+            return "url"
         if p.is_file():
             return "file"
         if spec.startswith("/dev/video") and (not p.exists() or p.is_char_device()):
@@ -86,7 +88,7 @@ class Source:
 
 
 class OpenCVSource(Source):
-    def __init__(self, spec: str, kind: str, size: tuple[int, int] | None = None):
+    def __init__(self, spec: str, kind: str, size: tuple[int, int] | None = None, log=None):
         cv2 = opencv()
 
         quiet_opencv(cv2)
@@ -107,6 +109,11 @@ class OpenCVSource(Source):
         self.live = kind != "file"
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        # a video file's own frame count (from its container; none for some), to say when fewer could be decoded
+        declared = self._cap.get(cv2.CAP_PROP_FRAME_COUNT) if kind == "file" else 0
+        self._declared = int(declared) if declared and 0 < declared < 1e9 else 0
+        self._frames = 0
+        self._log = log or (lambda m: print(m, file=sys.stderr, flush=True))
 
     def read(self):
         cv2 = opencv()
@@ -117,35 +124,17 @@ class OpenCVSource(Source):
             if self.live:
                 return None  # a drop: Reconnecting reopens the camera
             raise InputFileError(shown(self.spec), f"cannot read a frame ({first_line(exc)})") from None
-        return frame if ok and frame is not None and frame.size else None
+        if ok and frame is not None and frame.size:
+            self._frames += 1
+            return frame
+        if self._declared and self._frames < self._declared - 1:  # one frame: the rounding of duration x fps
+            self._log(f"edge-camera: warning: {shown(self.spec)} declares {self._declared} frames, but only "
+                      f"{self._frames} could be decoded (a corrupt or cut-short video?)")
+            self._declared = 0  # said once
+        return None
 
     def close(self):
         self._cap.release()
-
-
-def _image_too_large(path: Path) -> str | None:
-    """Why ``path`` must not be decoded (over edgekit.limits.MAX_IMAGE_PIXELS), read from its header only;
-    None when it is small enough or when Pillow cannot read the header (OpenCV then decides)."""
-    import warnings
-
-    from PIL import Image
-
-    from edgekit.limits import MAX_IMAGE_PIXELS, check_pixels
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                width, height = im.size
-    except Image.DecompressionBombError:
-        return f"image is over edgekit's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; downscale it first"
-    except Exception:  # not an image Pillow knows: OpenCV's decoder gets the last word
-        return None
-    try:
-        check_pixels(width, height, path)
-    except EdgekitError as exc:
-        return getattr(exc, "problem", str(exc))
-    return None
 
 
 class FolderSource(Source):
@@ -157,27 +146,27 @@ class FolderSource(Source):
     def __init__(self, folder: str, log=None):
         from edgekit.runtime.classifier import collect_images
 
-        self._files = iter(collect_images([folder]))
+        # irregular entries too (a FIFO, a broken link, a loop of links): each is reported as skipped
+        self._files = iter(collect_images([folder], keep_irregular=True))
         self.skipped = 0
         self._log = log or (lambda m: print(m, file=sys.stderr, flush=True))
 
     def _load(self, f: Path):
-        """(frame, None) or (None, why it was skipped)."""
-        cv2 = opencv()
+        """(BGR frame, None) or (None, why it was skipped): read as edge-predict reads a file (the header checked
+        before decoding, EXIF orientation, transparency, 16-bit; a truncated file refused, not half-decoded)."""
+        from edgekit.contract import ColorOrder
+        from edgekit.runtime.reading import read_image_file
 
-        quiet_opencv(cv2)
-        problem = _image_too_large(f)
-        if problem:
-            return None, problem
+        cv2 = opencv()
         try:
-            frame = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            img, order = read_image_file(f, "auto")
+        except InputFileError as exc:
+            return None, exc.problem
         except MemoryError:
             return None, "too large to decode in this machine's memory"
-        except (cv2.error, OSError, ValueError) as exc:
-            return None, f"not a readable image ({first_line(exc)})"
-        if frame is None or frame.size == 0:
-            return None, "not a readable image"
-        return frame, None
+        if order == ColorOrder.BGR:
+            return img, None
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR if order == ColorOrder.GRAY else cv2.COLOR_RGB2BGR), None
 
     def read(self):
         for f in self._files:
@@ -234,7 +223,7 @@ def open_source(spec: str, *, size: tuple[int, int] | None = None, log=None) -> 
         return FolderSource(spec, log=log)
     if kind == "picamera":
         return PiCameraSource(size)
-    return OpenCVSource(spec, kind, size)
+    return OpenCVSource(spec, kind, size, log=log)
 
 
 class Reconnecting(Source):
