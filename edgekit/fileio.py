@@ -20,6 +20,24 @@ def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
     return p
 
 
+def refuse_replacing_inputs(outputs, inputs, what: str = "an input of this command") -> None:
+    """Refuse, even with --force, to write any of ``outputs`` over one of ``inputs`` (the same file under any
+    name: a link, ./x, an absolute path): --force replaces old outputs, never the file being read."""
+    existing = [Path(i) for i in inputs if i is not None and os.path.isfile(i)]
+    for out in outputs:
+        p = Path(out)
+        if not p.is_file():
+            continue
+        for i in existing:
+            try:
+                same = os.path.samefile(p, i)
+            except OSError:
+                continue
+            if same:
+                raise InputFileError(p, f"is {what}; choose another output folder (--force never replaces an "
+                                        "input)")
+
+
 def probe_folder(path: str | os.PathLike) -> Path:
     """Check, before any work, that files can be written into folder ``path``: create it (and its missing
     parents) and a probe file, then remove what was created. Raises InputFileError naming the path."""

@@ -522,3 +522,104 @@ def test_a_model_that_allocates_more_than_the_machine_has_is_an_error_not_an_oom
                         "tflite_float32", "--calibration", "random"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     _one_line(r.stderr.strip(), "more memory than this machine allows")
+
+
+# ---- found by a hostile review ---------------------------------------------------------------------------------
+def test_a_fifo_given_as_the_calibration_npy_does_not_block(tfop_h5, tmp_path, capsys):
+    fifo = tmp_path / "cal.npy"
+    os.mkfifo(fifo)
+    code, err, _ = _cli([tfop_h5, "--out", tmp_path / "o", "--formats", "tflite_int8", "--calibration", fifo], capsys)
+    assert code == 2
+    _one_line(err, "cal.npy", "not a regular file")
+
+
+def test_a_model_with_nan_weights_is_refused_not_recommended(tfop_h5, tmp_path, capsys):
+    """Its int8 file once passed with "top-1 agreement 1.0000, max |diff| nan" (argmax reads NaN as class 0, on
+    both sides) and was the recommended file."""
+    import tf_keras
+
+    model = tf_keras.models.load_model(tfop_h5, compile=False)
+    head = model.get_layer("mix")
+    head.set_weights([np.full_like(w, np.nan) for w in head.get_weights()])
+    broken = tmp_path / "nan.h5"
+    model.save(broken)
+    code, err, _ = _cli([broken, "--out", tmp_path / "o", "--formats", "tflite_float32,tflite_int8",
+                         "--calibration", "random", "--allow-low-accuracy"], capsys)
+    assert code == 2
+    _one_line(err, "nan.h5", "NaN or infinite outputs", "nothing was converted")
+    assert not list((tmp_path / "o").glob("*.tflite"))
+
+
+def test_verification_never_counts_a_nan_score_as_agreement():
+    from edgekit.convert.verify import compare, parity_problems
+
+    reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    outputs = reference.copy()
+    outputs[:2] = np.nan
+    v = compare(outputs, reference, np.array([0, 1, 0]), ("a", "b"))
+    assert v.top1_agreement == pytest.approx(1 / 3) and v.accuracy == pytest.approx(1 / 3)
+    assert parity_problems(v, 1.0, 0.99)
+    assert compare(reference, reference, None, ("a", "b")).top1_agreement == 1.0
+
+
+def _plain_onnx_and_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """A TF-free ONNX classifier without a contract (the mean colour: a red image is class 0), and class folders
+    r, g, b of 8x8 images to find its preprocessing on."""
+    from tests.conftest import write_png
+    from tests.test_hostile_runtime import onnx_model
+
+    model = tmp_path / "vendor" / "model.onnx"
+    model.parent.mkdir()
+    model.write_bytes(onnx_model(contract=None))
+    rng = np.random.default_rng(0)
+    for name, channel in (("r", 0), ("g", 1), ("b", 2)):
+        for i in range(8):
+            colour = [int(v) for v in rng.integers(0, 60, 3)]
+            colour[channel] = 200 + i * 5
+            write_png(tmp_path / "val" / name / f"{i}.png", tuple(colour), size=(8, 8))
+    return model, tmp_path / "val"
+
+
+def test_adopting_a_file_names_it_as_the_recommendation(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    model, val = _plain_onnx_and_folders(tmp_path)
+    code, err, out = _cli([model, "--validation", val, "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["recommended"]["artifact"] == "model.onnx", report["recommended"]
+    assert "recommended here: model.onnx" in out
+
+
+def test_force_never_writes_over_the_file_being_adopted(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    model, val = _plain_onnx_and_folders(tmp_path)
+    before = model.read_bytes()
+    code, err, _ = _cli([model, "--validation", val, "--out", model.parent, "--force"], capsys)
+    assert code == 2
+    _one_line(err, "model.onnx", "--force never replaces an input")
+    assert model.read_bytes() == before and sorted(p.name for p in model.parent.iterdir()) == ["model.onnx"]
+
+
+def test_files_of_the_same_name_are_told_apart_in_the_recommendation():
+    from edgekit.convert.recommend import distinct_names
+    from edgekit.convert.report import ArtifactResult, ConvertReport
+
+    assert distinct_names(["o/m_int8.tflite", "vendor/m_int8.tflite", "o/m.onnx", "o/m.onnx"]) == \
+        ["o/m_int8.tflite", "vendor/m_int8.tflite", "m.onnx", "m.onnx"]
+    ours = ArtifactResult(Path("o/m_int8.tflite"), "tflite_int8", 100, {}, "pass", latency_ms={"p50": 1.0})
+    vendor = ArtifactResult(Path("vendor/m_int8.tflite"), "external.tflite", 90, {}, "fail", latency_ms={"p50": 0.5})
+    rec = ConvertReport.recommendation.fget(type("R", (), {"artifacts": [ours, vendor]})())
+    assert rec.name == "o/m_int8.tflite" and set(rec.others) == {"vendor/m_int8.tflite"}
+
+
+@pytest.mark.parametrize(("shape", "needle"), [((50, 3), "too thin"), ((28, 28), None), ((784,), None),
+                                               ((10,), "flat vector of 10")])
+def test_a_sequence_input_is_not_read_as_a_picture(shape, needle):
+    from edgekit.convert.source import image_shape_for
+    from edgekit.errors import InputFileError
+
+    if needle is None:
+        assert image_shape_for(Path("m.h5"), shape)[0] in ((28, 28, 1),)
+    else:
+        with pytest.raises(InputFileError, match=needle):
+            image_shape_for(Path("m.h5"), shape)

@@ -201,3 +201,18 @@ def test_what_the_flags_set_is_not_noted_as_assumed():
     assert "10 outputs used as probabilities" in notes and "RGB" in notes and any("x/255" in n for n in notes)
     _, notes = derive_contract(tensor, 10, given=frozenset({"output", "color_order", "normalization"}))
     assert notes == ["squash-resize bilinear"]  # --logits said "used as probabilities" before
+
+
+def test_only_an_onnx_file_named_tflite_is_said_to_look_like_onnx(rgb_onnx, tmp_path):
+    from edgekit.runtime import open_backend
+
+    onnx_bytes = rgb_onnx.read_bytes()
+    renamed = tmp_path / "model.tflite"
+    renamed.write_bytes(onnx_bytes)
+    with pytest.raises(EdgekitError, match="looks like ONNX"):
+        open_backend(renamed)
+    noise = tmp_path / "noise.tflite"
+    noise.write_bytes(b"\x08" + bytes(np.random.default_rng(0).integers(128, 256, 4095, dtype=np.uint8)))
+    with pytest.raises(EdgekitError) as err:
+        open_backend(noise)
+    assert "ONNX" not in str(err.value)

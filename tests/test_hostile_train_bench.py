@@ -110,11 +110,11 @@ def test_every_run_file_and_checkpoint_is_checked_first(tmp_path, leftover):
     (out / leftover).write_bytes(b"keep me")
     before = snapshot(out)
     with pytest.raises(OutputExistsError, match="already exists"):
-        preflight(TrainConfig(data=tmp_path, out=out, model="cnn1", image_size=32))
+        preflight(TrainConfig(data=tmp_path / "data", out=out, model="cnn1", image_size=32))
     (out / leftover).unlink()
     (out / leftover).mkdir()  # a folder where a file goes: refused even with --force
     with pytest.raises(InputFileError, match="is a folder"):
-        preflight(TrainConfig(data=tmp_path, out=out, model="cnn1", image_size=32, force=True))
+        preflight(TrainConfig(data=tmp_path / "data", out=out, model="cnn1", image_size=32, force=True))
     (out / leftover).rmdir()
     assert snapshot(out) == {k: v for k, v in before.items() if k != leftover}
 
@@ -174,7 +174,7 @@ def test_out_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path, tool, 
     target = Path(out) if out.startswith("/") else tmp_path / out
     with pytest.raises(InputFileError, match=needle):
         if tool == "edge-train":
-            preflight(TrainConfig(data=tmp_path, out=target, model="cnn1", image_size=32))
+            preflight(TrainConfig(data=tmp_path / "data", out=target, model="cnn1", image_size=32))
         else:
             check_outputs(DemoConfig(out=target, image_size=32))
     assert (tmp_path / "afile").read_text() == "x" and not Path("/proc/edgekit-test").exists()
@@ -779,3 +779,43 @@ def test_a_refused_training_run_leaves_no_empty_output_folder(tmp_path, capsys, 
         assert main(["--data", str(tmp_path / "one"), "--out", str(tmp_path / out), "--epochs", "1",
                      "--task", task]) == 2
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me" and (tmp_path / "empty").is_dir()
+
+
+# ---- found by a hostile review ---------------------------------------------------------------------------------
+@pytest.mark.tf
+@pytest.mark.parametrize("where", ["inside", "itself", "val"])
+def test_a_run_folder_inside_the_dataset_is_refused(tmp_path, where):
+    """The run's PNGs were read back as a class named after the run folder by the next run."""
+    data = colour_folder(tmp_path / "data")
+    out = {"inside": data / "run", "itself": data, "val": data / "val" / "run"}[where]
+    before = snapshot(tmp_path)
+    r = cli("edge-train", "--data", data, "--out", out, "--model", "cnn1", "--size", "32", "--epochs", "1")
+    one_line(r, str(out), "is inside the dataset")
+    assert snapshot(tmp_path) == before and (where == "itself" or not out.exists())
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("content", ["nothing", "broken"])
+def test_a_class_folder_without_readable_images_is_refused(tmp_path, content):
+    data = colour_folder(tmp_path / "data")
+    bird = data / "train" / "bird"
+    bird.mkdir()
+    write_png(data / "val" / "bird" / "0.png", colour=(20, 220, 20), size=(20, 16))
+    if content == "broken":
+        (bird / "0.png").write_bytes(b"not a png")
+    r = cli("edge-train", "--data", data, "--out", tmp_path / "run", "--model", "cnn1", "--size", "32", "--epochs",
+            "1")
+    one_line(r, "bird", "holds no readable images" if content == "broken" else "holds no images", "never sees")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.tf
+def test_a_class_left_without_validation_images_is_warned_about(tmp_path):
+    data = tmp_path / "data"
+    for cls, colour, n in (("blue", (20, 30, 220), 6), ("red", (220, 30, 20), 6), ("lone", (20, 220, 20), 1)):
+        for i in range(n):
+            write_png(data / cls / f"{i}.png", colour=colour, size=(20, 16))
+    r = cli("edge-train", "--data", data, "--out", tmp_path / "run", "--model", "cnn1", "--size", "32", "--epochs",
+            "1")
+    assert r.returncode == 0, r.stderr
+    assert "warning: no validation image of lone" in r.stdout + r.stderr

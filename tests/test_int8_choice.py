@@ -146,6 +146,17 @@ def test_edge_bench_recommends_per_thread_count_within_the_accuracy_gate():
     assert recs[2]["artifact"] == "m_int8.onnx"
     md = "\n".join(recommendation_lines({"rows": rows}))
     assert "**Recommended at 1 thread: m_int8.onnx**" in md and "**Recommended at 2 threads: m_int8.onnx**" in md
+    # the Keras reference runs at TensorFlow's own threads (None): no group of its own, which said "nothing was
+    # verified and timed" beside the real recommendation
+    keras_alone = [row("m.keras", "keras", None, 50.0, 9000), *rows[1:]]
+    assert [r["threads"] for r in recommendations(keras_alone)] == [1, 2]
+    only = recommendations([row("m.keras", "keras", None, 50.0, 9000)])
+    assert len(only) == 1 and only[0]["artifact"] is None and "only Keras models" in only[0]["reason"]
+    # two files of one name from different folders are told apart
+    twins = [{**row("m_int8.tflite", "tflite_int8", 1, 2.0, 1000, 0.0), "path": "a/m_int8.tflite"},
+             {**row("m_int8.tflite", "tflite_int8", 1, 1.0, 1000, 0.0), "path": "b/m_int8.tflite"}]
+    rec = recommendations(twins)[0]
+    assert rec["artifact"] == "b/m_int8.tflite" and list(rec["others"]) == ["a/m_int8.tflite"]
 
 
 def test_agreement_counts_only_images_where_float_is_decisive():

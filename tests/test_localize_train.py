@@ -50,8 +50,8 @@ def test_options_a_localizer_refuses_and_classifier_settings_unchanged(tmp_path)
         out.mkdir()
         (out / name).write_text("mine")
         with pytest.raises(OutputExistsError, match=name):
-            preflight(TrainConfig(data=tmp_path, out=out, task="localize"))
-        assert preflight(TrainConfig(data=tmp_path, out=out)) is None  # a classifier does not write it
+            preflight(TrainConfig(data=tmp_path / "data", out=out, task="localize"))
+        assert preflight(TrainConfig(data=tmp_path / "data", out=out)) is None  # a classifier does not write it
     # a classifier's resume fingerprint (what an interrupted run is checked against) has no new keys
     classify = TrainConfig(data=tmp_path, out=tmp_path / "r").resume_settings()
     assert not {"task", "multi_box", "val_data", "resize"} & set(classify)

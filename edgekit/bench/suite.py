@@ -318,16 +318,23 @@ def _passes(r: dict) -> bool:
 def recommendations(rows: list[dict]) -> list[dict]:
     """For each thread count measured: the fastest deployable file within the accuracy gate (size breaking a tie),
     and why not each other file (``edgekit.convert.recommend``)."""
-    from edgekit.convert.recommend import Candidate, recommend
+    from edgekit.convert.recommend import Candidate, distinct_names, recommend
 
     out = []
     for threads in dict.fromkeys(r.get("threads") for r in rows):
         group = [r for r in rows if r.get("threads") == threads and r.get("format") != "keras"]
-        rec = recommend([Candidate(f"{r['model']}" + (f" ({r['backend']})" if r.get("backend") else ""),
+        if not group:  # the Keras reference alone (it runs at TensorFlow's own threads): nothing to deploy
+            continue
+        names = distinct_names([r.get("path") or r["model"] for r in group])
+        rec = recommend([Candidate(name + (f" ({r['backend']})" if r.get("backend") else ""),
                                    r.get("format") or "", "pass" if _passes(r) else
                                    ("error" if r["status"] != "ok" else "fail"), r.get("size_bytes") or 0,
-                                   (r.get("latency_ms") or {}).get("p50")) for r in group])
+                                   (r.get("latency_ms") or {}).get("p50")) for name, r in zip(names, group,
+                                                                                              strict=True)])
         out.append({"threads": threads, **rec.to_dict()})
+    if rows and not out:
+        out.append({"threads": None, "artifact": None, "others": {},
+                    "reason": "only Keras models were measured; convert one with edge-convert for a file to deploy"})
     return out
 
 

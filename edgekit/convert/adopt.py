@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import fileio
-from edgekit.contract import ColorOrder, Contract, Normalization, NormKind, OutputRole, Task, read_labels
+from edgekit.contract import (
+    ColorOrder,
+    Contract,
+    Normalization,
+    NormKind,
+    OutputRole,
+    Task,
+    read_labels,
+    sidecar_path,
+)
 from edgekit.convert import preprocessing as pp
 from edgekit.convert.options import ConvertOptions
 from edgekit.convert.report import ArtifactResult, ConvertReport, Status, write_report
@@ -78,8 +87,11 @@ def _open(src: Path, out: Path, target: Path, options: ConvertOptions, log: Call
     """The file in the runtime's backend, after refusing outputs that exist and files that have a contract."""
     from edgekit.runtime import open_backend
 
+    outputs = (target, sidecar_path(target), out / "report.json", out / "report.md")
+    fileio.refuse_replacing_inputs(outputs, [src, sidecar_path(src), options.calibration, options.validation],
+                                   "the model being adopted, or its data")
     if not options.force:
-        for p in (target, out / "report.json", out / "report.md"):
+        for p in outputs[:1] + outputs[2:]:
             fileio.check_writable(p, force=False)
     fileio.probe_folder(out)
     log(f"[load] {src}")
@@ -211,10 +223,15 @@ def _write_and_verify(src: Path, target: Path, contract: Contract, rgb: np.ndarr
     v = compare(outputs, reference, y, contract.labels)
     status = Status.PASS if v.top1_agreement >= 0.995 else Status.FAIL
     msg = "" if status == Status.PASS else f"top-1 agreement {v.top1_agreement:.4f} with the original file"
+    from edgekit.timing import measure_latency
+
+    tensor = clf.preprocess(rgb[0], color_order=None if contract.channels == 1 else "RGB")
+    lat = measure_latency(lambda: clf.backend.run(tensor), runs=options.bench_runs, warmup=5)  # for the recommendation
     log(f"      {status}: top-1 agreement {v.top1_agreement:.4f}" + (f", accuracy {v.accuracy:.4f}" if v.accuracy
-                                                                      is not None else ""))
+                                                                      is not None else "") +
+        f", p50 {lat.p50:.2f} ms")
     return ArtifactResult(target, f"{src.suffix.lstrip('.').lower()}_with_contract", len(data), {}, status, v,
-                          message=msg)
+                          message=msg, latency_ms=lat.to_dict(), threads=clf.backend.threads)
 
 
 def _embedded_copy(src: Path, contract: Contract) -> bytes:

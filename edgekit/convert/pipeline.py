@@ -95,10 +95,14 @@ def _refuse_before_work(src: Path, out: Path, stem: str, paths: dict[str, Path],
     if out.exists() and not out.is_dir():
         raise InputFileError(out, "exists and is not a folder (--out names the output folder)")
     fileio.probe_folder(out)  # /proc/x, a read-only disk, a path under a file: refused now, not after converting
+    extra = [out / f"{stem}_int16x8.tflite", out / f"{stem}_int8_mixed.tflite"] if options.auto_fix else []
+    artifacts = [*paths.values(), *extra]
+    outputs = [*artifacts, *map(sidecar_path, artifacts), out / "report.json", out / "report.md"]
+    fileio.refuse_replacing_inputs(outputs, [src, sidecar_path(src), options.architecture, options.calibration,
+                                             options.validation, *options.compare],
+                                   "an input of this conversion (the model, its data or a --compare file)")
     if not options.force:  # refuse before doing any work
-        extra = [out / f"{stem}_int16x8.tflite", out / f"{stem}_int8_mixed.tflite"] if options.auto_fix else []
-        artifacts = [*paths.values(), *extra]
-        for p in [*artifacts, *map(sidecar_path, artifacts), out / "report.json", out / "report.md"]:
+        for p in outputs:
             fileio.check_writable(p, force=False)
     for ext in options.compare:
         if not Path(ext).is_file():
@@ -173,6 +177,12 @@ def _reference(source: SourceModel, src: Path, contract: Contract, data: Convert
         return None, None, None
     log(f"[reference] running the source model on {len(data.validation)} validation images")
     raw, boxes = source.predict_all(model_input(contract, data.validation.pixels))
+    broken = ~np.isfinite(np.asarray(raw, np.float64)).reshape(len(raw), -1).all(1)
+    if boxes is not None:
+        broken |= ~np.isfinite(np.asarray(boxes, np.float64)).reshape(len(boxes), -1).all(1)
+    if broken.any():  # no file made from it can be checked against it, and argmax would call NaN class 0
+        raise InputFileError(src, f"gives NaN or infinite outputs on {int(broken.sum())} of {len(broken)} validation "
+                                  "images: the model itself is broken (NaN weights?), so nothing was converted")
     if boxes is not None and data.validation.boxes is not None:
         from edgekit.contract import iou
 

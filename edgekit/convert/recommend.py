@@ -56,6 +56,16 @@ def _why_not(c: Candidate, best: Candidate, by_format: dict[str, Candidate]) -> 
     return f"{ratio:.2f}x slower than {best.name}"
 
 
+def distinct_names(paths: Sequence[str]) -> list[str]:
+    """Each file's name, or its whole path where another file of the list has the same name (a vendor's
+    model_int8.tflite given with --compare beside edgekit's own, say), so that no two candidates share a name."""
+    from pathlib import PurePath
+
+    names = [PurePath(p).name for p in paths]
+    shared = {n for n in names if len({str(p) for p, m in zip(paths, names, strict=True) if m == n}) > 1}
+    return [str(p) if n in shared else n for p, n in zip(paths, names, strict=True)]
+
+
 def recommend(candidates: Sequence[Candidate]) -> Recommendation:
     """The fastest candidate that passed (p50 within TIE of it: the smallest), and why not each other one."""
     passed = [c for c in candidates if c.status in ("pass", "ok") and c.p50_ms is not None and c.p50_ms > 0]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from edgekit import fileio
 from edgekit.contract import Contract
 from edgekit.convert.onnx_int8 import selection_rows
-from edgekit.convert.recommend import Candidate, Recommendation, recommend
+from edgekit.convert.recommend import Candidate, Recommendation, distinct_names, recommend
 from edgekit.convert.reround import describe as describe_rounding
 
 if TYPE_CHECKING:
@@ -102,8 +102,10 @@ class ConvertReport:
     @property
     def recommendation(self) -> Recommendation:
         """The file to deploy on this machine: the fastest that passed, size breaking a tie."""
-        return recommend([Candidate(a.path.name, a.format, str(a.status), a.size_bytes,
-                                    a.latency_ms["p50"] if a.latency_ms else None) for a in self.artifacts])
+        names = distinct_names([str(a.path) for a in self.artifacts])
+        return recommend([Candidate(name, a.format, str(a.status), a.size_bytes,
+                                    a.latency_ms["p50"] if a.latency_ms else None)
+                          for name, a in zip(names, self.artifacts, strict=True)])
 
     def to_dict(self) -> dict:
         return {

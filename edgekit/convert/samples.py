@@ -18,6 +18,7 @@ from edgekit.contract import ColorOrder, Contract
 from edgekit.data.folders import BOX_LAYOUT_NAMES, ImageFolder, box_layout, find_split, list_images, stratified_val_mask
 from edgekit.data.localization import is_box_dataset
 from edgekit.errors import EdgekitError, InputFileError, first_line
+from edgekit.fileio import check_regular_file
 
 RANDOM = "random"
 
@@ -153,6 +154,7 @@ _MAX_NPY_BYTES = 4 << 30
 
 
 def _from_npy(path: Path, contract: Contract, notes: list[str]) -> Samples:
+    check_regular_file(path, ".npy array")  # a FIFO would block the read below forever
     with open(path, "rb") as f:
         if f.read(6) != b"\x93NUMPY":
             raise InputFileError(path, "is not an .npy file (save arrays with numpy.save)")

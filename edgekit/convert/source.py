@@ -92,6 +92,10 @@ def _shape(t) -> tuple:
     return tuple(None if d is None else int(d) for d in s)
 
 
+#: The narrowest side a [N, H, W] input may have to be read as a grey image (MNIST is 28x28).
+MIN_GREY_SIDE = 8
+
+
 def image_shape_for(path: Path, input_shape: tuple) -> tuple[tuple[int, int, int], str | None]:
     """(H, W, C) for a model input shape without batch, plus a note when it had to be assumed."""
     if any(d is None for d in input_shape):
@@ -105,6 +109,9 @@ def image_shape_for(path: Path, input_shape: tuple) -> tuple[tuple[int, int, int
         return (h, w, c), None
     if len(input_shape) == 2:
         h, w = input_shape
+        if min(h, w) < MIN_GREY_SIDE:  # (steps, features) of a Conv1D or recurrent model, not a picture
+            raise InputFileError(path, f"input shape {_fmt(input_shape)} is not an image: a {h}x{w} picture is too "
+                                       "thin (a sequence of values?); edgekit converts image classifiers")
         return (h, w, 1), f"input {_fmt(input_shape)} read as a {h}x{w} grey image"
     if len(input_shape) == 1:
         (k,) = input_shape

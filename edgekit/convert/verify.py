@@ -139,7 +139,9 @@ def compare(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | Non
     if outputs.shape != reference.shape:
         raise VerificationError(f"artifact outputs have shape {outputs.shape}, the source model's {reference.shape}")
     diff = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
-    pred, ref_pred = outputs.argmax(1), reference.argmax(1)
+    # a row with a NaN or infinite score predicts nothing (argmax would read NaN as class 0, and agree)
+    pred = np.where(np.isfinite(outputs).all(1), outputs.argmax(1), -1)
+    ref_pred = np.where(np.isfinite(reference).all(1), reference.argmax(1), -2)
     acc = ref_acc = per_class = None
     if labels is not None:
         acc = float((pred == labels).mean())

@@ -140,6 +140,16 @@ def split(arrays: ArraySet, fraction: float, seed: int) -> tuple[ArraySet, Array
             ArraySet(arrays.x[mask], arrays.y[mask], arrays.classes))
 
 
+def _refuse_empty_classes(classes: tuple[str, ...], labels: list[int], root: Path, what: str) -> None:
+    """A class folder with no (readable) training images would become an output the model never learns."""
+    present = set(labels)
+    empty = [c for i, c in enumerate(classes) if i not in present]
+    if empty:
+        raise InputFileError(root / empty[0], f"holds no {what}" + (f" (nor do {len(empty) - 1} other class "
+                                                                    "folders)" if len(empty) > 1 else "")
+                             + ": a class the model never sees cannot be learned; remove the folder or add images")
+
+
 def load_dataset(data: str | Path, *, image_size: int, val_split: float = 0.2, seed: int = 0,
                  log: Callable[[str], None] = print) -> Dataset:
     """Load any --data source. Folder images arrive resized to ``image_size``; keras.datasets arrive at
@@ -162,6 +172,7 @@ def load_dataset(data: str | Path, *, image_size: int, val_split: float = 0.2, s
     if len(train_folder.classes) < 2:
         raise InputFileError(train_dir, f"has a single class ({train_folder.classes[0]}); a classifier needs two "
                                         "or more class subfolders")
+    _refuse_empty_classes(train_folder.classes, [i for _, i in train_folder.samples], train_dir, "images")
     if val_dir is not None:
         val_folder = ImageFolder.open(val_dir)
         if val_folder.classes != train_folder.classes:
@@ -172,11 +183,17 @@ def load_dataset(data: str | Path, *, image_size: int, val_split: float = 0.2, s
     log(f"decoding {len(train_folder)} training images from {train_dir}"
         + (f" and {len(val_folder)} validation images from {val_dir}" if val_dir else ""))
     train, skipped = _decode_folder(train_folder, image_size, log)
+    _refuse_empty_classes(train_folder.classes, train.y.tolist(), train_dir, "readable images")
     if val_dir is not None:
         val, skipped_val = _decode_folder(val_folder, image_size, log)
         skipped += skipped_val
     else:
         train, val = split(train, val_split, seed)
         log(f"held out {len(val)} images ({val_split:.0%} of each class, seed {seed}) for validation")
+    unseen = sorted(set(range(len(train_folder.classes))) - set(val.y.tolist()))
+    if unseen:
+        log(f"warning: no validation image of {', '.join(train_folder.classes[i] for i in unseen[:5])}"
+            + (f" and {len(unseen) - 5} more classes" if len(unseen) > 5 else "")
+            + ": validation accuracy says nothing about them (add images, or give a val/ folder)")
     return Dataset(train, val, str(root.resolve()), root.resolve(), tuple(skipped),
                    val_split if val_dir is None else None)

@@ -348,7 +348,9 @@ def open_backend(path: str | Path, *, threads: int | None = None, backend: str |
             head = f.read(8)
         if kind == "onnx" and head[4:8] == b"TFL3":
             raise InputFileError(p, "is a TFLite model, not ONNX (rename it to .tflite)")
-        if kind == "tflite" and head[4:8] != b"TFL3" and head[:1] == b"\x08":
+        # ONNX's protobuf opens with its ir_version (field 1, a small varint), then a length-delimited field
+        if kind == "tflite" and head[4:8] != b"TFL3" and head[:1] == b"\x08" and 0 < head[1] < 0x20 \
+                and head[2] in (0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x52):
             raise InputFileError(p, "is not a TFLite model (it looks like ONNX; rename it to .onnx)")
         embedded = read_embedded_contract(p, kind)
     except OSError as exc:

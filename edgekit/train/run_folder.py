@@ -27,6 +27,17 @@ def run_files(config: TrainConfig) -> tuple[str, ...]:
     return LOCALIZE_RUN_FILES if config.task == "localize" else RUN_FILES
 
 
+def _refuse_inside(out: Path, data) -> None:
+    """A run folder inside a dataset folder (or the folder itself) would be read back as data: its PNGs as a class
+    named after it, its checkpoints folder as another. Refused, before anything is written."""
+    if data is None or not Path(data).is_dir():
+        return  # a dataset name, a box CSV or COCO file: the images are not found by walking a folder
+    d, o = Path(data).resolve(), out.resolve()
+    if o == d or d in o.parents:
+        raise InputFileError(out, f"is inside the dataset {data}; its files would be read as data by the next run "
+                                  "(choose an --out outside it)")
+
+
 def check_outputs(config: TrainConfig) -> dict | None:
     """Every path the run will write (the run folder's files and the checkpoints), checked before anything is
     written: nothing is overwritten without ``force``, and a folder that cannot be written to is refused now,
@@ -35,6 +46,8 @@ def check_outputs(config: TrainConfig) -> dict | None:
     With ``resume``, the run folder's files may be replaced without ``force``: state.json says they belong to
     the run being finished (an interrupted final save), or were started over with --force."""
     out = Path(config.out)
+    for data in (config.data, config.val_data):
+        _refuse_inside(out, data)
     if out.is_symlink() and not out.exists():
         raise InputFileError(out, "is a broken symbolic link; --out must be a folder")
     if out.exists() and not out.is_dir():
