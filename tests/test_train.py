@@ -149,6 +149,22 @@ def test_the_real_imagenet_mobilenet_weights_load():
         build_model(keras, get_backbone("mobilenet"), 2, 96, 0.5, str(path))
 
 
+def test_a_truncated_weights_file_is_said_to_be_damaged_not_a_misfit(tmp_path):
+    import h5py
+    import keras
+
+    from edgekit.train.model import build_model
+
+    whole = tmp_path / "whole.h5"
+    with h5py.File(whole, "w") as f:
+        f.create_dataset("conv1/kernel", data=np.ones((3, 3, 3, 8), np.float32))
+        f.create_dataset("filler", data=np.zeros(100_000, np.float32))
+    cut = tmp_path / "weights.h5"
+    cut.write_bytes(whole.read_bytes()[:50_000])  # an interrupted download
+    with pytest.raises(InputFileError, match=r"weights.h5: is not a readable weights file \(truncated"):
+        build_model(keras, get_backbone("mobilenet"), 2, 96, 0.25, str(cut))
+
+
 def test_fine_tuning_needs_pretrained_weights(tmp_path):
     with pytest.raises(EdgekitError, match="--fine-tune-epochs needs pretrained"):
         train(TrainConfig(data=tmp_path, out=tmp_path / "run", fine_tune_epochs=1), **QUIET)

@@ -58,7 +58,10 @@ def build_backbone(keras, spec: BackboneSpec, size: int, alpha: float, weights: 
         path = check_weights_file(weights)
         try:
             base.load_weights(str(path))
-        except (ValueError, OSError) as exc:
+        except OSError as exc:  # h5py: a truncated or damaged file, before any shape is compared
+            raise InputFileError(path, f"is not a readable weights file (truncated or damaged?): "
+                                       f"{str(exc).splitlines()[0][:160]}") from exc
+        except ValueError as exc:
             raise InputFileError(path, f"does not fit {spec.name} alpha {alpha} without top: "
                                        f"{str(exc).splitlines()[0][:160]}") from exc
     if weights is None:
