@@ -57,6 +57,7 @@ def test_the_unit_for_a_command_line_is_exactly_this():
                       executable=("/home/pi/venv/bin/edge-camera",), secrets=secrets)
     assert service.unit() == EXPECTED
     assert "abcdefgh123" not in repr(service) and service.env_text() == (
+        "# written by edge-camera --install-service shelf: its secrets, readable by their owner only\n"
         'EDGE_CAMERA_MQTT_PASSWORD="pa/ss"\nEDGE_CAMERA_TOKEN="abcdefgh123"\n')
     user = Service("shelf", args, False, user="pi", workdir="/w", executable=("/v/bin/edge-camera",))
     text = user.unit(home=Path("/home/pi"))
@@ -93,7 +94,7 @@ def test_install_and_uninstall_a_user_unit(tmp_path):
     path = install_service(service, home=home, log=log.append)
     assert path == home / ".config/systemd/user/cam.service" and path.read_text() == service.unit(home)
     env = home / ".config/edgekit/cam.env"
-    assert env.read_text() == 'EDGE_CAMERA_TOKEN="abcdefgh123"\n' and stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert env.read_text().endswith('\nEDGE_CAMERA_TOKEN="abcdefgh123"\n') and stat.S_IMODE(env.stat().st_mode) == 0o600
     assert f"EnvironmentFile={env}" in path.read_text() and "abcdefgh123" not in path.read_text()
     assert "a user unit (systemctl --user)" in log[0] and "abcdefgh123" not in " ".join(log)
     assert "systemctl --user enable --now cam" in log[1]
@@ -119,6 +120,52 @@ def test_a_unit_reinstalled_without_secrets_leaves_none_of_the_old_ones(tmp_path
     path = install_service(Service("cam", ("m.onnx", "--serve", "8080"), False, **kw), force=True, home=home,
                            log=lambda m: None)
     assert not env.exists() and "EnvironmentFile" not in path.read_text()
+
+
+def test_units_and_files_edge_camera_did_not_write_are_never_replaced_or_removed(tmp_path):
+    """Found by a review: --uninstall-service removed any unit of the name (sshd's alias, say), and
+    --install-service --force replaced one, or shadowed a package's unit of the same name."""
+    home = tmp_path / "home"
+    kw = dict(workdir=str(tmp_path), executable=("/v/bin/edge-camera",))
+    units = home / ".config/systemd/user"
+    units.mkdir(parents=True)
+    foreign = units / "cam.service"
+    foreign.write_text("[Service]\nExecStart=/bin/true\n")
+    wants = units / "default.target.wants"
+    wants.mkdir()
+    (wants / "cam.service").symlink_to(foreign)
+    env = home / ".config/edgekit/cam.env"
+    env.parent.mkdir(parents=True)
+    env.write_text("KEEP=1\n")
+    with pytest.raises(InputFileError, match="was not written by edge-camera; nothing was removed"):
+        uninstall_service("cam", system=False, home=home, log=lambda m: None)
+    with pytest.raises(InputFileError, match="was not written by edge-camera; --force never replaces it"):
+        install_service(Service("cam", ("m.onnx",), False, **kw), force=True, home=home, log=lambda m: None)
+    assert foreign.read_text().startswith("[Service]") and (wants / "cam.service").is_symlink()
+    # edge-camera's own unit beside someone's file of secrets: the unit goes, their file stays
+    foreign.unlink()
+    install_service(Service("cam", ("m.onnx",), False, **kw), home=home, log=lambda m: None)
+    assert env.read_text() == "KEEP=1\n"
+    with pytest.raises(InputFileError, match=r"cam\.env: was not written by edge-camera"):
+        install_service(Service("cam", ("m.onnx",), False, secrets={"EDGE_CAMERA_TOKEN": "abcdefgh123"}, **kw),
+                        force=True, home=home, log=lambda m: None)
+    log: list[str] = []
+    assert uninstall_service("cam", system=False, home=home, log=log.append) == [units / "cam.service",
+                                                                                  wants / "cam.service"]
+    assert env.read_text() == "KEEP=1\n" and "left" in log[0]
+    # a unit a package installed under the name: ours would take its place at the next boot
+    vendor = home / ".local/share/systemd/user/cam.service"
+    vendor.parent.mkdir(parents=True)
+    vendor.write_text("[Service]\nExecStart=/bin/true\n")
+    with pytest.raises(InputFileError, match=r"would replace the unit .*cam\.service that is already installed"):
+        install_service(Service("cam", ("m.onnx",), False, **kw), force=True, home=home, log=lambda m: None)
+    assert not (units / "cam.service").exists()
+
+
+@pytest.mark.parametrize("name", ["@", "cam@", "@cam", "@.service"])
+def test_template_unit_names_are_refused(name):
+    with pytest.raises(EdgekitError, match="not a template"):
+        Service(name, (), False, executable=("/v/bin/edge-camera",))
 
 
 def _analyze() -> str:

@@ -28,12 +28,60 @@ _NAME = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")
 _BARE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
 
+#: The first line of every unit edge-camera writes: only a file that starts with it is ever replaced or removed.
+MARKER = "# written by edge-camera --systemd-unit"
+#: Where packages install units, which a unit of the same name in /etc/systemd/system (or ~/.config/systemd/user)
+#: would silently replace: naming a service "ssh" would take the SSH server off a headless Pi at the next boot.
+VENDOR_UNIT_DIRS = {True: ("/run/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system",
+                           "/lib/systemd/system"),
+                    False: ("/etc/systemd/user", "/run/systemd/user", "/usr/local/lib/systemd/user",
+                            "/usr/lib/systemd/user", "/lib/systemd/user")}
+_SECRET_LINE = re.compile(r"(#.*|EDGE_CAMERA_(TOKEN|MQTT_PASSWORD)=.*)?")
+
+
 def check_name(name: str) -> str:
     """A unit name, without the .service suffix."""
     base = name[: -len(".service")] if isinstance(name, str) and name.endswith(".service") else name
-    if not isinstance(base, str) or not _NAME.fullmatch(base) or base.startswith(("-", ".")):
-        raise EdgekitError(f"service name {name!r}: use letters, digits and _ . @ : -, e.g. edge-camera")
+    if not isinstance(base, str) or not _NAME.fullmatch(base) or base.startswith(("-", ".", "@")) \
+            or base.endswith("@"):
+        raise EdgekitError(f"service name {name!r}: use letters, digits and _ . @ : -, e.g. edge-camera (not a "
+                           "template: no @ at either end)")
     return base
+
+
+def _head(path: Path, limit: int = 65536) -> str | None:
+    """A regular file's text (at most ``limit`` bytes), or None for a link, anything else, or unreadable bytes."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def written_by_edge_camera(unit: Path) -> bool:
+    """Whether ``unit`` is a unit edge-camera wrote (a regular file that starts with MARKER)."""
+    text = _head(unit)
+    return text is not None and text.startswith(MARKER)
+
+
+def _secrets_file_ours(env: Path) -> bool:
+    """Whether ``env`` holds nothing but edge-camera's secrets (and comments): one it wrote, in any version."""
+    text = _head(env)
+    return text is not None and all(_SECRET_LINE.fullmatch(line.strip()) for line in text.splitlines())
+
+
+def _vendor_unit(service: Service, home: Path | None) -> Path | None:
+    """A unit of the same name that a package installed, which ours would replace."""
+    dirs = [Path(d) for d in VENDOR_UNIT_DIRS[service.system]]
+    if not service.system:
+        dirs.insert(0, (home or Path.home()) / ".local" / "share" / "systemd" / "user")
+    for d in dirs:
+        p = d / f"{service.name}.service"
+        if p.exists() or p.is_symlink():
+            return p
+    return None
 
 
 def quote(arg: str) -> str:
@@ -94,7 +142,8 @@ class Service:
         return "\n".join(lines)
 
     def env_text(self) -> str:
-        return "".join(f"{k}={_env_value(v)}\n" for k, v in sorted(self.secrets.items()))
+        return (f"# written by edge-camera --install-service {self.name}: its secrets, readable by their owner only\n"
+                + "".join(f"{k}={_env_value(v)}\n" for k, v in sorted(self.secrets.items())))
 
     def systemctl(self) -> str:
         return "systemctl" if self.system else "systemctl --user"
@@ -225,14 +274,27 @@ def install(service: Service, *, force: bool = False, home: Path | None = None, 
     from edgekit.fileio import write_text
 
     path, env = service.unit_path(home), service.env_path(home)
-    for p in (path, env) if service.secrets else (path,):
-        if (p.exists() or p.is_symlink()) and not force:
+    vendor = _vendor_unit(service, home)
+    if vendor is not None:
+        raise InputFileError(path, f"would replace the unit {vendor} that is already installed (a unit in "
+                                   f"{path.parent} takes its place at the next boot); choose another name")
+    replacing = path.exists() or path.is_symlink()
+    env_there = env.exists() or env.is_symlink()
+    # the files this writes: the unit, and the EnvironmentFile when there are secrets
+    for p, there, ours in ((path, replacing, written_by_edge_camera), (env, env_there and bool(service.secrets),
+                                                                       _secrets_file_ours)):
+        if not there:
+            continue
+        if not force:
             raise OutputExistsError(p)
+        if not ours(p):  # --force replaces edge-camera's own files, never someone else's
+            raise InputFileError(p, "was not written by edge-camera; --force never replaces it (choose another "
+                                    "name)")
     try:
         if service.secrets:
             _write_private(env, service.env_text())
         write_text(path, service.unit(home), force=True)
-        if not service.secrets and (env.exists() or env.is_symlink()):
+        if not service.secrets and replacing and env_there and _secrets_file_ours(env):
             env.unlink()  # a replaced unit with no secrets must not leave the old one's secrets on disk
     except PermissionError as exc:
         raise InputFileError(exc.filename or path, "permission denied (a system unit needs root: sudo)") from None
@@ -249,10 +311,17 @@ def uninstall(name: str, *, system: bool, home: Path | None = None, log=print) -
     unit = service.unit_path(home)
     if not (unit.is_file() or unit.is_symlink()):
         raise InputFileError(unit, "no such unit; nothing was removed")
-    # what `systemctl enable` made: links to the unit in the .wants folders (a dangling one would stay behind)
-    links = [p for p in unit.parent.glob(f"*.wants/{unit.name}") if p.is_symlink()]
+    if not written_by_edge_camera(unit):
+        raise InputFileError(unit, "was not written by edge-camera; nothing was removed")
+    # what `systemctl enable` made: links to this unit in the .wants folders (a dangling one would stay behind)
+    links = [p for p in unit.parent.glob(f"*.wants/{unit.name}")
+             if p.is_symlink() and os.path.normpath(os.path.join(p.parent, os.readlink(p))) == str(unit)]
+    env = service.env_path(home)
     removed = []
-    for p in (unit, service.env_path(home), *links):
+    for p in (unit, env, *links):
+        if p == env and (env.exists() or env.is_symlink()) and not _secrets_file_ours(env):
+            log(f"edge-camera: left {env}: it holds more than edge-camera's secrets")
+            continue
         if p.is_file() or p.is_symlink():
             p.unlink()
             removed.append(p)
