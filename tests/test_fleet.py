@@ -209,6 +209,39 @@ def test_bad_host_options_are_refused_before_anything_runs(rgb_onnx, tmp_path):
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+@pytest.mark.parametrize("text", ["a;touch${IFS}x", "a$(id)@h", "`id`@h", "pi@pi 5", "pi@h'x", 'pi@h"x', "pi@h|x",
+                                  "-oProxyCommand=x", "pi@", "@h"])
+def test_a_host_with_a_shell_character_or_a_space_is_refused(text):
+    from edgekit.bench.ssh import Host
+    from edgekit.limits import OptionError
+
+    with pytest.raises(OptionError, match="expected user@host"):
+        Host.parse(text)
+
+
+@pytest.mark.parametrize("option", ["Port=2222\rx", "Port=22\nProxyCommand=x", "Port=\x1b[2J"])
+def test_an_ssh_option_with_a_control_character_is_refused(option):
+    from edgekit.bench.ssh import SshOptions
+    from edgekit.limits import OptionError
+
+    with pytest.raises(OptionError, match="--ssh-option"):
+        SshOptions(options=(option,))
+
+
+def test_a_host_that_floods_its_output_is_stopped_not_buffered(monkeypatch):
+    """Found by a review: --remote-python /usr/bin/yes filled this side's memory until the connect timeout."""
+    from edgekit.bench import ssh
+
+    monkeypatch.setattr(ssh, "MAX_OUTPUT_BYTES", 1 << 20)
+    with pytest.raises(ssh.HostError, match="sent more than 1 MB of output"):
+        ssh.run([sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('y' * 65536)"], "probe", timeout=60)
+    logged: list[str] = []
+    done = ssh.run([sys.executable, "-c", "import sys\nfor i in range(500): print(i, file=sys.stderr)\nprint('ok')"],
+                   "probe", timeout=60, log=logged.append)
+    assert done.stdout == "ok\n" and done.stderr.splitlines()[-1] == "499"  # the last lines are kept
+    assert len(logged) == ssh.MAX_STDERR_LINES and "not shown" in logged[-1]
+
+
 def test_host_text_and_remote_words():
     from edgekit.bench.ssh import Host, SshOptions, remote_word, scp_command, ssh_command
 

@@ -56,7 +56,9 @@ def test_the_command_line_takes_several_sources(rgb_onnx, tmp_path):
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert sorted({row["source"] for row in rows}) == sorted([str(a), str(b)]) and len(rows) == 50
     assert f"[0] {a}: 20 frames" in r.stderr and f"[1] {b}: 30 frames" in r.stderr
+    dot = str(a.parent / "." / a.name)  # the same file under another spelling: opened twice before
     for extra, message in ((["--source", str(a), "--source", str(a), "--headless"], "the same source is given twice"),
+                           (["--source", str(a), "--source", dot, "--headless"], "the same source is given twice"),
                            (["--source", str(a), "--source", str(b), "--record", str(tmp_path / "o.mp4")],
                             "--record takes one source"),
                            (["--source", str(a), "--source", str(b)], "not in a window")):

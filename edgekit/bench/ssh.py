@@ -4,6 +4,7 @@ ssh's own one-line reason. No password is asked for, accepted or stored."""
 
 from __future__ import annotations
 
+import collections
 import re
 import shlex
 import shutil
@@ -17,8 +18,14 @@ from edgekit.limits import OptionError, check_number
 
 LOCALHOST = "localhost"  # --host localhost: measured here, without SSH
 CONNECTING = "connecting"  # run()'s ``what`` for the first command on a host: exit 255 there means no connection
-_DESTINATION = re.compile(r"^(?:(?P<user>[^@\s:/\[\]]+)@)?(?:\[(?P<v6>[0-9A-Fa-f:.%\w]+)\]|(?P<name>[^@\s:/\[\]]+))"
+# user names and host names as ssh_config and DNS write them: no shell metacharacter, quote or control character
+# reaches ssh (which would refuse them, but edgekit does not rely on that)
+_DESTINATION = re.compile(r"^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.+-]*)@)?"
+                          r"(?:\[(?P<v6>[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)\]|(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*))"
                           r"(?::(?P<port>\d{1,5}))?$")
+MAX_OUTPUT_BYTES = 64 << 20  # a remote run's results (its rows and samples) are a few MB at most
+MAX_STDERR_LINES = 200  # the host's messages passed on (and the last ones kept for the reason of a failure)
+MAX_LINE_BYTES = 1 << 16
 _OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*(=| )\S.*$")
 
 
@@ -72,7 +79,7 @@ class SshOptions:
     def __post_init__(self) -> None:
         opts = (self.options,) if isinstance(self.options, str) else tuple(self.options)
         for o in opts:
-            if not isinstance(o, str) or not _OPTION.match(o) or "\n" in o:
+            if not isinstance(o, str) or not _OPTION.match(o) or not o.isprintable():  # \r, \n, escapes
                 raise OptionError(f"--ssh-option {o!r}: expected an ssh_config option like ConnectTimeout=5")
         object.__setattr__(self, "options", opts)
         object.__setattr__(self, "connect_timeout", check_number(
@@ -133,18 +140,27 @@ def run(cmd: list[str], what: str, *, timeout: float, stdin: bytes | None = None
     sees end-of-file, and stops, when this side goes away."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out: list[bytes] = []
-    err: list[str] = []
+    err: collections.deque[str] = collections.deque(maxlen=MAX_STDERR_LINES)  # the last lines: their reason
+    flooded = threading.Event()
 
     def read_err() -> None:
-        for raw in proc.stderr:
+        said = 0
+        for raw in iter(lambda: proc.stderr.readline(MAX_LINE_BYTES), b""):  # a line without end stays bounded
             line = raw.decode("utf-8", "replace").rstrip()
             err.append(line)
-            if log and line.strip():
-                log(line)
+            if log and line.strip() and said < MAX_STDERR_LINES:
+                said += 1
+                log(line if said < MAX_STDERR_LINES else "(the host's further messages are not shown)")
 
-    def read_out() -> None:  # line by line: a ControlPersist master may hold the pipe open after ssh exits
-        for raw in proc.stdout:
-            out.append(raw)
+    def read_out() -> None:  # as it comes: a ControlPersist master may hold the pipe open after ssh exits
+        total = 0
+        for chunk in iter(lambda: proc.stdout.read1(1 << 16), b""):
+            total += len(chunk)
+            if total > MAX_OUTPUT_BYTES:  # a host that is not edgekit's (or is hostile) fills this side's memory
+                flooded.set()
+                proc.kill()
+                return
+            out.append(chunk)
 
     readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
     for t in readers:
@@ -173,6 +189,9 @@ def run(cmd: list[str], what: str, *, timeout: float, stdin: bytes | None = None
         for t in readers:
             t.join(timeout=5)
     stderr = "\n".join(err)
+    if flooded.is_set():
+        raise HostError(f"{what}: the host sent more than {MAX_OUTPUT_BYTES >> 20} MB of output, far more than "
+                        "edgekit's measurements (is its --remote-python edgekit's?)")
     if proc.returncode == 255:  # ssh's own failure, or the remote command killed by a signal
         raise HostError(f"{'cannot connect' if what == CONNECTING else what + ' failed'} "
                         f"({last_line(stderr) or 'ssh exit 255'})")

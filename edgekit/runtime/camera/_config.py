@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from edgekit.errors import EdgekitError
 from edgekit.runtime.camera._mqtt_options import MqttOptions
+from edgekit.runtime.camera._sources import PICAMERA
 
 #: The range of each numeric option: (low, high), checked by CameraConfig and by edge-camera's argparse types.
 #: duration and ema exclude their low end (more than 0 seconds; a weight more than 0).
@@ -58,7 +59,7 @@ class CameraConfig:
             if not isinstance(spec, str) or not spec:
                 raise EdgekitError(f"source: expected a camera index, /dev/videoN, 'picamera', a URL, a video file "
                                    f"or an image folder, got {spec!r}")
-        if len(set(many)) != len(many):
+        if len({_source_key(spec) for spec in many}) != len(many):  # v.avi and ./v.avi, a link and its file
             raise EdgekitError("--source: the same source is given twice")
         self._put("source", many[0] if len(many) == 1 else tuple(many))
         if len(many) > 1 and self.record is not None:
@@ -108,3 +109,10 @@ class CameraConfig:
         self._put("token", check_token(self.token))
         if (self.allowed_hosts or self.token is not None) and self.serve is None:
             raise EdgekitError("--allow-host and --token apply to --serve, which is not given")
+
+
+def _source_key(spec: str) -> str:
+    """What a --source names, for finding one given twice: a file or folder by its real path, the rest as written."""
+    if (spec.isascii() and spec.isdigit()) or "://" in spec or spec.lower() in PICAMERA:
+        return spec.lower()
+    return os.path.realpath(spec)

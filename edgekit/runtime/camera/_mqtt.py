@@ -127,7 +127,29 @@ class MqttPublisher:
         self._said_down = False
 
     def _on_connect_fail(self, _client, _userdata) -> None:
-        self._down("cannot reach the broker")
+        if self._said_down:
+            self._down("cannot reach the broker")  # said once already: no probe on every retry
+            return
+        self._down(self._tls_problem() or "cannot reach the broker")
+
+    def _tls_problem(self) -> str | None:
+        """Why a TLS broker that answers was not accepted (paho says only that the connection failed, and an
+        untrusted certificate looks like a network fault): one handshake of our own, on the first failure."""
+        o = self.options
+        if not o.tls or o.insecure:
+            return None
+        import socket
+        import ssl
+
+        try:
+            with socket.create_connection((o.host, o.port), timeout=3) as sock, \
+                    ssl.create_default_context().wrap_socket(sock, server_hostname=o.host):
+                return None
+        except ssl.SSLCertVerificationError as exc:
+            return (f"the broker's TLS certificate is not trusted ({exc.verify_message}): install its CA in the "
+                    "system's store, or --mqtt-insecure to skip the check")
+        except (OSError, ValueError):
+            return None
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         if not self._closing:

@@ -9,6 +9,7 @@ not on the command line, which other users can see in the process list.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -79,8 +80,10 @@ class MqttOptions:
         if self.insecure and not self.tls:
             raise EdgekitError("--mqtt-insecure applies to mqtts:// URLs only")
         if self.client_id is None:
+            # the process id too: two edge-cameras on one host and topic (the service and a test run) with one
+            # client id knock each other off the broker, once a second, for as long as both run
             object.__setattr__(self, "client_id", f"edge-camera-{node_id(socket.gethostname(), 20)}-"
-                                                  f"{node_id(self.topic, 20)}")
+                                                  f"{node_id(self.topic, 20)}-{os.getpid()}")
 
     @classmethod
     def parse(cls, url: str, *, password: str | None = None, **options) -> MqttOptions:
@@ -103,6 +106,8 @@ class MqttOptions:
         if not topic:
             _fail(f"{shown_url(url)}: no topic, e.g. mqtt://{parts.hostname}/edge-camera/shelf")
         user = unquote(parts.username) if parts.username else None
+        if parts.password is not None and user is None:  # mqtt://:pw@host/t connected anonymously, pw dropped
+            _fail(f"{shown_url(url)}: a password needs a user name: mqtt://user:password@host/topic")
         pw = unquote(parts.password) if parts.password is not None else password
         return cls(host=parts.hostname, topic=topic, port=port, tls=parts.scheme.lower() == "mqtts",
                    username=user, password=pw if user else None, **options)
