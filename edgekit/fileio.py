@@ -34,8 +34,7 @@ def refuse_replacing_inputs(outputs, inputs, what: str = "an input of this comma
             except OSError:
                 continue
             if same:
-                raise InputFileError(p, f"is {what}; choose another output folder (--force never replaces an "
-                                        "input)")
+                raise InputFileError(p, f"is {what}; write elsewhere (--force never replaces an input)")
 
 
 def probe_folder(path: str | os.PathLike) -> Path:

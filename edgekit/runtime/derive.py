@@ -27,24 +27,22 @@ def derive_contract(tensor: TensorInfo, num_outputs: int, *,
     layout, h, w, ch = layout_and_size(tensor.shape)
     if ch not in (1, 3):
         raise EdgekitError(f"input shape {list(tensor.shape)} has {ch} channels; image models have 1 or 3")
-    notes = []
     if tensor.quantized:
         # Feed raw pixels as the quantized values (the Coral/TFLite convention): uint8 q = pixel,
         # int8 q = pixel - 128. Express that as a float normalization so one code path serves all.
         shift = 128 if tensor.dtype == np.int8 else 0
         norm = Normalization.scale_offset(tensor.scale, -(shift + tensor.zero_point) * tensor.scale)
         lo, hi = (0 - shift - tensor.zero_point) * tensor.scale, (255 - shift - tensor.zero_point) * tensor.scale
-        notes.append(f"{tensor.dtype} input fed raw pixels (scale {tensor.scale:.6g}, zero point "
+        norm_note = (f"{tensor.dtype} input fed raw pixels (scale {tensor.scale:.6g}, zero point "
                      f"{tensor.zero_point}: model range {lo:.3g}..{hi:.3g})")
     elif np.issubdtype(tensor.dtype, np.integer):  # integer input without quantization: the values as they are
         shift = 128 if tensor.dtype == np.int8 else 0
         norm = Normalization.scale_offset(1.0, -float(shift))
-        notes.append(f"{tensor.dtype} input without quantization fed raw pixels" + (" - 128" if shift else ""))
+        norm_note = f"{tensor.dtype} input without quantization fed raw pixels" + (" - 128" if shift else "")
     else:
         norm = Normalization.scale_offset(1 / 255, 0.0)
-        notes.append("float input scaled to 0..1 (x/255); pass --mean/--std if it was trained otherwise")
-    if "normalization" in given:
-        notes = []
+        norm_note = "float input scaled to 0..1 (x/255); pass --mean/--std if it was trained otherwise"
+    notes = [] if "normalization" in given else [norm_note]  # what the user's flags set is not assumed
     order = ColorOrder.GRAY if ch == 1 else ColorOrder.RGB
     if ch == 3 and "color_order" not in given:
         notes.append("RGB")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputFileError, OutputExistsError
+from edgekit.fileio import refuse_replacing_inputs
 from edgekit.pixels import opencv, opencv_can_name
 from edgekit.runtime.camera._sources import quiet_opencv, shown
 
@@ -99,11 +100,7 @@ def check_record_path(path, force: bool, sources=()) -> Path | None:
     if not opencv_can_name(p.parent.absolute()):
         raise InputFileError(name, "its folder's name is not valid UTF-8, which OpenCV cannot write in; "
                                    "record into another folder")
-    for spec in sources:
-        with contextlib.suppress(OSError, ValueError):
-            if Path(spec).is_file() and p.exists() and os.path.samefile(spec, p):
-                raise InputFileError(name, "is the video being read (--source); --record never replaces it, "
-                                           "even with --force")
+    refuse_replacing_inputs([p], sources, "the video being read (--source)")
     if p.exists() or p.is_symlink():
         if not force:
             raise OutputExistsError(name)
